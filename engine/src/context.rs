@@ -1,0 +1,342 @@
+//! The GPU context: adapter choice, device with the adapter's own limits, a pipeline cache,
+//! buffer upload and readback, and submission of recorded dispatches.
+
+use crate::error::{Error, Result};
+use crate::kernel::{Dispatch, Kernel, KernelSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// A GPU buffer view of `len` elements of 4 bytes (f32 or u32) starting `offset` bytes in.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub buffer: Arc<wgpu::Buffer>,
+    pub offset: u64,
+    pub len: usize,
+}
+
+impl Tensor {
+    pub fn bytes(&self) -> u64 {
+        self.len as u64 * 4
+    }
+
+    /// A sub-view of `len` elements starting `start` elements in. `start * 4` must be a multiple
+    /// of the device's storage offset alignment (256 bytes everywhere wgpu runs).
+    pub fn slice(&self, start: usize, len: usize) -> Tensor {
+        assert!(start + len <= self.len, "slice {start}+{len} past a tensor of {}", self.len);
+        Tensor { buffer: self.buffer.clone(), offset: self.offset + start as u64 * 4, len }
+    }
+
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            // A zero-sized binding is invalid; empty tensors are given one element at allocation.
+            size: wgpu::BufferSize::new(self.bytes().max(4)),
+        })
+    }
+}
+
+/// What was opened, for the log line every binary prints first.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub subgroups: bool,
+    pub timestamps: bool,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            write!(f, ", driver {}", self.driver)?;
+        }
+        write!(
+            f,
+            "; subgroups {}, timestamp queries {})",
+            if self.subgroups { "yes" } else { "no" },
+            if self.timestamps { "yes" } else { "no" }
+        )
+    }
+}
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub report: AdapterReport,
+    pub limits: wgpu::Limits,
+    kernels: Mutex<HashMap<&'static str, Arc<Kernel>>>,
+    /// Validation errors raised outside an error scope (e.g. while recording a pass); checked
+    /// after each submission so they surface as `Error` values instead of a panic.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+const NO_ADAPTER_HELP: &str = "a Vulkan, Metal or DX12 driver is needed. On a headless Linux \
+machine install the software Vulkan driver: `apt-get install mesa-vulkan-drivers libvulkan1`. \
+WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME (a name substring) choose among several";
+
+fn backend_rank(backend: wgpu::Backend) -> u8 {
+    // Native backends first; GL only as a last resort.
+    match backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    }
+}
+
+fn device_rank(kind: wgpu::DeviceType) -> u8 {
+    match kind {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+impl GpuContext {
+    /// Opens the best adapter: native backends before GL, hardware before software, filtered by
+    /// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` when set.
+    pub fn new() -> Result<GpuContext> {
+        pollster::block_on(Self::open())
+    }
+
+    async fn open() -> Result<GpuContext> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let wanted_name = std::env::var("WGPU_ADAPTER_NAME").ok().map(|n| n.to_lowercase());
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        let found: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        if let Some(name) = &wanted_name {
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(name));
+        }
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (backend_rank(i.backend), device_rank(i.device_type))
+        });
+        let Some(adapter) = adapters.into_iter().next() else {
+            let filter = match &wanted_name {
+                Some(n) => format!(" matching WGPU_ADAPTER_NAME={n:?} (found: {})", found.join(", ")),
+                None => String::new(),
+            };
+            return Err(Error::NoAdapter(format!("no adapter{filter} on backends {backends:?}; {NO_ADAPTER_HELP}")));
+        };
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let features = available & wanted;
+        // The adapter's own limits: the WebGPU defaults (128 MiB bindings, 16 KiB workgroup
+        // memory, 8 storage buffers) are too small for some shapes.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("engine"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
+        let report = AdapterReport {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        };
+        Ok(GpuContext { device, queue, report, limits, kernels: Mutex::new(HashMap::new()), uncaptured })
+    }
+
+    /// The compiled pipeline of a kernel, built on first use and cached.
+    pub fn kernel(&self, spec: &'static KernelSpec) -> Result<Arc<Kernel>> {
+        if let Some(k) = self.kernels.lock().unwrap().get(spec.entry) {
+            return Ok(k.clone());
+        }
+        let kernel = Arc::new(Kernel::compile(&self.device, spec)?);
+        self.kernels.lock().unwrap().insert(spec.entry, kernel.clone());
+        Ok(kernel)
+    }
+
+    fn new_buffer(&self, bytes: u64, label: &str) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A zero-filled buffer of `len` 4-byte elements.
+    pub fn zeros(&self, len: usize, label: &str) -> Result<Tensor> {
+        let bytes = len as u64 * 4;
+        if bytes > self.limits.max_buffer_size || bytes > self.limits.max_storage_buffer_binding_size as u64 {
+            return Err(Error::Shape(format!(
+                "buffer `{label}` of {bytes} bytes exceeds this device's limit ({} bytes per binding); use a smaller batch",
+                self.limits.max_storage_buffer_binding_size
+            )));
+        }
+        Ok(Tensor { buffer: Arc::new(self.new_buffer(bytes, label)), offset: 0, len })
+    }
+
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T], label: &str) -> Result<Tensor> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
+        let t = self.zeros(data.len(), label)?;
+        self.write(&t, data);
+        Ok(t)
+    }
+
+    /// Queues a write of `data` into `t` (ordered before the next submission).
+    pub fn write<T: bytemuck::Pod>(&self, t: &Tensor, data: &[T]) {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        assert!(
+            bytes.len() as u64 <= t.bytes().max(4),
+            "write of {} bytes into a {}-byte tensor",
+            bytes.len(),
+            t.bytes()
+        );
+        if !bytes.is_empty() {
+            self.queue.write_buffer(&t.buffer, t.offset, bytes);
+        }
+    }
+
+    /// Copies a tensor back to the host, waiting for all queued work first.
+    pub fn read<T: bytemuck::Pod>(&self, t: &Tensor) -> Result<Vec<T>> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
+        if t.len == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: t.bytes(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&t.buffer, t.offset, &staging, 0, t.bytes());
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            tx.send(r).ok();
+        });
+        self.wait()?;
+        rx.recv().map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+        let out = bytemuck::cast_slice(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Records dispatches into one compute pass of `encoder`, in order.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+
+    /// Submits a recorded encoder without waiting.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.queue.submit([encoder.finish()]);
+        self.check()
+    }
+
+    /// Records the dispatches into one command buffer, submits it and waits.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        self.record(&mut encoder, dispatches);
+        self.submit(encoder)?;
+        self.wait()
+    }
+
+    /// Blocks until the queue is idle.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Turns any validation error raised since the last check into an `Error`.
+    fn check(&self) -> Result<()> {
+        let mut errors = self.uncaptured.lock().unwrap();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let message = errors.join("\n");
+        errors.clear();
+        Err(Error::Kernel { kernel: "dispatch".into(), message })
+    }
+
+    /// Creates a dispatch of a kernel over the given storage tensors (in the spec's binding
+    /// order) with `params` as its uniform block.
+    pub fn dispatch(
+        &self,
+        spec: &'static KernelSpec,
+        params: &[u32],
+        tensors: &[&Tensor],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let kernel = self.kernel(spec)?;
+        let limit = self.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > limit) {
+            return Err(Error::Kernel {
+                kernel: spec.entry.into(),
+                message: format!("{workgroups:?} workgroups exceed this device's {limit} per dimension"),
+            });
+        }
+        if tensors.len() != spec.storage.len() {
+            return Err(Error::Kernel {
+                kernel: spec.entry.into(),
+                message: format!("takes {} buffers, given {}", spec.storage.len(), tensors.len()),
+            });
+        }
+        // Uniform blocks are padded to 16 bytes, the strictest alignment any backend asks for.
+        let mut words = params.to_vec();
+        words.resize(params.len().div_ceil(4).max(1) * 4, 0);
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(spec.entry),
+            contents: bytemuck::cast_slice(&words),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for ((binding, _), t) in spec.storage.iter().zip(tensors) {
+            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.entry),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Kernel { kernel: spec.entry.into(), message: e.to_string() });
+        }
+        Ok(Dispatch { kernel, bind_group, workgroups, _uniform: uniform })
+    }
+}
+
+/// Workgroups for one thread per element with workgroups of 256, folded into a second
+/// dimension past 65535 groups (the kernels rebuild the flat index from `num_workgroups`).
+pub fn grid_1d(elements: usize) -> [u32; 3] {
+    let groups = elements.div_ceil(256).max(1);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        [65535, groups.div_ceil(65535) as u32, 1]
+    }
+}

@@ -1,0 +1,97 @@
+//! Kernels (a WGSL entry point with an explicit bind group layout) and dispatches (a kernel bound
+//! to buffers and a uniform block, ready to be recorded into any number of command buffers).
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// A compute entry point and its storage bindings. Binding 0 is always the uniform parameter
+/// block; `storage` lists (binding, access) in the order a launcher passes its tensors.
+#[derive(Debug)]
+pub struct KernelSpec {
+    /// Shader file stem in `shaders/`.
+    pub file: &'static str,
+    pub entry: &'static str,
+    pub storage: &'static [(u32, Access)],
+}
+
+pub struct Kernel {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    pub(crate) fn compile(device: &wgpu::Device, spec: &'static KernelSpec) -> Result<Kernel> {
+        let fail = |message: String| Error::Kernel { kernel: spec.entry.into(), message };
+        let source = shaders::source(spec.file).ok_or_else(|| fail(format!("no shader file {}.wgsl", spec.file)))?;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(spec.file),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for &(binding, access) in spec.storage {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: access == Access::Read },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(spec.entry), entries: &entries });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(spec.entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(spec.entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(fail(e.to_string()));
+        }
+        Ok(Kernel { name: spec.entry, pipeline, layout })
+    }
+}
+
+/// A kernel bound to its buffers and parameters. Built once; recorded as often as needed.
+pub struct Dispatch {
+    pub kernel: Arc<Kernel>,
+    pub(crate) bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+    pub(crate) _uniform: wgpu::Buffer,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.kernel.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}

@@ -1,0 +1,15 @@
+//! A GPU compute engine for training small neural networks on wgpu compute shaders.
+//!
+//! - [`context`]: adapter and device, buffers, submission.
+//! - [`kernel`]: compiled kernels and recorded dispatches.
+//! - [`ops`]: one module per WGSL file, each with GPU launchers and a CPU reference.
+
+pub mod context;
+pub mod error;
+pub mod kernel;
+pub mod ops;
+pub mod rng;
+
+pub use context::{grid_1d, AdapterReport, GpuContext, Tensor};
+pub use error::{Error, Result};
+pub use kernel::{Dispatch, Kernel, KernelSpec};

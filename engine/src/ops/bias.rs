@@ -1,0 +1,50 @@
+//! bias.wgsl: per-channel bias add over [n, c, s] (optionally fused with ReLU) and its gradient.
+
+use super::conv::check_len;
+use crate::context::{grid_1d, GpuContext, Tensor};
+use crate::error::Result;
+use crate::kernel::{Access::*, Dispatch, KernelSpec};
+
+pub const BIAS_ADD: KernelSpec = KernelSpec { file: "bias", entry: "bias_add", storage: &[(1, Read), (2, ReadWrite)] };
+pub const BIAS_GRAD: KernelSpec =
+    KernelSpec { file: "bias", entry: "bias_grad", storage: &[(1, Read), (2, ReadWrite)] };
+
+/// y [n, c, s] += bias[c], then ReLU when `relu`; in place.
+pub fn bias_add(
+    ctx: &GpuContext,
+    n: usize,
+    c: usize,
+    s: usize,
+    relu: bool,
+    bias: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    check_len("bias", bias, c)?;
+    check_len("bias_add output", y, n * c * s)?;
+    ctx.dispatch(&BIAS_ADD, &[n as u32, c as u32, s as u32, relu as u32], &[bias, y], grid_1d(n * c * s))
+}
+
+/// dbias[c] = Σ_{n,s} dy[n, c, s].
+pub fn bias_grad(ctx: &GpuContext, n: usize, c: usize, s: usize, dy: &Tensor, dbias: &Tensor) -> Result<Dispatch> {
+    check_len("bias_grad input", dy, n * c * s)?;
+    check_len("bias gradient", dbias, c)?;
+    ctx.dispatch(&BIAS_GRAD, &[n as u32, c as u32, s as u32, 0], &[dy, dbias], [c as u32, 1, 1])
+}
+
+pub mod cpu {
+    pub fn bias_add(n: usize, c: usize, s: usize, relu: bool, bias: &[f32], y: &mut [f32]) {
+        for (i, v) in y[..n * c * s].iter_mut().enumerate() {
+            *v += bias[(i / s) % c];
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+    }
+
+    pub fn bias_grad(n: usize, c: usize, s: usize, dy: &[f32], dbias: &mut [f32]) {
+        dbias[..c].fill(0.0);
+        for (i, d) in dy[..n * c * s].iter().enumerate() {
+            dbias[(i / s) % c] += d;
+        }
+    }
+}

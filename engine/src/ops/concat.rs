@@ -1,0 +1,77 @@
+//! concat.wgsl: concatenation along channels and its backward (split), both a channel-block copy.
+
+use super::conv::check_len;
+use crate::context::{grid_1d, GpuContext, Tensor};
+use crate::error::{Error, Result};
+use crate::kernel::{Access::*, Dispatch, KernelSpec};
+
+pub const COPY_CHANNELS: KernelSpec =
+    KernelSpec { file: "concat", entry: "copy_channels", storage: &[(1, Read), (2, ReadWrite)] };
+
+/// Copy `channels` channels of [n, ·, s] tensors: dst[:, dst_offset + c] = src[:, src_offset + c].
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelCopy {
+    pub n: usize,
+    pub s: usize,
+    pub channels: usize,
+    pub src_channels: usize,
+    pub src_offset: usize,
+    pub dst_channels: usize,
+    pub dst_offset: usize,
+}
+
+impl ChannelCopy {
+    /// Input `part` ([n, part_channels, s]) goes to channels offset.. of out ([n, total, s]).
+    pub fn concat(n: usize, s: usize, part_channels: usize, total: usize, offset: usize) -> ChannelCopy {
+        ChannelCopy {
+            n,
+            s,
+            channels: part_channels,
+            src_channels: part_channels,
+            src_offset: 0,
+            dst_channels: total,
+            dst_offset: offset,
+        }
+    }
+    /// The backward of `concat`: the slice of the output gradient back to the input's shape.
+    pub fn split(n: usize, s: usize, part_channels: usize, total: usize, offset: usize) -> ChannelCopy {
+        ChannelCopy {
+            n,
+            s,
+            channels: part_channels,
+            src_channels: total,
+            src_offset: offset,
+            dst_channels: part_channels,
+            dst_offset: 0,
+        }
+    }
+    fn len(&self) -> usize {
+        self.n * self.channels * self.s
+    }
+}
+
+pub fn copy_channels(ctx: &GpuContext, c: &ChannelCopy, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
+    if c.src_offset + c.channels > c.src_channels || c.dst_offset + c.channels > c.dst_channels {
+        return Err(Error::Shape(format!("channel copy out of range: {c:?}")));
+    }
+    check_len("channel copy source", src, c.n * c.src_channels * c.s)?;
+    check_len("channel copy destination", dst, c.n * c.dst_channels * c.s)?;
+    let u = |v: usize| v as u32;
+    let params =
+        [u(c.n), u(c.channels), u(c.s), u(c.src_channels), u(c.src_offset), u(c.dst_channels), u(c.dst_offset), 0];
+    ctx.dispatch(&COPY_CHANNELS, &params, &[src, dst], grid_1d(c.len()))
+}
+
+pub mod cpu {
+    use super::ChannelCopy;
+
+    pub fn copy_channels(c: &ChannelCopy, src: &[f32], dst: &mut [f32]) {
+        for n in 0..c.n {
+            for ch in 0..c.channels {
+                let from = (n * c.src_channels + c.src_offset + ch) * c.s;
+                let to = (n * c.dst_channels + c.dst_offset + ch) * c.s;
+                dst[to..to + c.s].copy_from_slice(&src[from..from + c.s]);
+            }
+        }
+    }
+}

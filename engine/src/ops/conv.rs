@@ -1,0 +1,322 @@
+//! conv.wgsl: im2col and col2im, which turn a 2-D convolution into matmul.
+//!
+//! Forward:  cols = im2col(x);  y[n] = W (OC × C·KH·KW) · cols[n]  (+ bias)
+//! Backward: dW = Σ_n dy[n] · cols[n]ᵀ;  dcols[n] = Wᵀ · dy[n];  dx = col2im(dcols)
+
+use super::bias::{bias_add, bias_grad};
+use super::matmul::{matmul, Matmul, View};
+use crate::context::{grid_1d, GpuContext, Tensor};
+use crate::error::{Error, Result};
+use crate::kernel::{Access::*, Dispatch, KernelSpec};
+
+pub const IM2COL: KernelSpec = KernelSpec { file: "conv", entry: "im2col", storage: &[(1, Read), (2, ReadWrite)] };
+pub const COL2IM: KernelSpec = KernelSpec { file: "conv", entry: "col2im", storage: &[(1, Read), (2, ReadWrite)] };
+
+/// Input [n, c, h, w] convolved with a kh×kw kernel at `stride` with `pad` zeros each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvGeometry {
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    /// Rows of one image's column matrix: C·KH·KW.
+    pub fn col_rows(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    pub fn input_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    pub fn cols_len(&self) -> usize {
+        self.n * self.col_rows() * self.oh() * self.ow()
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.stride == 0
+            || self.kh == 0
+            || self.kw == 0
+            || self.h + 2 * self.pad < self.kh
+            || self.w + 2 * self.pad < self.kw
+        {
+            return Err(Error::Shape(format!(
+                "a {}×{} kernel at stride {} does not fit a padded {}×{} input",
+                self.kh, self.kw, self.stride, self.h, self.w
+            )));
+        }
+        Ok(())
+    }
+    fn params(&self, total: usize) -> [u32; 12] {
+        let u = |v: usize| v as u32;
+        [
+            u(self.n),
+            u(self.c),
+            u(self.h),
+            u(self.w),
+            u(self.kh),
+            u(self.kw),
+            u(self.stride),
+            u(self.pad),
+            u(self.oh()),
+            u(self.ow()),
+            u(total),
+            0,
+        ]
+    }
+}
+
+/// cols [n, C·KH·KW, OH·OW] = im2col(x [n, c, h, w]).
+pub fn im2col(ctx: &GpuContext, g: &ConvGeometry, x: &Tensor, cols: &Tensor) -> Result<Dispatch> {
+    g.validate()?;
+    check_len("im2col input", x, g.input_len())?;
+    check_len("im2col output", cols, g.cols_len())?;
+    ctx.dispatch(&IM2COL, &g.params(g.cols_len()), &[x, cols], grid_1d(g.cols_len()))
+}
+
+/// dx [n, c, h, w] = col2im(dcols): each pixel gathers every column entry it fed.
+pub fn col2im(ctx: &GpuContext, g: &ConvGeometry, dcols: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    g.validate()?;
+    check_len("col2im input", dcols, g.cols_len())?;
+    check_len("col2im output", dx, g.input_len())?;
+    ctx.dispatch(&COL2IM, &g.params(g.input_len()), &[dcols, dx], grid_1d(g.input_len()))
+}
+
+pub(crate) fn check_len(what: &str, t: &Tensor, need: usize) -> Result<()> {
+    if t.len < need {
+        return Err(Error::Shape(format!("{what} needs {need} elements, the buffer holds {}", t.len)));
+    }
+    Ok(())
+}
+
+pub mod cpu {
+    use super::ConvGeometry;
+
+    pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
+        let (oh, ow) = (g.oh(), g.ow());
+        let mut i = 0;
+        for n in 0..g.n {
+            for c in 0..g.c {
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                let inside = iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize;
+                                cols[i] = if inside {
+                                    x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of im2col: scatter-add every column entry back to the pixel it came from.
+    pub fn col2im(g: &ConvGeometry, dcols: &[f32], dx: &mut [f32]) {
+        dx[..g.input_len()].fill(0.0);
+        let (oh, ow) = (g.oh(), g.ow());
+        let mut i = 0;
+        for n in 0..g.n {
+            for c in 0..g.c {
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
+                                    dx[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize] += dcols[i];
+                                }
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Direct convolution, y [n, oc, oh, ow] = Σ w[oc, c, ky, kx] · x[n, c, …] + bias[oc]: an
+    /// independent reference for the im2col + matmul path.
+    pub fn conv2d_forward(g: &ConvGeometry, oc: usize, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
+        let (oh, ow) = (g.oh(), g.ow());
+        for n in 0..g.n {
+            for o in 0..oc {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut sum = bias[o] as f64;
+                        for c in 0..g.c {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                    if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
+                                        let xv = x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                                        sum += xv as f64 * w[((o * g.c + c) * g.kh + ky) * g.kw + kx] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[((n * oc + o) * oh + oy) * ow + ox] = sum as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Direct convolution backward: (dx, dw, dbias) from dy [n, oc, oh, ow].
+    pub fn conv2d_backward(
+        g: &ConvGeometry,
+        oc: usize,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        dw: &mut [f32],
+        dbias: &mut [f32],
+    ) {
+        let (oh, ow) = (g.oh(), g.ow());
+        dx.fill(0.0);
+        dw.fill(0.0);
+        dbias.fill(0.0);
+        for n in 0..g.n {
+            for o in 0..oc {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let d = dy[((n * oc + o) * oh + oy) * ow + ox];
+                        dbias[o] += d;
+                        for c in 0..g.c {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                    if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
+                                        let xi = ((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize;
+                                        let wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
+                                        dw[wi] += d * x[xi];
+                                        dx[xi] += d * w[wi];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Buffers of a convolution layer. `cols` is unused (may be any tensor) for a 1×1 kernel at
+/// stride 1 without padding, whose column matrix is the input itself.
+pub struct Conv2d<'a> {
+    pub g: ConvGeometry,
+    pub out_channels: usize,
+    pub x: &'a Tensor,
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub cols: &'a Tensor,
+}
+
+impl Conv2d<'_> {
+    fn is_pointwise(&self) -> bool {
+        self.g.kh == 1 && self.g.kw == 1 && self.g.stride == 1 && self.g.pad == 0
+    }
+    fn cols(&self) -> &Tensor {
+        if self.is_pointwise() {
+            self.x
+        } else {
+            self.cols
+        }
+    }
+    fn positions(&self) -> usize {
+        self.g.oh() * self.g.ow()
+    }
+}
+
+/// y [n, oc, oh, ow] = conv(x) + bias, then ReLU when `relu`: im2col, one batched matmul
+/// (W · cols[n] for every image), bias add.
+pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Vec<Dispatch>> {
+    let (g, oc, p, rows) = (&c.g, c.out_channels, c.positions(), c.g.col_rows());
+    let mut out = Vec::new();
+    if !c.is_pointwise() {
+        out.push(im2col(ctx, g, c.x, c.cols)?);
+    }
+    let product = Matmul {
+        m: oc,
+        n: p,
+        k: rows,
+        reduce: 1,
+        batch: g.n,
+        a: View::row_major(rows),
+        b: View::row_major(p).batched(rows * p),
+        c_row_stride: p,
+        c_batch_stride: oc * p,
+        accumulate: false,
+    };
+    out.push(matmul(ctx, &product, c.weight, c.cols(), y)?);
+    out.push(bias_add(ctx, g.n, oc, p, relu, c.bias, y)?);
+    Ok(out)
+}
+
+/// From dy (already through the fused ReLU's backward): dweight = Σ_n dy[n] · cols[n]ᵀ,
+/// dbias = Σ dy, and when `dx` is given, dx = col2im(Wᵀ · dy[n]) using `dcols` as scratch.
+pub fn conv2d_backward(
+    ctx: &GpuContext,
+    c: &Conv2d,
+    dy: &Tensor,
+    dweight: &Tensor,
+    dbias: &Tensor,
+    dx: Option<(&Tensor, &Tensor)>,
+) -> Result<Vec<Dispatch>> {
+    let (g, oc, p, rows) = (&c.g, c.out_channels, c.positions(), c.g.col_rows());
+    let mut out = vec![bias_grad(ctx, g.n, oc, p, dy, dbias)?];
+    let weight_grad = Matmul {
+        m: oc,
+        n: rows,
+        k: p,
+        reduce: g.n,
+        batch: 1,
+        a: View::row_major(p).reduced(oc * p),
+        b: View::row_major(p).t().reduced(rows * p),
+        c_row_stride: rows,
+        c_batch_stride: 0,
+        accumulate: false,
+    };
+    out.push(matmul(ctx, &weight_grad, dy, c.cols(), dweight)?);
+    if let Some((dx, dcols)) = dx {
+        let dcols = if c.is_pointwise() { dx } else { dcols };
+        let col_grad = Matmul {
+            m: rows,
+            n: p,
+            k: oc,
+            reduce: 1,
+            batch: g.n,
+            a: View::row_major(rows).t(),
+            b: View::row_major(p).batched(oc * p),
+            c_row_stride: p,
+            c_batch_stride: rows * p,
+            accumulate: false,
+        };
+        out.push(matmul(ctx, &col_grad, c.weight, dy, dcols)?);
+        if !c.is_pointwise() {
+            out.push(col2im(ctx, g, dcols, dx)?);
+        }
+    }
+    Ok(out)
+}

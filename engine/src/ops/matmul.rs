@@ -1,0 +1,190 @@
+//! matmul.wgsl: C[b] (+)= Σ_r A[b,r]·B[b,r] over strided views (see the shader header).
+//! Transposes are swapped strides; a reduce index sums products over a batch in one dispatch.
+
+use crate::context::{GpuContext, Tensor};
+use crate::error::{Error, Result};
+use crate::kernel::{Access::*, Dispatch, KernelSpec};
+
+pub const MATMUL: KernelSpec =
+    KernelSpec { file: "matmul", entry: "matmul", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
+
+/// Element (row, col) of reduce slice r of batch b sits at
+/// `b*batch_stride + r*reduce_stride + row*row_stride + col*col_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub row_stride: usize,
+    pub col_stride: usize,
+    pub reduce_stride: usize,
+    pub batch_stride: usize,
+}
+
+impl View {
+    /// A dense row-major matrix with `cols` columns.
+    pub fn row_major(cols: usize) -> View {
+        View { row_stride: cols, col_stride: 1, reduce_stride: 0, batch_stride: 0 }
+    }
+    /// The transpose of this view.
+    pub fn t(self) -> View {
+        View { row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+    pub fn batched(self, batch_stride: usize) -> View {
+        View { batch_stride, ..self }
+    }
+    pub fn reduced(self, reduce_stride: usize) -> View {
+        View { reduce_stride, ..self }
+    }
+    /// One past the largest element index the view touches.
+    fn extent(&self, rows: usize, cols: usize, reduce: usize, batch: usize) -> usize {
+        (batch - 1) * self.batch_stride
+            + (reduce - 1) * self.reduce_stride
+            + (rows - 1) * self.row_stride
+            + (cols - 1) * self.col_stride
+            + 1
+    }
+}
+
+/// C (m×n, row stride `c_row_stride`, batch stride `c_batch_stride`) = Σ_r A (m×k) · B (k×n).
+#[derive(Clone, Copy, Debug)]
+pub struct Matmul {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub reduce: usize,
+    pub batch: usize,
+    pub a: View,
+    pub b: View,
+    pub c_row_stride: usize,
+    pub c_batch_stride: usize,
+    /// Add to C instead of overwriting it.
+    pub accumulate: bool,
+}
+
+impl Matmul {
+    /// Dense row-major C = A·B.
+    pub fn dense(m: usize, n: usize, k: usize) -> Matmul {
+        Matmul {
+            m,
+            n,
+            k,
+            reduce: 1,
+            batch: 1,
+            a: View::row_major(k),
+            b: View::row_major(n),
+            c_row_stride: n,
+            c_batch_stride: 0,
+            accumulate: false,
+        }
+    }
+
+    fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
+        if self.m == 0 || self.n == 0 || self.k == 0 || self.reduce == 0 || self.batch == 0 {
+            return Err(Error::Shape(format!("matmul with an empty dimension: {self:?}")));
+        }
+        let need = [
+            ("A", self.a.extent(self.m, self.k, self.reduce, self.batch), a),
+            ("B", self.b.extent(self.k, self.n, self.reduce, self.batch), b),
+            ("C", (self.batch - 1) * self.c_batch_stride + (self.m - 1) * self.c_row_stride + self.n, c),
+        ];
+        for (name, extent, len) in need {
+            if extent > len {
+                return Err(Error::Shape(format!(
+                    "matmul reads {name} up to element {extent} but it holds {len}: {self:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
+    s.check(a.len, b.len, c.len)?;
+    if s.batch > 65535 {
+        return Err(Error::Shape(format!("matmul batch {} exceeds 65535", s.batch)));
+    }
+    let u = |v: usize| v as u32;
+    let params = [
+        u(s.m),
+        u(s.n),
+        u(s.k),
+        u(s.reduce),
+        u(s.a.row_stride),
+        u(s.a.col_stride),
+        u(s.a.reduce_stride),
+        u(s.a.batch_stride),
+        u(s.b.row_stride),
+        u(s.b.col_stride),
+        u(s.b.reduce_stride),
+        u(s.b.batch_stride),
+        u(s.c_row_stride),
+        u(s.c_batch_stride),
+        s.accumulate as u32,
+        0,
+    ];
+    let groups = [s.n.div_ceil(64) as u32, s.m.div_ceil(32) as u32, s.batch as u32];
+    ctx.dispatch(&MATMUL, &params, &[a, b, c], groups)
+}
+
+pub mod cpu {
+    use super::Matmul;
+
+    /// The plain triple loop the kernel must agree with.
+    pub fn matmul(s: &Matmul, a: &[f32], b: &[f32], c: &mut [f32]) {
+        s.check(a.len(), b.len(), c.len()).expect("cpu matmul shape");
+        for bi in 0..s.batch {
+            for m in 0..s.m {
+                for n in 0..s.n {
+                    let mut sum = 0.0f64;
+                    for r in 0..s.reduce {
+                        for k in 0..s.k {
+                            let av = a[bi * s.a.batch_stride
+                                + r * s.a.reduce_stride
+                                + m * s.a.row_stride
+                                + k * s.a.col_stride];
+                            let bv = b[bi * s.b.batch_stride
+                                + r * s.b.reduce_stride
+                                + k * s.b.row_stride
+                                + n * s.b.col_stride];
+                            sum += av as f64 * bv as f64;
+                        }
+                    }
+                    let at = bi * s.c_batch_stride + m * s.c_row_stride + n;
+                    c[at] = if s.accumulate { c[at] + sum as f32 } else { sum as f32 };
+                }
+            }
+        }
+    }
+}
+
+/// Buffers of a fully connected layer: x [n, in], weight [out, in] (PyTorch's layout), bias [out].
+pub struct Linear<'a> {
+    pub n: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+    pub x: &'a Tensor,
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+}
+
+/// y [n, out] = x · weightᵀ + bias.
+pub fn linear_forward(ctx: &GpuContext, l: &Linear, y: &Tensor) -> Result<Vec<Dispatch>> {
+    let product = Matmul { b: View::row_major(l.inputs).t(), ..Matmul::dense(l.n, l.outputs, l.inputs) };
+    Ok(vec![matmul(ctx, &product, l.x, l.weight, y)?, super::bias::bias_add(ctx, l.n, l.outputs, 1, false, l.bias, y)?])
+}
+
+/// dweight = dyᵀ · x, dbias = Σ_n dy, and dx = dy · weight when `dx` is given.
+pub fn linear_backward(
+    ctx: &GpuContext,
+    l: &Linear,
+    dy: &Tensor,
+    dweight: &Tensor,
+    dbias: &Tensor,
+    dx: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    let weight_grad = Matmul { a: View::row_major(l.outputs).t(), ..Matmul::dense(l.outputs, l.inputs, l.n) };
+    let mut out =
+        vec![matmul(ctx, &weight_grad, dy, l.x, dweight)?, super::bias::bias_grad(ctx, l.n, l.outputs, 1, dy, dbias)?];
+    if let Some(dx) = dx {
+        out.push(matmul(ctx, &Matmul::dense(l.n, l.inputs, l.outputs), dy, l.weight, dx)?);
+    }
+    Ok(out)
+}

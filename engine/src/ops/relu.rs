@@ -1,0 +1,39 @@
+//! relu.wgsl: y = max(x, 0); dx = dy where y > 0.
+
+use super::conv::check_len;
+use crate::context::{grid_1d, GpuContext, Tensor};
+use crate::error::Result;
+use crate::kernel::{Access::*, Dispatch, KernelSpec};
+
+pub const RELU_FORWARD: KernelSpec =
+    KernelSpec { file: "relu", entry: "relu_forward", storage: &[(1, Read), (3, ReadWrite)] };
+pub const RELU_BACKWARD: KernelSpec =
+    KernelSpec { file: "relu", entry: "relu_backward", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
+
+pub fn relu_forward(ctx: &GpuContext, len: usize, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    check_len("relu input", x, len)?;
+    check_len("relu output", y, len)?;
+    ctx.dispatch(&RELU_FORWARD, &[len as u32], &[x, y], grid_1d(len))
+}
+
+/// dx = dy · [y > 0], from the forward output y.
+pub fn relu_backward(ctx: &GpuContext, len: usize, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    for (what, t) in [("relu output", y), ("relu output gradient", dy), ("relu input gradient", dx)] {
+        check_len(what, t, len)?;
+    }
+    ctx.dispatch(&RELU_BACKWARD, &[len as u32], &[y, dy, dx], grid_1d(len))
+}
+
+pub mod cpu {
+    pub fn relu_forward(x: &[f32], y: &mut [f32]) {
+        for (o, i) in y.iter_mut().zip(x) {
+            *o = i.max(0.0);
+        }
+    }
+
+    pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((o, y), d) in dx.iter_mut().zip(y).zip(dy) {
+            *o = if *y > 0.0 { *d } else { 0.0 };
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! sgd.wgsl: SGD with momentum as torch.optim.SGD computes it, over all parameters at once.
+
+use super::conv::check_len;
+use crate::context::{grid_1d, GpuContext, Tensor};
+use crate::error::Result;
+use crate::kernel::{Access::*, Dispatch, KernelSpec};
+
+pub const SGD_MOMENTUM: KernelSpec =
+    KernelSpec { file: "sgd", entry: "sgd_momentum", storage: &[(1, Read), (2, ReadWrite), (3, ReadWrite)] };
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sgd {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+/// param −= lr · (velocity = momentum · velocity + grad + weight_decay · param). `velocity`
+/// must start at zero, which makes the first step use velocity = grad as PyTorch does.
+pub fn sgd_momentum(
+    ctx: &GpuContext,
+    len: usize,
+    sgd: &Sgd,
+    grad: &Tensor,
+    param: &Tensor,
+    velocity: &Tensor,
+) -> Result<Dispatch> {
+    for (what, t) in [("gradients", grad), ("parameters", param), ("velocity", velocity)] {
+        check_len(what, t, len)?;
+    }
+    let params = [len as u32, sgd.lr.to_bits(), sgd.momentum.to_bits(), sgd.weight_decay.to_bits()];
+    ctx.dispatch(&SGD_MOMENTUM, &params, &[grad, param, velocity], grid_1d(len))
+}
+
+pub mod cpu {
+    use super::Sgd;
+
+    pub fn sgd_momentum(sgd: &Sgd, grad: &[f32], param: &mut [f32], velocity: &mut [f32]) {
+        for ((p, v), g) in param.iter_mut().zip(velocity.iter_mut()).zip(grad) {
+            let g = g + sgd.weight_decay * *p;
+            *v = sgd.momentum * *v + g;
+            *p -= sgd.lr * *v;
+        }
+    }
+}

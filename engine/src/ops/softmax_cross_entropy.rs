@@ -1,0 +1,93 @@
+//! softmax_cross_entropy.wgsl: fused, stable softmax + cross-entropy (mean over the batch), its
+//! gradient, and running loss / accuracy / non-finite-loss metrics kept on the GPU.
+
+use super::conv::check_len;
+use crate::context::{GpuContext, Tensor};
+use crate::error::Result;
+use crate::kernel::{Access::*, Dispatch, KernelSpec};
+
+pub const SOFTMAX_CROSS_ENTROPY: KernelSpec = KernelSpec {
+    file: "softmax_cross_entropy",
+    entry: "softmax_cross_entropy",
+    storage: &[(1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, ReadWrite)],
+};
+
+/// Words in the metrics buffer.
+pub const METRICS_WORDS: usize = 4;
+
+/// The metrics buffer, read back.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Sum over steps of each batch's mean loss.
+    pub loss_sum: f32,
+    pub correct: u32,
+    pub rows: u32,
+    /// The step (from the step counter) of the first batch whose loss was NaN or infinite.
+    pub first_nonfinite_step: Option<u32>,
+}
+
+impl Metrics {
+    pub fn from_words(w: &[u32]) -> Metrics {
+        Metrics { loss_sum: f32::from_bits(w[0]), correct: w[1], rows: w[2], first_nonfinite_step: w[3].checked_sub(1) }
+    }
+}
+
+/// Loss and metrics of `logits` [rows, classes] against `labels` (u32); writes
+/// dlogits = (softmax − onehot) / rows when `write_grad`. `step` is the step counter (u32).
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_cross_entropy(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    write_grad: bool,
+    logits: &Tensor,
+    labels: &Tensor,
+    step: &Tensor,
+    dlogits: &Tensor,
+    metrics: &Tensor,
+) -> Result<Dispatch> {
+    check_len("logits", logits, rows * classes)?;
+    check_len("labels", labels, rows)?;
+    check_len("step counter", step, 1)?;
+    if write_grad {
+        check_len("logit gradient", dlogits, rows * classes)?;
+    }
+    check_len("metrics", metrics, METRICS_WORDS)?;
+    ctx.dispatch(
+        &SOFTMAX_CROSS_ENTROPY,
+        &[rows as u32, classes as u32, write_grad as u32, 0],
+        &[logits, labels, step, dlogits, metrics],
+        [1, 1, 1],
+    )
+}
+
+pub mod cpu {
+    /// Returns (mean loss, correct predictions); fills `dlogits` when given.
+    pub fn softmax_cross_entropy(
+        rows: usize,
+        classes: usize,
+        logits: &[f32],
+        labels: &[u32],
+        mut dlogits: Option<&mut [f32]>,
+    ) -> (f32, u32) {
+        let mut loss = 0.0f64;
+        let mut correct = 0;
+        for r in 0..rows {
+            let row = &logits[r * classes..(r + 1) * classes];
+            let label = labels[r] as usize;
+            // First maximum wins, as torch.argmax does.
+            let (arg, max) =
+                row.iter().enumerate().fold((0, row[0]), |(ai, am), (i, &v)| if v > am { (i, v) } else { (ai, am) });
+            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            loss += sum.ln() + (max - row[label]) as f64;
+            correct += (arg == label) as u32;
+            if let Some(d) = dlogits.as_deref_mut() {
+                for (j, &v) in row.iter().enumerate() {
+                    let prob = ((v - max) as f64).exp() / sum;
+                    d[r * classes + j] = ((prob - (j == label) as u8 as f64) / rows as f64) as f32;
+                }
+            }
+        }
+        ((loss / rows as f64) as f32, correct)
+    }
+}

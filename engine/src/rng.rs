@@ -1,0 +1,38 @@
+//! A small seeded generator (SplitMix64) for parameter initialisation and tests: the same seed
+//! gives the same numbers on every platform.
+
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform in [-bound, bound).
+    pub fn uniform(&mut self, bound: f32) -> f32 {
+        (self.next_f32() * 2.0 - 1.0) * bound
+    }
+
+    pub fn uniform_vec(&mut self, len: usize, bound: f32) -> Vec<f32> {
+        (0..len).map(|_| self.uniform(bound)).collect()
+    }
+
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: u32) -> u32 {
+        ((self.next_u64() >> 32) * n as u64 >> 32) as u32
+    }
+}

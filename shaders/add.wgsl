@@ -1,0 +1,42 @@
+// add: elementwise sum for residual connections, and the in-place accumulate that sums the
+// gradients of a tensor read by several consumers (the Inception branches, the residual skip).
+//
+//   add:        out[i] = first[i] + second[i]
+//   add_assign: out[i] = out[i] + first[i]
+//
+// add         bindings: 0 uniform Params, 1 first (read), 2 second (read), 3 out (read_write).
+// add_assign  bindings: 0 uniform Params, 1 first (read), 3 out (read_write).
+// Dispatch: one thread per element, workgroups of 256, folded into y past 65535 groups.
+
+struct Params {
+    total: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> first: array<f32>;
+@group(0) @binding(2) var<storage, read> second: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn add(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    if (idx < p.total) {
+        out[idx] = first[idx] + second[idx];
+    }
+}
+
+@compute @workgroup_size(256)
+fn add_assign(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    if (idx < p.total) {
+        out[idx] = out[idx] + first[idx];
+    }
+}

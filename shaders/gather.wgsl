@@ -1,0 +1,54 @@
+// gather: builds a training batch on the GPU from a dataset that lives there as raw bytes, so a
+// step uploads nothing; and advances the step counter that picks the batch.
+//
+//   pixels: [count * image_len] u8, packed four to a u32 (little-endian)
+//   labels: [count] u32;  order: a permutation of sample indices (uploaded once an epoch)
+//   step[0]: the current step; this batch takes order[step * stride .. + rows]
+//   gather_batch:  x[r, j] = (pixel / 255 - mean) / std   (x: [rows, image_len] = NCHW with C = 1)
+//                  y[r]    = labels[order[step * stride + r]]
+//   advance_step:  step[0] += 1
+//
+// gather_batch  bindings: 0 uniform Params, 1 pixels (read, u32), 2 labels (read, u32),
+//               3 order (read, u32), 4 step (read, u32), 5 x (read_write), 6 y (read_write, u32).
+//               Dispatch: one thread per element of x, workgroups of 256, folded into y past 65535.
+// advance_step  bindings: 7 step (read_write, u32). Dispatch: (1, 1, 1).
+
+struct Params {
+    rows: u32, image_len: u32, stride: u32, _pad: u32,
+    mean: f32, std_dev: f32, _pad1: u32, _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> pixels: array<u32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read> order: array<u32>;
+@group(0) @binding(4) var<storage, read> step: array<u32>;
+@group(0) @binding(5) var<storage, read_write> x: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<u32>;
+@group(0) @binding(7) var<storage, read_write> step_counter: array<u32>;
+
+@compute @workgroup_size(256)
+fn gather_batch(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    if (idx >= p.rows * p.image_len) {
+        return;
+    }
+    let row = idx / p.image_len;
+    let j = idx - row * p.image_len;
+    let sample = order[step[0] * p.stride + row];
+    let byte_at = sample * p.image_len + j;
+    let byte = (pixels[byte_at / 4u] >> ((byte_at % 4u) * 8u)) & 0xffu;
+    x[idx] = (f32(byte) / 255.0 - p.mean) / p.std_dev;
+    if (j == 0u) {
+        y[row] = labels[sample];
+    }
+}
+
+@compute @workgroup_size(1)
+fn advance_step() {
+    step_counter[0] += 1u;
+}

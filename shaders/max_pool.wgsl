@@ -1,0 +1,98 @@
+// max_pool: 2-D max pooling over every (n, c) plane, any kernel, stride and zero padding
+// (padding never wins: it counts as -inf, as in PyTorch), floor output size.
+//
+//   x: [N, C, H, W] -> y: [N, C, OH, OW], OH = (H + 2*pad - k) / stride + 1
+//   argmax[n, c, oy, ox] = iy*W + ix of the first maximum in the window (saved for backward)
+//   max_pool_backward: dx[n, c, iy, ix] = sum of dy over the windows whose argmax is (iy, ix),
+//   a gather over the windows that contain the pixel, so no atomics are needed.
+//
+// max_pool_forward   bindings: 0 uniform Params, 1 x (read), 2 y (read_write), 3 argmax (read_write, u32).
+// max_pool_backward  bindings: 0 uniform Params, 4 dy (read), 5 argmax (read, u32), 6 dx (read_write).
+// Dispatch: one thread per output element (forward) or input element (backward), workgroups
+// of 256, folded into y past 65535 groups.
+
+struct Params {
+    planes: u32, h: u32, w: u32, k: u32,
+    stride: u32, pad: u32, oh: u32, ow: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> argmax_out: array<u32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read> argmax_in: array<u32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(256)
+fn max_pool_forward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    if (idx >= p.planes * p.oh * p.ow) {
+        return;
+    }
+    let ox = idx % p.ow;
+    let oy = (idx / p.ow) % p.oh;
+    let plane = idx / (p.ow * p.oh);
+    let base = plane * p.h * p.w;
+    var best = -3.4028235e38;
+    var best_at = 0u;
+    var found = false;
+    for (var ky = 0u; ky < p.k; ky++) {
+        let iy = i32(oy * p.stride + ky) - i32(p.pad);
+        for (var kx = 0u; kx < p.k; kx++) {
+            let ix = i32(ox * p.stride + kx) - i32(p.pad);
+            if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
+                continue;
+            }
+            let at = u32(iy) * p.w + u32(ix);
+            let v = x[base + at];
+            // `v != v` keeps a NaN, as PyTorch does, so a diverging network is noticed.
+            if (!found || v > best || v != v) {
+                best = v;
+                best_at = at;
+                found = true;
+            }
+        }
+    }
+    y[idx] = best;
+    argmax_out[idx] = best_at;
+}
+
+@compute @workgroup_size(256)
+fn max_pool_backward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    if (idx >= p.planes * p.h * p.w) {
+        return;
+    }
+    let ix = idx % p.w;
+    let iy = (idx / p.w) % p.h;
+    let plane = idx / (p.w * p.h);
+    let here = iy * p.w + ix;
+    var sum = 0.0;
+    for (var ky = 0u; ky < p.k; ky++) {
+        let sy = i32(iy + p.pad) - i32(ky);
+        if (sy < 0 || u32(sy) % p.stride != 0u || u32(sy) / p.stride >= p.oh) {
+            continue;
+        }
+        let oy = u32(sy) / p.stride;
+        for (var kx = 0u; kx < p.k; kx++) {
+            let sx = i32(ix + p.pad) - i32(kx);
+            if (sx < 0 || u32(sx) % p.stride != 0u || u32(sx) / p.stride >= p.ow) {
+                continue;
+            }
+            let o = (plane * p.oh + oy) * p.ow + u32(sx) / p.stride;
+            if (argmax_in[o] == here) {
+                sum += dy[o];
+            }
+        }
+    }
+    dx[idx] = sum;
+}

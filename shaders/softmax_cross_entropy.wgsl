@@ -1,0 +1,86 @@
+// softmax_cross_entropy: fused, numerically stable softmax + cross-entropy, mean over the batch,
+// its gradient, and the running metrics of a training or evaluation pass.
+//
+//   logits: [rows, classes], labels: [rows] (u32)
+//   loss_i   = logsumexp(logits_i) - logits_i[label_i]      (max subtracted first: no overflow)
+//   dlogits  = (softmax(logits_i) - onehot(label_i)) / rows  (written when write_grad != 0)
+//   metrics  (u32 words, updated by one thread, so no atomics):
+//     [0] sum of batch-mean losses (f32 bits)   [1] correct argmax predictions (first max wins)
+//     [2] rows seen                              [3] 1 + the step of the first non-finite loss, 0 if none
+//   step[0] is the index of the current step (advanced by gather.wgsl's advance_step).
+//
+// Bindings: 0 uniform Params, 1 logits (read), 2 labels (read, u32), 3 step (read, u32),
+//           4 dlogits (read_write), 5 metrics (read_write, u32).
+// Dispatch: (1, 1, 1): one workgroup of 256 threads strides over the rows, then reduces.
+
+struct Params {
+    rows: u32, classes: u32, write_grad: u32, _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read> step: array<u32>;
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(5) var<storage, read_write> metrics: array<u32>;
+
+var<workgroup> loss_partial: array<f32, 256>;
+var<workgroup> correct_partial: array<u32, 256>;
+
+fn is_finite(v: f32) -> bool {
+    // Exponent bits all ones means inf or NaN; a bit test survives fast-math compilers.
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+@compute @workgroup_size(256)
+fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
+    var loss = 0.0;
+    var correct = 0u;
+    let inv_rows = 1.0 / f32(p.rows);
+    for (var row = lid; row < p.rows; row += 256u) {
+        let base = row * p.classes;
+        var max_logit = logits[base];
+        var arg = 0u;
+        for (var j = 1u; j < p.classes; j++) {
+            let v = logits[base + j];
+            if (v > max_logit) {
+                max_logit = v;
+                arg = j;
+            }
+        }
+        var sum = 0.0;
+        for (var j = 0u; j < p.classes; j++) {
+            sum += exp(logits[base + j] - max_logit);
+        }
+        let label = labels[row];
+        loss += log(sum) + (max_logit - logits[base + label]);
+        if (arg == label) {
+            correct += 1u;
+        }
+        if (p.write_grad != 0u) {
+            for (var j = 0u; j < p.classes; j++) {
+                let prob = exp(logits[base + j] - max_logit) / sum;
+                dlogits[base + j] = (prob - select(0.0, 1.0, j == label)) * inv_rows;
+            }
+        }
+    }
+    loss_partial[lid] = loss;
+    correct_partial[lid] = correct;
+    workgroupBarrier();
+    for (var width = 128u; width > 0u; width = width / 2u) {
+        if (lid < width) {
+            loss_partial[lid] += loss_partial[lid + width];
+            correct_partial[lid] += correct_partial[lid + width];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let mean_loss = loss_partial[0] * inv_rows;
+        metrics[0] = bitcast<u32>(bitcast<f32>(metrics[0]) + mean_loss);
+        metrics[1] += correct_partial[0];
+        metrics[2] += p.rows;
+        if (!is_finite(mean_loss) && metrics[3] == 0u) {
+            metrics[3] = step[0] + 1u;
+        }
+    }
+}

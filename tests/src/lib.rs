@@ -1,0 +1,55 @@
+//! Shared helpers for the shader unit tests and end-to-end checks.
+
+use engine::GpuContext;
+use std::sync::OnceLock;
+
+/// Set to 1 to let GPU tests pass (printing that they were skipped) on a machine with no adapter.
+pub const SKIP_ENV: &str = "ENGINE_SKIP_GPU_TESTS";
+
+/// The one GPU context the tests of a binary share. With no adapter this fails the test with the
+/// engine's message (which says how to install a driver), unless `ENGINE_SKIP_GPU_TESTS=1`, when
+/// it prints that the test was skipped and returns None.
+pub fn gpu() -> Option<&'static GpuContext> {
+    static CONTEXT: OnceLock<Result<GpuContext, String>> = OnceLock::new();
+    let ctx = CONTEXT.get_or_init(|| {
+        let ctx = GpuContext::new().map_err(|e| e.to_string());
+        if let Ok(c) = &ctx {
+            eprintln!("GPU tests run on {}", c.report);
+        }
+        ctx
+    });
+    match ctx {
+        Ok(c) => Some(c),
+        Err(e) if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
+            eprintln!("SKIPPED (no GPU, {SKIP_ENV}=1): {e}");
+            None
+        }
+        Err(e) => panic!("{e}\n(set {SKIP_ENV}=1 to skip the GPU tests on a machine without one)"),
+    }
+}
+
+/// Asserts |got - want| <= atol + rtol·|want| elementwise, naming the first offender.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut worst = (0usize, 0.0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(err.is_finite() || g == w, "{what}[{i}]: got {g}, want {w}");
+        let excess = err - (atol + rtol * w.abs());
+        if excess > worst.1 {
+            worst = (i, excess);
+        }
+    }
+    let (i, excess) = worst;
+    assert!(excess <= 0.0, "{what}[{i}]: got {}, want {} (tolerance {rtol}·|want| + {atol})", got[i], want[i]);
+}
+
+/// Central finite difference of a scalar function along coordinate `i` of `x`.
+pub fn finite_difference(x: &[f32], i: usize, eps: f32, f: impl Fn(&[f32]) -> f64) -> f64 {
+    let mut plus = x.to_vec();
+    plus[i] += eps;
+    let mut minus = x.to_vec();
+    minus[i] -= eps;
+    (f(&plus) - f(&minus)) / (2.0 * eps as f64)
+}

@@ -1,0 +1,645 @@
+//! Every kernel against its CPU reference, on tiny and odd shapes and on the seed networks' real
+//! shapes at batch 64; every backward pass also against finite differences of the CPU forward.
+//!
+//! Tolerances: data movement (im2col, col2im, pooling, concat, gather, relu, copy) must match
+//! exactly; reductions agree to a relative 1e-4 plus an absolute 1e-4·√(terms summed), the
+//! rounding of f32 sums accumulated in a different order.
+
+use engine::ops::{
+    add, avg_pool, bias, concat, conv, fill, gather, matmul, max_pool, relu, sgd, softmax_cross_entropy as sce,
+};
+use engine::rng::Rng;
+use engine::{Dispatch, GpuContext, Tensor};
+use tests::{assert_close, finite_difference, gpu};
+
+fn up(ctx: &GpuContext, data: &[f32]) -> Tensor {
+    ctx.upload(data, "test").unwrap()
+}
+
+fn run_and_read(ctx: &GpuContext, dispatches: &[Dispatch], out: &Tensor) -> Vec<f32> {
+    ctx.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+    ctx.read(out).unwrap()
+}
+
+fn sum_tol(terms: usize) -> f32 {
+    1e-4 * (terms as f32).sqrt()
+}
+
+// ---------------------------------------------------------------- matmul
+
+fn check_matmul(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b_len: usize, c_len: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let a = rng.uniform_vec(a_len, 1.0);
+    let b = rng.uniform_vec(b_len, 1.0);
+    let c0 = rng.uniform_vec(c_len, 1.0);
+    let mut want = c0.clone();
+    matmul::cpu::matmul(s, &a, &b, &mut want);
+    let c = up(ctx, &c0);
+    let got = run_and_read(ctx, &[matmul::matmul(ctx, s, &up(ctx, &a), &up(ctx, &b), &c).unwrap()], &c);
+    assert_close(&format!("matmul {s:?}"), &got, &want, 1e-4, sum_tol(s.k * s.reduce));
+}
+
+#[test]
+fn matmul_dense_matches_cpu_on_odd_and_real_shapes() {
+    let Some(ctx) = gpu() else { return };
+    for (i, &(m, n, k)) in
+        [(1, 1, 1), (7, 65, 13), (65, 7, 320), (64, 10, 320), (64, 10, 1408), (33, 129, 17)].iter().enumerate()
+    {
+        check_matmul(ctx, &matmul::Matmul::dense(m, n, k), m * k, k * n, m * n, i as u64);
+    }
+}
+
+#[test]
+fn matmul_transposed_views_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for (i, &(m, n, k)) in [(1, 7, 1), (7, 65, 13), (65, 33, 7), (10, 320, 64)].iter().enumerate() {
+        // A·Bᵀ with B stored [n, k]; Aᵀ·B with A stored [k, m]; Aᵀ·Bᵀ.
+        let abt = matmul::Matmul { b: matmul::View::row_major(k).t(), ..matmul::Matmul::dense(m, n, k) };
+        check_matmul(ctx, &abt, m * k, n * k, m * n, 10 + i as u64);
+        let atb = matmul::Matmul { a: matmul::View::row_major(m).t(), ..matmul::Matmul::dense(m, n, k) };
+        check_matmul(ctx, &atb, k * m, k * n, m * n, 20 + i as u64);
+        let atbt = matmul::Matmul {
+            a: matmul::View::row_major(m).t(),
+            b: matmul::View::row_major(k).t(),
+            ..matmul::Matmul::dense(m, n, k)
+        };
+        check_matmul(ctx, &atbt, k * m, n * k, m * n, 30 + i as u64);
+    }
+}
+
+#[test]
+fn matmul_batched_reduced_and_accumulating_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    // simple_cnn conv2 forward: W [20, 250] · cols[n] [250, 64] for 64 images.
+    let (oc, rows, p, n) = (20, 250, 64, 64);
+    let fwd = matmul::Matmul {
+        m: oc,
+        n: p,
+        k: rows,
+        reduce: 1,
+        batch: n,
+        a: matmul::View::row_major(rows),
+        b: matmul::View::row_major(p).batched(rows * p),
+        c_row_stride: p,
+        c_batch_stride: oc * p,
+        accumulate: false,
+    };
+    check_matmul(ctx, &fwd, oc * rows, n * rows * p, n * oc * p, 40);
+    // Its weight gradient: Σ_n dy[n] [20, 64] · cols[n]ᵀ, a reduction over the batch.
+    let dw = matmul::Matmul {
+        m: oc,
+        n: rows,
+        k: p,
+        reduce: n,
+        batch: 1,
+        a: matmul::View::row_major(p).reduced(oc * p),
+        b: matmul::View::row_major(p).t().reduced(rows * p),
+        c_row_stride: rows,
+        c_batch_stride: 0,
+        accumulate: false,
+    };
+    check_matmul(ctx, &dw, n * oc * p, n * rows * p, oc * rows, 41);
+    // Odd batch and reduce counts, accumulating into C.
+    let odd = matmul::Matmul {
+        reduce: 3,
+        batch: 5,
+        a: matmul::View::row_major(13).reduced(7 * 13).batched(3 * 7 * 13),
+        b: matmul::View::row_major(9).reduced(13 * 9).batched(3 * 13 * 9),
+        c_row_stride: 9,
+        c_batch_stride: 7 * 9,
+        accumulate: true,
+        ..matmul::Matmul::dense(7, 9, 13)
+    };
+    check_matmul(ctx, &odd, 5 * 3 * 7 * 13, 5 * 3 * 13 * 9, 5 * 7 * 9, 42);
+}
+
+#[test]
+fn matmul_refuses_views_past_the_buffer() {
+    let Some(ctx) = gpu() else { return };
+    let a = up(ctx, &[0.0; 6]);
+    let err = matmul::matmul(ctx, &matmul::Matmul::dense(3, 3, 3), &a, &a, &a).err().expect("must refuse");
+    assert!(err.to_string().contains("matmul reads A up to element 9 but it holds 6"), "{err}");
+}
+
+// ---------------------------------------------------------------- convolution
+
+fn geometries() -> Vec<(conv::ConvGeometry, usize)> {
+    let g = |n, c, h, w, k, stride, pad| conv::ConvGeometry { n, c, h, w, kh: k, kw: k, stride, pad };
+    vec![
+        (g(1, 1, 1, 1, 1, 1, 0), 1),      // a single pixel
+        (g(1, 1, 7, 7, 3, 1, 1), 3),      // 3×3 pad 1
+        (g(3, 2, 9, 7, 5, 2, 2), 4),      // odd sizes, stride 2
+        (g(2, 5, 6, 6, 1, 1, 0), 7),      // 1×1: the column matrix is the input
+        (g(64, 1, 28, 28, 5, 1, 0), 10),  // simple_cnn conv1
+        (g(64, 10, 12, 12, 5, 1, 0), 20), // simple_cnn conv2
+        (g(64, 16, 12, 12, 5, 1, 2), 24), // InceptionA 5×5 branch
+        (g(64, 16, 6, 6, 3, 1, 1), 16),   // ResBlock(16) after pooling... conv at 12×12 in the seed
+    ]
+}
+
+#[test]
+fn im2col_and_col2im_match_cpu_exactly() {
+    let Some(ctx) = gpu() else { return };
+    for (i, (g, _)) in geometries().into_iter().enumerate() {
+        let mut rng = Rng::new(100 + i as u64);
+        let x = rng.uniform_vec(g.input_len(), 1.0);
+        let mut want = vec![0.0; g.cols_len()];
+        conv::cpu::im2col(&g, &x, &mut want);
+        let cols = ctx.zeros(g.cols_len(), "cols").unwrap();
+        let got = run_and_read(ctx, &[conv::im2col(ctx, &g, &up(ctx, &x), &cols).unwrap()], &cols);
+        assert_close(&format!("im2col {g:?}"), &got, &want, 0.0, 0.0);
+
+        let dcols = rng.uniform_vec(g.cols_len(), 1.0);
+        let mut want = vec![0.0; g.input_len()];
+        conv::cpu::col2im(&g, &dcols, &mut want);
+        let dx = ctx.zeros(g.input_len(), "dx").unwrap();
+        let got = run_and_read(ctx, &[conv::col2im(ctx, &g, &up(ctx, &dcols), &dx).unwrap()], &dx);
+        assert_close(&format!("col2im {g:?}"), &got, &want, 1e-6, 1e-5);
+    }
+}
+
+#[test]
+fn col2im_is_the_adjoint_of_im2col() {
+    // <im2col(x), c> = <x, col2im(c)> for all x, c: col2im is exactly im2col's backward.
+    for (i, (g, _)) in geometries().into_iter().take(4).enumerate() {
+        let mut rng = Rng::new(200 + i as u64);
+        let x = rng.uniform_vec(g.input_len(), 1.0);
+        let c = rng.uniform_vec(g.cols_len(), 1.0);
+        let mut cols = vec![0.0; g.cols_len()];
+        conv::cpu::im2col(&g, &x, &mut cols);
+        let mut back = vec![0.0; g.input_len()];
+        conv::cpu::col2im(&g, &c, &mut back);
+        let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (a * b) as f64).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()), "{g:?}: {lhs} vs {rhs}");
+    }
+}
+
+#[test]
+fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
+    let Some(ctx) = gpu() else { return };
+    for (i, (g, oc)) in geometries().into_iter().enumerate() {
+        for relu in [false, true] {
+            let mut rng = Rng::new(300 + i as u64);
+            let x = rng.uniform_vec(g.input_len(), 1.0);
+            let w = rng.uniform_vec(oc * g.col_rows(), 0.3);
+            let b = rng.uniform_vec(oc, 0.3);
+            let y_len = g.n * oc * g.oh() * g.ow();
+            let mut want = vec![0.0; y_len];
+            conv::cpu::conv2d_forward(&g, oc, &x, &w, &b, &mut want);
+            if relu {
+                want.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
+            let cols = ctx.zeros(g.cols_len(), "cols").unwrap();
+            let layer = conv::Conv2d { g, out_channels: oc, x: &xt, weight: &wt, bias: &bt, cols: &cols };
+            let y = ctx.zeros(y_len, "y").unwrap();
+            let got = run_and_read(ctx, &conv::conv2d_forward(ctx, &layer, relu, &y).unwrap(), &y);
+            assert_close(&format!("conv2d_forward {g:?} relu {relu}"), &got, &want, 1e-4, sum_tol(g.col_rows()));
+
+            if relu {
+                continue;
+            }
+            let dy = rng.uniform_vec(y_len, 1.0);
+            let (mut dx_want, mut dw_want, mut db_want) = (vec![0.0; g.input_len()], vec![0.0; w.len()], vec![0.0; oc]);
+            conv::cpu::conv2d_backward(&g, oc, &x, &w, &dy, &mut dx_want, &mut dw_want, &mut db_want);
+            let (dx, dw, db) =
+                (ctx.zeros(x.len(), "dx").unwrap(), ctx.zeros(w.len(), "dw").unwrap(), ctx.zeros(oc, "db").unwrap());
+            let dcols = ctx.zeros(g.cols_len(), "dcols").unwrap();
+            let mut steps = conv::conv2d_forward(ctx, &layer, false, &y).unwrap();
+            steps.extend(conv::conv2d_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, Some((&dx, &dcols))).unwrap());
+            let dx_got = run_and_read(ctx, &steps, &dx);
+            let terms = g.n * g.oh() * g.ow();
+            assert_close(&format!("conv dx {g:?}"), &dx_got, &dx_want, 1e-4, sum_tol(oc * g.kh * g.kw));
+            assert_close(&format!("conv dw {g:?}"), &ctx.read(&dw).unwrap(), &dw_want, 1e-4, sum_tol(terms));
+            assert_close(&format!("conv db {g:?}"), &ctx.read(&db).unwrap(), &db_want, 1e-4, sum_tol(terms));
+        }
+    }
+}
+
+#[test]
+fn conv2d_cpu_backward_matches_finite_differences() {
+    let g = conv::ConvGeometry { n: 2, c: 2, h: 5, w: 4, kh: 3, kw: 3, stride: 1, pad: 1 };
+    let oc = 3;
+    let mut rng = Rng::new(400);
+    let x = rng.uniform_vec(g.input_len(), 1.0);
+    let w = rng.uniform_vec(oc * g.col_rows(), 0.5);
+    let b = rng.uniform_vec(oc, 0.5);
+    let y_len = g.n * oc * g.oh() * g.ow();
+    let probe = rng.uniform_vec(y_len, 1.0); // loss = <probe, y>
+    let loss = |x: &[f32], w: &[f32], b: &[f32]| {
+        let mut y = vec![0.0; y_len];
+        conv::cpu::conv2d_forward(&g, oc, x, w, b, &mut y);
+        y.iter().zip(&probe).map(|(a, p)| (a * p) as f64).sum::<f64>()
+    };
+    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; oc]);
+    conv::cpu::conv2d_backward(&g, oc, &x, &w, &probe, &mut dx, &mut dw, &mut db);
+    for i in (0..x.len()).step_by(7) {
+        let fd = finite_difference(&x, i, 1e-2, |x| loss(x, &w, &b));
+        assert!((fd - dx[i] as f64).abs() < 2e-3, "dx[{i}]: fd {fd}, analytic {}", dx[i]);
+    }
+    for i in (0..w.len()).step_by(5) {
+        let fd = finite_difference(&w, i, 1e-2, |w| loss(&x, w, &b));
+        assert!((fd - dw[i] as f64).abs() < 2e-3, "dw[{i}]: fd {fd}, analytic {}", dw[i]);
+    }
+    for i in 0..oc {
+        let fd = finite_difference(&b, i, 1e-2, |b| loss(&x, &w, b));
+        assert!((fd - db[i] as f64).abs() < 2e-3, "db[{i}]: fd {fd}, analytic {}", db[i]);
+    }
+}
+
+// ---------------------------------------------------------------- linear, bias
+
+#[test]
+fn linear_forward_and_backward_match_cpu_and_finite_differences() {
+    let Some(ctx) = gpu() else { return };
+    for (i, &(n, inputs, outputs)) in
+        [(1, 1, 1), (7, 13, 5), (64, 320, 10), (64, 1408, 10), (32, 512, 10)].iter().enumerate()
+    {
+        let mut rng = Rng::new(500 + i as u64);
+        let x = rng.uniform_vec(n * inputs, 1.0);
+        let w = rng.uniform_vec(outputs * inputs, 0.1);
+        let b = rng.uniform_vec(outputs, 0.1);
+        let dy = rng.uniform_vec(n * outputs, 1.0);
+        // CPU reference: a 1×1 convolution over 1×1 images is exactly a linear layer.
+        let g = conv::ConvGeometry { n, c: inputs, h: 1, w: 1, kh: 1, kw: 1, stride: 1, pad: 0 };
+        let mut y_want = vec![0.0; n * outputs];
+        conv::cpu::conv2d_forward(&g, outputs, &x, &w, &b, &mut y_want);
+        let (mut dx_want, mut dw_want, mut db_want) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
+        conv::cpu::conv2d_backward(&g, outputs, &x, &w, &dy, &mut dx_want, &mut dw_want, &mut db_want);
+
+        let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
+        let layer = matmul::Linear { n, inputs, outputs, x: &xt, weight: &wt, bias: &bt };
+        let y = ctx.zeros(n * outputs, "y").unwrap();
+        let (dx, dw, db) =
+            (ctx.zeros(x.len(), "dx").unwrap(), ctx.zeros(w.len(), "dw").unwrap(), ctx.zeros(outputs, "db").unwrap());
+        let mut steps = matmul::linear_forward(ctx, &layer, &y).unwrap();
+        steps.extend(matmul::linear_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, Some(&dx)).unwrap());
+        let y_got = run_and_read(ctx, &steps, &y);
+        assert_close("linear y", &y_got, &y_want, 1e-4, sum_tol(inputs));
+        assert_close("linear dx", &ctx.read(&dx).unwrap(), &dx_want, 1e-4, sum_tol(outputs));
+        assert_close("linear dw", &ctx.read(&dw).unwrap(), &dw_want, 1e-4, sum_tol(n));
+        assert_close("linear db", &ctx.read(&db).unwrap(), &db_want, 1e-4, sum_tol(n));
+    }
+}
+
+#[test]
+fn bias_add_and_bias_grad_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for (i, &(n, c, s)) in [(1, 1, 1), (7, 3, 65), (64, 10, 576), (64, 20, 64), (64, 10, 1)].iter().enumerate() {
+        for relu in [false, true] {
+            let mut rng = Rng::new(600 + i as u64);
+            let y0 = rng.uniform_vec(n * c * s, 1.0);
+            let b = rng.uniform_vec(c, 1.0);
+            let mut want = y0.clone();
+            bias::cpu::bias_add(n, c, s, relu, &b, &mut want);
+            let y = up(ctx, &y0);
+            let got = run_and_read(ctx, &[bias::bias_add(ctx, n, c, s, relu, &up(ctx, &b), &y).unwrap()], &y);
+            assert_close("bias_add", &got, &want, 1e-6, 1e-6);
+        }
+        let mut rng = Rng::new(700 + i as u64);
+        let dy = rng.uniform_vec(n * c * s, 1.0);
+        let mut want = vec![0.0; c];
+        bias::cpu::bias_grad(n, c, s, &dy, &mut want);
+        let db = ctx.zeros(c, "db").unwrap();
+        let got = run_and_read(ctx, &[bias::bias_grad(ctx, n, c, s, &up(ctx, &dy), &db).unwrap()], &db);
+        assert_close("bias_grad", &got, &want, 1e-4, sum_tol(n * s));
+    }
+}
+
+// ---------------------------------------------------------------- elementwise
+
+#[test]
+fn relu_add_fill_copy_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for (i, &len) in [1usize, 7, 65, 64 * 20 * 8 * 8, 70_000 * 256].iter().enumerate() {
+        let mut rng = Rng::new(800 + i as u64);
+        let x = rng.uniform_vec(len, 1.0);
+        let dy = rng.uniform_vec(len, 1.0);
+        let (xt, dyt) = (up(ctx, &x), up(ctx, &dy));
+        let out = ctx.zeros(len, "out").unwrap();
+
+        let mut want = vec![0.0; len];
+        relu::cpu::relu_forward(&x, &mut want);
+        assert_eq!(
+            run_and_read(ctx, &[relu::relu_forward(ctx, len, &xt, &out).unwrap()], &out),
+            want,
+            "relu_forward {len}"
+        );
+        relu::cpu::relu_backward(&x, &dy, &mut want);
+        assert_eq!(
+            run_and_read(ctx, &[relu::relu_backward(ctx, len, &xt, &dyt, &out).unwrap()], &out),
+            want,
+            "relu_backward {len}"
+        );
+
+        add::cpu::add(&x, &dy, &mut want);
+        assert_eq!(run_and_read(ctx, &[add::add(ctx, len, &xt, &dyt, &out).unwrap()], &out), want, "add {len}");
+        add::cpu::add_assign(&x, &mut want);
+        assert_eq!(run_and_read(ctx, &[add::add_assign(ctx, len, &xt, &out).unwrap()], &out), want, "add_assign {len}");
+
+        fill::cpu::fill(2.5, &mut want);
+        assert_eq!(run_and_read(ctx, &[fill::fill(ctx, len, 2.5, &out).unwrap()], &out), want, "fill {len}");
+        fill::cpu::copy(&x, &mut want);
+        assert_eq!(run_and_read(ctx, &[fill::copy(ctx, len, &xt, &out).unwrap()], &out), want, "copy {len}");
+    }
+}
+
+#[test]
+fn elementwise_backward_passes_match_finite_differences() {
+    let mut rng = Rng::new(900);
+    // Keep inputs away from the ReLU kink so the central difference is exact.
+    let x: Vec<f32> = rng.uniform_vec(50, 1.0).into_iter().map(|v| if v.abs() < 0.05 { 0.5 } else { v }).collect();
+    let probe = rng.uniform_vec(50, 1.0);
+    let relu_loss = |x: &[f32]| {
+        let mut y = vec![0.0; x.len()];
+        relu::cpu::relu_forward(x, &mut y);
+        y.iter().zip(&probe).map(|(a, b)| (a * b) as f64).sum::<f64>()
+    };
+    let mut y = vec![0.0; 50];
+    relu::cpu::relu_forward(&x, &mut y);
+    let mut dx = vec![0.0; 50];
+    relu::cpu::relu_backward(&y, &probe, &mut dx);
+    for i in 0..50 {
+        let fd = finite_difference(&x, i, 1e-3, relu_loss);
+        assert!((fd - dx[i] as f64).abs() < 1e-3, "relu dx[{i}]: fd {fd} vs {}", dx[i]);
+    }
+    // add: d<probe, a + b>/da = probe, the fan-out the graph relies on.
+    let b = rng.uniform_vec(50, 1.0);
+    for i in 0..50 {
+        let fd = finite_difference(&x, i, 1e-3, |a| {
+            let mut s = vec![0.0; 50];
+            add::cpu::add(a, &b, &mut s);
+            s.iter().zip(&probe).map(|(a, b)| (a * b) as f64).sum()
+        });
+        assert!((fd - probe[i] as f64).abs() < 1e-3, "add da[{i}]");
+    }
+}
+
+// ---------------------------------------------------------------- pooling
+
+fn pools() -> Vec<max_pool::PoolGeometry> {
+    let g = |planes, h, w, k, stride, pad| max_pool::PoolGeometry { planes, h, w, k, stride, pad };
+    vec![
+        g(1, 2, 2, 2, 2, 0),
+        g(3, 7, 5, 2, 2, 0),         // odd sizes drop the last row/column (floor mode)
+        g(2, 9, 9, 3, 2, 1),         // overlapping windows with padding
+        g(64 * 10, 24, 24, 2, 2, 0), // simple_cnn pool1
+        g(64 * 20, 8, 8, 2, 2, 0),   // simple_cnn pool2
+        g(64 * 10, 12, 12, 3, 1, 1), // InceptionA avgpool 3/1/1
+    ]
+}
+
+#[test]
+fn max_pool_matches_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for (i, g) in pools().into_iter().enumerate() {
+        let mut rng = Rng::new(1000 + i as u64);
+        let x = rng.uniform_vec(g.input_len(), 1.0);
+        let (mut y_want, mut arg_want) = (vec![0.0; g.output_len()], vec![0u32; g.output_len()]);
+        max_pool::cpu::max_pool_forward(&g, &x, &mut y_want, &mut arg_want);
+        let (y, arg) = (ctx.zeros(g.output_len(), "y").unwrap(), ctx.zeros(g.output_len(), "argmax").unwrap());
+        let got = run_and_read(ctx, &[max_pool::max_pool_forward(ctx, &g, &up(ctx, &x), &y, &arg).unwrap()], &y);
+        assert_eq!(got, y_want, "max_pool_forward {g:?}");
+        assert_eq!(ctx.read::<u32>(&arg).unwrap(), arg_want, "max_pool argmax {g:?}");
+
+        let dy = rng.uniform_vec(g.output_len(), 1.0);
+        let mut dx_want = vec![0.0; g.input_len()];
+        max_pool::cpu::max_pool_backward(&g, &dy, &arg_want, &mut dx_want);
+        let dx = ctx.zeros(g.input_len(), "dx").unwrap();
+        let got = run_and_read(ctx, &[max_pool::max_pool_backward(ctx, &g, &up(ctx, &dy), &arg, &dx).unwrap()], &dx);
+        assert_close(&format!("max_pool_backward {g:?}"), &got, &dx_want, 1e-6, 1e-6);
+    }
+}
+
+#[test]
+fn avg_pool_matches_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for (i, g) in pools().into_iter().enumerate() {
+        let mut rng = Rng::new(1100 + i as u64);
+        let x = rng.uniform_vec(g.input_len(), 1.0);
+        let mut y_want = vec![0.0; g.output_len()];
+        avg_pool::cpu::avg_pool_forward(&g, &x, &mut y_want);
+        let y = ctx.zeros(g.output_len(), "y").unwrap();
+        let got = run_and_read(ctx, &[avg_pool::avg_pool_forward(ctx, &g, &up(ctx, &x), &y).unwrap()], &y);
+        assert_close(&format!("avg_pool_forward {g:?}"), &got, &y_want, 1e-6, 1e-6);
+
+        let dy = rng.uniform_vec(g.output_len(), 1.0);
+        let mut dx_want = vec![0.0; g.input_len()];
+        avg_pool::cpu::avg_pool_backward(&g, &dy, &mut dx_want);
+        let dx = ctx.zeros(g.input_len(), "dx").unwrap();
+        let got = run_and_read(ctx, &[avg_pool::avg_pool_backward(ctx, &g, &up(ctx, &dy), &dx).unwrap()], &dx);
+        assert_close(&format!("avg_pool_backward {g:?}"), &got, &dx_want, 1e-5, 1e-6);
+    }
+}
+
+#[test]
+fn avg_pool_counts_padding_like_pytorch() {
+    // A 3×3 window at a corner of a 2×2 image of ones sees 4 pixels and 5 zeros: 4/9, not 1.
+    let g = max_pool::PoolGeometry { planes: 1, h: 2, w: 2, k: 3, stride: 1, pad: 1 };
+    let mut y = vec![0.0; 4];
+    avg_pool::cpu::avg_pool_forward(&g, &[1.0; 4], &mut y);
+    assert_eq!(y, vec![4.0 / 9.0; 4]);
+}
+
+#[test]
+fn pool_backward_passes_match_finite_differences() {
+    let g = max_pool::PoolGeometry { planes: 2, h: 5, w: 6, k: 3, stride: 2, pad: 1 };
+    let mut rng = Rng::new(1200);
+    let x = rng.uniform_vec(g.input_len(), 1.0);
+    let probe = rng.uniform_vec(g.output_len(), 1.0);
+    let dot = |y: &[f32]| y.iter().zip(&probe).map(|(a, b)| (a * b) as f64).sum::<f64>();
+    let max_loss = |x: &[f32]| {
+        let (mut y, mut a) = (vec![0.0; g.output_len()], vec![0; g.output_len()]);
+        max_pool::cpu::max_pool_forward(&g, x, &mut y, &mut a);
+        dot(&y)
+    };
+    let avg_loss = |x: &[f32]| {
+        let mut y = vec![0.0; g.output_len()];
+        avg_pool::cpu::avg_pool_forward(&g, x, &mut y);
+        dot(&y)
+    };
+    let (mut y, mut arg) = (vec![0.0; g.output_len()], vec![0; g.output_len()]);
+    max_pool::cpu::max_pool_forward(&g, &x, &mut y, &mut arg);
+    let (mut dmax, mut davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    max_pool::cpu::max_pool_backward(&g, &probe, &arg, &mut dmax);
+    avg_pool::cpu::avg_pool_backward(&g, &probe, &mut davg);
+    for i in 0..x.len() {
+        // A small step: random inputs are far enough apart that no window changes its winner.
+        let fd = finite_difference(&x, i, 1e-4, max_loss);
+        assert!((fd - dmax[i] as f64).abs() < 1e-2, "max_pool dx[{i}]: fd {fd} vs {}", dmax[i]);
+        let fd = finite_difference(&x, i, 1e-2, avg_loss);
+        assert!((fd - davg[i] as f64).abs() < 1e-3, "avg_pool dx[{i}]: fd {fd} vs {}", davg[i]);
+    }
+}
+
+// ---------------------------------------------------------------- concat
+
+#[test]
+fn concat_and_split_match_cpu_and_round_trip() {
+    let Some(ctx) = gpu() else { return };
+    // (n, s, channel counts of the parts): the last is InceptionA(10)'s 16 + 24 + 24 + 24 at 12×12.
+    for (n, s, parts) in [(1, 1, vec![1, 1]), (3, 7, vec![2, 5, 1]), (64, 144, vec![16, 24, 24, 24])] {
+        let total: usize = parts.iter().sum();
+        let mut rng = Rng::new(1300 + n as u64);
+        let inputs: Vec<Vec<f32>> = parts.iter().map(|&c| rng.uniform_vec(n * c * s, 1.0)).collect();
+        let out = ctx.zeros(n * total * s, "concat").unwrap();
+        let mut want = vec![0.0; n * total * s];
+        let mut steps = Vec::new();
+        let uploaded: Vec<Tensor> = inputs.iter().map(|v| up(ctx, v)).collect();
+        let mut offset = 0;
+        for (part, &c) in uploaded.iter().zip(&parts) {
+            let copy = concat::ChannelCopy::concat(n, s, c, total, offset);
+            concat::cpu::copy_channels(&copy, &inputs[steps.len()], &mut want);
+            steps.push(concat::copy_channels(ctx, &copy, part, &out).unwrap());
+            offset += c;
+        }
+        assert_eq!(run_and_read(ctx, &steps, &out), want, "concat {parts:?}");
+        // split undoes concat, part by part
+        let mut offset = 0;
+        for (i, &c) in parts.iter().enumerate() {
+            let back = ctx.zeros(n * c * s, "split").unwrap();
+            let copy = concat::ChannelCopy::split(n, s, c, total, offset);
+            let got = run_and_read(ctx, &[concat::copy_channels(ctx, &copy, &out, &back).unwrap()], &back);
+            assert_eq!(got, inputs[i], "split part {i}");
+            offset += c;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- loss
+
+fn run_loss(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    logits: &[f32],
+    labels: &[u32],
+    steps_before: u32,
+) -> (Vec<f32>, sce::Metrics) {
+    let dl = ctx.zeros(rows * classes, "dlogits").unwrap();
+    let metrics = ctx.zeros(sce::METRICS_WORDS, "metrics").unwrap();
+    let step = ctx.upload(&[steps_before], "step").unwrap();
+    let d = sce::softmax_cross_entropy(
+        ctx,
+        rows,
+        classes,
+        true,
+        &up(ctx, logits),
+        &ctx.upload(labels, "labels").unwrap(),
+        &step,
+        &dl,
+        &metrics,
+    )
+    .unwrap();
+    ctx.run(&[&d, &d]).unwrap(); // twice: the metrics accumulate
+    (ctx.read(&dl).unwrap(), sce::Metrics::from_words(&ctx.read::<u32>(&metrics).unwrap()))
+}
+
+#[test]
+fn softmax_cross_entropy_matches_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for (i, &(rows, classes)) in [(1, 1), (1, 10), (7, 3), (64, 10), (300, 10), (32, 10)].iter().enumerate() {
+        let mut rng = Rng::new(1400 + i as u64);
+        let logits = rng.uniform_vec(rows * classes, 5.0);
+        let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes as u32)).collect();
+        let mut d_want = vec![0.0; rows * classes];
+        let (loss, correct) = sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d_want));
+        let (d_got, m) = run_loss(ctx, rows, classes, &logits, &labels, 0);
+        assert_close("dlogits", &d_got, &d_want, 1e-4, 1e-6);
+        assert!((m.loss_sum - 2.0 * loss).abs() <= 1e-4 * (1.0 + loss.abs()), "loss {} vs 2×{loss}", m.loss_sum);
+        assert_eq!((m.correct, m.rows, m.first_nonfinite_step), (2 * correct, 2 * rows as u32, None));
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_is_stable_for_huge_logits_and_flags_nan() {
+    let Some(ctx) = gpu() else { return };
+    let logits = [1e4, 0.0, -1e4, 5.0, 1e4, 1e4];
+    let (d, m) = run_loss(ctx, 2, 3, &logits, &[0, 2], 0);
+    assert!(d.iter().all(|v| v.is_finite()) && m.loss_sum.is_finite(), "{d:?} {m:?}");
+    // row 0 is certain and right (loss 0); row 1 splits between classes 1 and 2 (loss ln 2).
+    assert!((m.loss_sum / 2.0 - std::f32::consts::LN_2 / 2.0).abs() < 1e-5, "{m:?}");
+    assert_eq!(m.first_nonfinite_step, None);
+
+    let (_, m) = run_loss(ctx, 2, 3, &[f32::NAN, 0.0, 1.0, 0.0, 1.0, 2.0], &[0, 1], 41);
+    assert_eq!(m.first_nonfinite_step, Some(41), "{m:?}");
+}
+
+#[test]
+fn softmax_cross_entropy_cpu_gradient_matches_finite_differences() {
+    let (rows, classes) = (4, 5);
+    let mut rng = Rng::new(1500);
+    let logits = rng.uniform_vec(rows * classes, 3.0);
+    let labels = [0u32, 4, 2, 2];
+    let mut d = vec![0.0; rows * classes];
+    sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d));
+    for i in 0..logits.len() {
+        let fd = finite_difference(&logits, i, 1e-2, |l| {
+            sce::cpu::softmax_cross_entropy(rows, classes, l, &labels, None).0 as f64
+        });
+        assert!((fd - d[i] as f64).abs() < 1e-3, "dlogits[{i}]: fd {fd} vs {}", d[i]);
+    }
+}
+
+// ---------------------------------------------------------------- optimizer
+
+#[test]
+fn sgd_momentum_matches_cpu_over_several_steps() {
+    let Some(ctx) = gpu() else { return };
+    for (i, &len) in [1usize, 7, 21_840].iter().enumerate() {
+        for opt in [
+            sgd::Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 },
+            sgd::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-2 },
+        ] {
+            let mut rng = Rng::new(1600 + i as u64);
+            let mut p_want = rng.uniform_vec(len, 1.0);
+            let mut v_want = vec![0.0; len];
+            let (p, v) = (up(ctx, &p_want), ctx.zeros(len, "velocity").unwrap());
+            for step in 0..3 {
+                let g = rng.uniform_vec(len, 1.0);
+                if step == 0 {
+                    // PyTorch's first step: velocity = grad (+ decay), param -= lr·velocity.
+                    let first: Vec<f32> =
+                        p_want.iter().zip(&g).map(|(p, g)| p - opt.lr * (g + opt.weight_decay * p)).collect();
+                    sgd::cpu::sgd_momentum(&opt, &g, &mut p_want, &mut v_want);
+                    assert_close("first step", &p_want, &first, 1e-6, 1e-7);
+                } else {
+                    sgd::cpu::sgd_momentum(&opt, &g, &mut p_want, &mut v_want);
+                }
+                ctx.run(&[&sgd::sgd_momentum(ctx, len, &opt, &up(ctx, &g), &p, &v).unwrap()]).unwrap();
+            }
+            assert_close("sgd params", &ctx.read(&p).unwrap(), &p_want, 1e-5, 1e-6);
+            assert_close("sgd velocity", &ctx.read(&v).unwrap(), &v_want, 1e-5, 1e-6);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- data gather
+
+#[test]
+fn gather_batch_matches_cpu_and_follows_the_step_counter() {
+    let Some(ctx) = gpu() else { return };
+    let (count, image_len) = (37, 13); // odd sizes: images straddle u32 words
+    let mut rng = Rng::new(1700);
+    let pixels: Vec<u8> = (0..count * image_len).map(|_| rng.below(256) as u8).collect();
+    let labels: Vec<u8> = (0..count).map(|_| rng.below(10) as u8).collect();
+    let images = gather::GpuImages::upload(ctx, &pixels, &labels, image_len).unwrap();
+    let order: Vec<u32> = (0..count as u32).rev().collect();
+    let norm = gather::Normalization { mean: 0.1307, std: 0.3081 };
+    let (rows, stride) = (8, 8);
+    let (x, y) = (ctx.zeros(rows * image_len, "x").unwrap(), ctx.zeros(rows, "y").unwrap());
+    let step = ctx.zeros(1, "step").unwrap();
+    let order_t = ctx.upload(&order, "order").unwrap();
+    let gather = gather::gather_batch(ctx, &images, rows, stride, norm, &order_t, &step, &x, &y).unwrap();
+    let advance = gather::advance_step(ctx, &step).unwrap();
+    for s in 0..3 {
+        ctx.run(&[&gather]).unwrap();
+        let (x_want, y_want) =
+            gather::cpu::gather_batch(&pixels, &labels, image_len, &order[s * stride..s * stride + rows], norm);
+        assert_eq!(ctx.read::<f32>(&x).unwrap(), x_want, "step {s}");
+        assert_eq!(ctx.read::<u32>(&y).unwrap(), y_want, "step {s}");
+        ctx.run(&[&advance]).unwrap();
+    }
+    assert_eq!(ctx.read::<u32>(&step).unwrap(), vec![3]);
+}
