@@ -1,15 +1,18 @@
-// add: elementwise sum for residual connections, and the in-place accumulate that sums the
-// gradients of a tensor read by several consumers (the Inception branches, the residual skip).
+// add: elementwise sum for residual connections, the in-place accumulate that sums the
+// gradients of a tensor read by several consumers (the Inception branches, the residual skip),
+// and the sum of equal slices that finishes a split-K matmul.
 //
 //   add:        out[i] = first[i] + second[i]
 //   add_assign: out[i] = out[i] + first[i]
+//   sum_slices: out[i] = sum over s < slices of first[s * total + i]
 //
 // add         bindings: 0 uniform Params, 1 first (read), 2 second (read), 3 out (read_write).
 // add_assign  bindings: 0 uniform Params, 1 first (read), 3 out (read_write).
-// Dispatch: one thread per element, workgroups of 256, folded into y past 65535 groups.
+// sum_slices  bindings: 0 uniform Params, 1 first (read), 3 out (read_write).
+// Dispatch: one thread per element of out, workgroups of 256, folded into y past 65535 groups.
 
 struct Params {
-    total: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    total: u32, slices: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,5 +41,21 @@ fn add_assign(
     let idx = (wg.y * groups.x + wg.x) * 256u + lid;
     if (idx < p.total) {
         out[idx] = out[idx] + first[idx];
+    }
+}
+
+@compute @workgroup_size(256)
+fn sum_slices(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    if (idx < p.total) {
+        var sum = 0.0;
+        for (var s = 0u; s < p.slices; s++) {
+            sum += first[s * p.total + idx];
+        }
+        out[idx] = sum;
     }
 }

@@ -249,9 +249,24 @@ impl GpuContext {
         }
     }
 
-    /// Submits a recorded encoder without waiting.
-    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
-        self.queue.submit([encoder.finish()]);
+    /// Submits a recorded encoder without waiting; the index can be waited for.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        let index = self.queue.submit([encoder.finish()]);
+        self.check()?;
+        Ok(index)
+    }
+
+    /// Blocks until the given submission has finished (earlier ones too).
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Runs finished-work callbacks (such as buffer mappings) without blocking.
+    pub fn poll(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Device(format!("polling the GPU: {e}")))?;
         self.check()
     }
 

@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod error;
+pub mod graph;
 pub mod kernel;
 pub mod ops;
 pub mod rng;

@@ -1,1 +1,7 @@
+//! The seed's three MNIST networks, their shared training loop and command line.
 
+pub mod cli;
+pub mod networks;
+pub mod train;
+
+pub use networks::Network;

@@ -207,7 +207,10 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
                 (ctx.zeros(x.len(), "dx").unwrap(), ctx.zeros(w.len(), "dw").unwrap(), ctx.zeros(oc, "db").unwrap());
             let dcols = ctx.zeros(g.cols_len(), "dcols").unwrap();
             let mut steps = conv::conv2d_forward(ctx, &layer, false, &y).unwrap();
-            steps.extend(conv::conv2d_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, Some((&dx, &dcols))).unwrap());
+            let partials = ctx.zeros(conv::weight_grad_partials_len(&g, oc), "partials").unwrap();
+            steps.extend(
+                conv::conv2d_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, &partials, Some((&dx, &dcols))).unwrap(),
+            );
             let dx_got = run_and_read(ctx, &steps, &dx);
             let terms = g.n * g.oh() * g.ow();
             assert_close(&format!("conv dx {g:?}"), &dx_got, &dx_want, 1e-4, sum_tol(oc * g.kh * g.kw));

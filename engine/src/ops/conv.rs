@@ -3,6 +3,7 @@
 //! Forward:  cols = im2col(x);  y[n] = W (OC × C·KH·KW) · cols[n]  (+ bias)
 //! Backward: dW = Σ_n dy[n] · cols[n]ᵀ;  dcols[n] = Wᵀ · dy[n];  dx = col2im(dcols)
 
+use super::add::sum_slices;
 use super::bias::{bias_add, bias_grad};
 use super::matmul::{matmul, Matmul, View};
 use crate::context::{grid_1d, GpuContext, Tensor};
@@ -274,31 +275,58 @@ pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> R
     Ok(out)
 }
 
-/// From dy (already through the fused ReLU's backward): dweight = Σ_n dy[n] · cols[n]ᵀ,
-/// dbias = Σ dy, and when `dx` is given, dx = col2im(Wᵀ · dy[n]) using `dcols` as scratch.
+/// The weight gradient sums over the batch; a small weight (few output tiles) would leave the
+/// GPU idle, so the batch is split into this many chunks (a divisor of n), reduced separately
+/// into `chunks` partial gradients and then summed (split-K).
+pub fn weight_grad_chunks(g: &ConvGeometry, out_channels: usize) -> usize {
+    const TARGET_WORKGROUPS: usize = 256;
+    let tiles = out_channels.div_ceil(32) * g.col_rows().div_ceil(64);
+    let want = TARGET_WORKGROUPS.div_ceil(tiles).min(g.n);
+    (1..=want).rev().find(|d| g.n % d == 0).unwrap_or(1)
+}
+
+/// Elements of the partial weight gradients scratch (`conv2d_backward`'s `partials`).
+pub fn weight_grad_partials_len(g: &ConvGeometry, out_channels: usize) -> usize {
+    match weight_grad_chunks(g, out_channels) {
+        1 => 1,
+        chunks => chunks * out_channels * g.col_rows(),
+    }
+}
+
+/// From dy (already through the fused ReLU's backward): dweight = Σ_n dy[n] · cols[n]ᵀ (via
+/// `partials` scratch when split), dbias = Σ dy, and when `dx` is given,
+/// dx = col2im(Wᵀ · dy[n]) using `dcols` as scratch.
 pub fn conv2d_backward(
     ctx: &GpuContext,
     c: &Conv2d,
     dy: &Tensor,
     dweight: &Tensor,
     dbias: &Tensor,
+    partials: &Tensor,
     dx: Option<(&Tensor, &Tensor)>,
 ) -> Result<Vec<Dispatch>> {
     let (g, oc, p, rows) = (&c.g, c.out_channels, c.positions(), c.g.col_rows());
     let mut out = vec![bias_grad(ctx, g.n, oc, p, dy, dbias)?];
+    let chunks = weight_grad_chunks(g, oc);
+    let per_chunk = g.n / chunks;
     let weight_grad = Matmul {
         m: oc,
         n: rows,
         k: p,
-        reduce: g.n,
-        batch: 1,
-        a: View::row_major(p).reduced(oc * p),
-        b: View::row_major(p).t().reduced(rows * p),
+        reduce: per_chunk,
+        batch: chunks,
+        a: View::row_major(p).reduced(oc * p).batched(per_chunk * oc * p),
+        b: View::row_major(p).t().reduced(rows * p).batched(per_chunk * rows * p),
         c_row_stride: rows,
-        c_batch_stride: 0,
+        c_batch_stride: oc * rows,
         accumulate: false,
     };
-    out.push(matmul(ctx, &weight_grad, dy, c.cols(), dweight)?);
+    if chunks == 1 {
+        out.push(matmul(ctx, &weight_grad, dy, c.cols(), dweight)?);
+    } else {
+        out.push(matmul(ctx, &weight_grad, dy, c.cols(), partials)?);
+        out.push(sum_slices(ctx, oc * rows, chunks, partials, dweight)?);
+    }
     if let Some((dx, dcols)) = dx {
         let dcols = if c.is_pointwise() { dx } else { dcols };
         let col_grad = Matmul {

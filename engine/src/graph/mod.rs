@@ -1,0 +1,287 @@
+//! A static graph builder: a network is declared once, with shapes inferred and checked as it is
+//! built; [`program`] derives the forward and backward instruction lists (autodiff), which the
+//! GPU [`plan`] turns into recorded dispatches and [`cpu`] runs as a reference.
+
+pub mod cpu;
+pub mod plan;
+pub mod program;
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// A node of the graph it was created by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId {
+    graph: u64,
+    index: usize,
+}
+
+/// Per-sample shape [channels, height, width]; the batch size is chosen when planning.
+pub type Shape = [usize; 3];
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Input,
+    Labels,
+    Conv2d { x: usize, weight: usize, bias: usize, kernel: usize, stride: usize, pad: usize },
+    MaxPool2d { x: usize, kernel: usize, stride: usize, pad: usize },
+    AvgPool2d { x: usize, kernel: usize, stride: usize, pad: usize },
+    Relu { x: usize },
+    Add { a: usize, b: usize },
+    Concat { xs: Vec<usize> },
+    Flatten { x: usize },
+    Linear { x: usize, weight: usize, bias: usize },
+    SoftmaxCrossEntropy { logits: usize, labels: usize },
+}
+
+impl Op {
+    pub fn inputs(&self) -> Vec<usize> {
+        match self {
+            Op::Input | Op::Labels => vec![],
+            Op::Conv2d { x, .. }
+            | Op::MaxPool2d { x, .. }
+            | Op::AvgPool2d { x, .. }
+            | Op::Relu { x }
+            | Op::Flatten { x }
+            | Op::Linear { x, .. } => vec![*x],
+            Op::Add { a, b } => vec![*a, *b],
+            Op::Concat { xs } => xs.clone(),
+            Op::SoftmaxCrossEntropy { logits, labels } => vec![*logits, *labels],
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub shape: Shape,
+}
+
+/// A learnable tensor, named as PyTorch names it (`conv1.weight`), at `offset` in the packed
+/// parameter buffer.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub fan_in: usize,
+}
+
+impl Param {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Parameters are packed at 64-float (256-byte) boundaries: the storage offset alignment every
+/// backend accepts, so each parameter can be bound as its own slice of one buffer.
+pub const PARAM_ALIGN: usize = 64;
+
+pub struct Graph {
+    id: u64,
+    pub nodes: Vec<Node>,
+    pub params: Vec<Param>,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Graph { id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed), nodes: Vec::new(), params: Vec::new() }
+    }
+
+    fn push(&mut self, name: &str, op: Op, shape: Shape) -> NodeId {
+        self.nodes.push(Node { name: name.to_string(), op, shape });
+        NodeId { graph: self.id, index: self.nodes.len() - 1 }
+    }
+
+    fn node(&self, layer: &str, id: NodeId) -> Result<usize> {
+        if id.graph != self.id || id.index >= self.nodes.len() {
+            return Err(Error::Graph(format!("layer `{layer}`: its input is not a node of this graph")));
+        }
+        Ok(id.index)
+    }
+
+    pub fn shape(&self, id: NodeId) -> Shape {
+        self.nodes[id.index].shape
+    }
+
+    fn param(&mut self, name: String, shape: Vec<usize>, fan_in: usize) -> Result<usize> {
+        if self.params.iter().any(|p| p.name == name) {
+            return Err(Error::Graph(format!("parameter `{name}` is declared twice")));
+        }
+        let offset = self.params.last().map_or(0, |p| (p.offset + p.len()).next_multiple_of(PARAM_ALIGN));
+        self.params.push(Param { name, shape, offset, fan_in });
+        Ok(self.params.len() - 1)
+    }
+
+    /// Total floats of the packed parameter buffer, padding included.
+    pub fn param_buffer_len(&self) -> usize {
+        self.params.last().map_or(0, |p| (p.offset + p.len()).next_multiple_of(PARAM_ALIGN))
+    }
+
+    /// Number of learnable scalars (as PyTorch counts them).
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(Param::len).sum()
+    }
+
+    /// A batch of images of per-sample shape [c, h, w].
+    pub fn input(&mut self, shape: Shape) -> NodeId {
+        self.push("input", Op::Input, shape)
+    }
+
+    /// The class labels of the batch.
+    pub fn labels(&mut self) -> NodeId {
+        self.push("labels", Op::Labels, [1, 1, 1])
+    }
+
+    /// Conv2d with bias, named `name` (its parameters are `name.weight`, `name.bias`).
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        let [c, h, w] = self.nodes[xi].shape;
+        if kernel == 0 || stride == 0 || out_channels == 0 || h + 2 * pad < kernel || w + 2 * pad < kernel {
+            return Err(Error::Graph(format!(
+                "layer `{name}`: a {kernel}×{kernel} kernel at stride {stride}, padding {pad}, with {out_channels} \
+                 outputs does not fit its input of shape {:?}",
+                [c, h, w]
+            )));
+        }
+        let fan_in = c * kernel * kernel;
+        let weight = self.param(format!("{name}.weight"), vec![out_channels, c, kernel, kernel], fan_in)?;
+        let bias = self.param(format!("{name}.bias"), vec![out_channels], fan_in)?;
+        let shape = [out_channels, (h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1];
+        Ok(self.push(name, Op::Conv2d { x: xi, weight, bias, kernel, stride, pad }, shape))
+    }
+
+    fn pool_shape(&self, layer: &str, xi: usize, kernel: usize, stride: usize, pad: usize) -> Result<Shape> {
+        let [c, h, w] = self.nodes[xi].shape;
+        if kernel == 0 || stride == 0 || h + 2 * pad < kernel || w + 2 * pad < kernel || 2 * pad > kernel {
+            return Err(Error::Graph(format!(
+                "layer `{layer}`: a {kernel}×{kernel} pool at stride {stride}, padding {pad} does not fit its input of \
+                 shape {:?}",
+                [c, h, w]
+            )));
+        }
+        Ok([c, (h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1])
+    }
+
+    pub fn max_pool2d(&mut self, name: &str, x: NodeId, kernel: usize, stride: usize, pad: usize) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        let shape = self.pool_shape(name, xi, kernel, stride, pad)?;
+        Ok(self.push(name, Op::MaxPool2d { x: xi, kernel, stride, pad }, shape))
+    }
+
+    /// Average pooling with count_include_pad = true (PyTorch's default).
+    pub fn avg_pool2d(&mut self, name: &str, x: NodeId, kernel: usize, stride: usize, pad: usize) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        let shape = self.pool_shape(name, xi, kernel, stride, pad)?;
+        Ok(self.push(name, Op::AvgPool2d { x: xi, kernel, stride, pad }, shape))
+    }
+
+    pub fn relu(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        Ok(self.push(name, Op::Relu { x: xi }, self.nodes[xi].shape))
+    }
+
+    pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId> {
+        let (ai, bi) = (self.node(name, a)?, self.node(name, b)?);
+        let (sa, sb) = (self.nodes[ai].shape, self.nodes[bi].shape);
+        if sa != sb {
+            return Err(Error::Graph(format!(
+                "layer `{name}`: cannot add `{}` of shape {sa:?} to `{}` of shape {sb:?}",
+                self.nodes[ai].name, self.nodes[bi].name
+            )));
+        }
+        Ok(self.push(name, Op::Add { a: ai, b: bi }, sa))
+    }
+
+    /// Concatenation along channels.
+    pub fn concat(&mut self, name: &str, xs: &[NodeId]) -> Result<NodeId> {
+        let xs: Vec<usize> = xs.iter().map(|&x| self.node(name, x)).collect::<Result<_>>()?;
+        let Some(&first) = xs.first() else {
+            return Err(Error::Graph(format!("layer `{name}`: concat of nothing")));
+        };
+        let [_, h, w] = self.nodes[first].shape;
+        let mut channels = 0;
+        for &x in &xs {
+            let s = self.nodes[x].shape;
+            if s[1..] != [h, w] {
+                return Err(Error::Graph(format!(
+                    "layer `{name}`: cannot concatenate `{}` of shape {:?} with `{}` of shape {s:?}: spatial sizes differ",
+                    self.nodes[first].name, self.nodes[first].shape, self.nodes[x].name
+                )));
+            }
+            channels += s[0];
+        }
+        Ok(self.push(name, Op::Concat { xs }, [channels, h, w]))
+    }
+
+    pub fn flatten(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        let [c, h, w] = self.nodes[xi].shape;
+        Ok(self.push(name, Op::Flatten { x: xi }, [c * h * w, 1, 1]))
+    }
+
+    /// A fully connected layer on a flattened input ([features, 1, 1]).
+    pub fn linear(&mut self, name: &str, x: NodeId, outputs: usize) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        let s = self.nodes[xi].shape;
+        if s[1..] != [1, 1] || outputs == 0 {
+            return Err(Error::Graph(format!(
+                "layer `{name}`: a linear layer needs a flattened input of shape [features, 1, 1], got `{}` of shape {s:?}",
+                self.nodes[xi].name
+            )));
+        }
+        let weight = self.param(format!("{name}.weight"), vec![outputs, s[0]], s[0])?;
+        let bias = self.param(format!("{name}.bias"), vec![outputs], s[0])?;
+        Ok(self.push(name, Op::Linear { x: xi, weight, bias }, [outputs, 1, 1]))
+    }
+
+    /// Mean softmax cross-entropy of `logits` ([classes, 1, 1]) against `labels`.
+    pub fn softmax_cross_entropy(&mut self, logits: NodeId, labels: NodeId) -> Result<NodeId> {
+        let name = "loss";
+        let (li, yi) = (self.node(name, logits)?, self.node(name, labels)?);
+        if !matches!(self.nodes[yi].op, Op::Labels) {
+            return Err(Error::Graph(format!("layer `{name}`: `{}` is not the labels input", self.nodes[yi].name)));
+        }
+        let s = self.nodes[li].shape;
+        if s[1..] != [1, 1] {
+            return Err(Error::Graph(format!(
+                "layer `{name}`: logits must have shape [classes, 1, 1], `{}` has {s:?}",
+                self.nodes[li].name
+            )));
+        }
+        Ok(self.push(name, Op::SoftmaxCrossEntropy { logits: li, labels: yi }, [1, 1, 1]))
+    }
+
+    /// PyTorch's default initialisation of Conv2d and Linear: weights and biases uniform in
+    /// ±1/√fan_in, drawn from `seed`. Returns the packed parameter buffer (padding zero).
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut packed = vec![0.0; self.param_buffer_len()];
+        for p in &self.params {
+            let bound = 1.0 / (p.fan_in as f32).sqrt();
+            for v in &mut packed[p.offset..p.offset + p.len()] {
+                *v = rng.uniform(bound);
+            }
+        }
+        packed
+    }
+}

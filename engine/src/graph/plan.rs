@@ -1,0 +1,248 @@
+//! The GPU execution plan of a program: buffers allocated once (activations and gradients share
+//! memory by liveness), bind groups built once, and a whole step — gather the batch, forward,
+//! loss, backward, SGD update, advance the step counter — as one list of dispatches that is
+//! recorded into a command buffer with no host round trip inside.
+
+use super::program::{Buf, Instr, Program};
+use super::Graph;
+use crate::context::{GpuContext, Tensor};
+use crate::error::Result;
+use crate::kernel::Dispatch;
+use crate::ops::gather::{self, GpuImages, Normalization};
+use crate::ops::sgd::{self, Sgd};
+use crate::ops::softmax_cross_entropy::{self as sce, METRICS_WORDS};
+use crate::ops::{add, avg_pool, concat, conv, fill, matmul, max_pool, relu};
+
+/// The packed parameters of a network on the GPU, their gradients and the SGD velocity,
+/// shared by every plan of the network (training at two batch sizes, evaluation).
+pub struct Parameters {
+    pub values: Tensor,
+    pub grads: Tensor,
+    pub velocity: Tensor,
+}
+
+impl Parameters {
+    pub fn upload(ctx: &GpuContext, graph: &Graph, values: &[f32]) -> Result<Parameters> {
+        assert_eq!(values.len(), graph.param_buffer_len(), "packed parameter length");
+        Ok(Parameters {
+            values: ctx.upload(values, "parameters")?,
+            grads: ctx.zeros(values.len(), "gradients")?,
+            velocity: ctx.zeros(values.len(), "velocity")?,
+        })
+    }
+}
+
+/// Where a plan's batches come from and where its metrics go. Step s gathers
+/// `order[s * stride ..][..batch]` from `images`; `step` is the GPU step counter.
+pub struct Feed<'a> {
+    pub images: &'a GpuImages,
+    pub order: &'a Tensor,
+    pub step: &'a Tensor,
+    pub metrics: &'a Tensor,
+    pub stride: usize,
+    pub norm: Normalization,
+}
+
+impl Feed<'_> {
+    /// A fresh metrics buffer.
+    pub fn new_metrics(ctx: &GpuContext) -> Result<Tensor> {
+        ctx.zeros(METRICS_WORDS, "metrics")
+    }
+}
+
+pub struct Plan {
+    pub program: Program,
+    pub dispatches: Vec<Dispatch>,
+    /// Bytes of activation, gradient and scratch memory after sharing by liveness.
+    pub activation_bytes: u64,
+    /// The same without sharing, for comparison.
+    pub unshared_bytes: u64,
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Plan {
+    /// A training step at `batch` samples: gather, forward, loss, backward, SGD, advance.
+    pub fn training(
+        ctx: &GpuContext,
+        graph: &Graph,
+        batch: usize,
+        params: &Parameters,
+        opt: Sgd,
+        feed: &Feed,
+    ) -> Result<Plan> {
+        let program = Program::build(graph, batch, true)?;
+        let mut plan = Plan::allocate(ctx, program)?;
+        plan.lower(ctx, graph, params, feed)?;
+        let len = params.values.len;
+        plan.dispatches.push(sgd::sgd_momentum(ctx, len, &opt, &params.grads, &params.values, &params.velocity)?);
+        plan.dispatches.push(gather::advance_step(ctx, feed.step)?);
+        Ok(plan)
+    }
+
+    /// A forward-only step (no gradients kept): gather, forward, loss metrics, advance.
+    pub fn evaluation(ctx: &GpuContext, graph: &Graph, batch: usize, params: &Parameters, feed: &Feed) -> Result<Plan> {
+        let program = Program::build(graph, batch, false)?;
+        let mut plan = Plan::allocate(ctx, program)?;
+        plan.lower(ctx, graph, params, feed)?;
+        plan.dispatches.push(gather::advance_step(ctx, feed.step)?);
+        Ok(plan)
+    }
+
+    /// Gives every activation buffer a physical buffer, reusing those whose last use has passed.
+    fn allocate(ctx: &GpuContext, program: Program) -> Result<Plan> {
+        let n = program.buffers.len();
+        let (mut first, mut last) = (vec![usize::MAX; n], vec![0; n]);
+        for (i, instr) in program.instrs.iter().enumerate() {
+            for b in instr.buffers() {
+                if let Buf::Act(a) = b {
+                    first[a] = first[a].min(i);
+                    last[a] = i;
+                }
+            }
+        }
+        // The gather writes the input and labels before the first instruction.
+        for b in [program.input, program.labels] {
+            if let Buf::Act(a) = b {
+                first[a] = 0;
+            }
+        }
+        let mut buffers: Vec<Option<Tensor>> = vec![None; n];
+        let mut free: Vec<Tensor> = Vec::new();
+        let mut activation_bytes = 0;
+        let mut unshared_bytes = 0;
+        for i in 0..program.instrs.len() {
+            for a in (0..n).filter(|&a| first[a] == i) {
+                let len = program.buffers[a].len;
+                unshared_bytes += len as u64 * 4;
+                // Best fit among the free buffers, else a new one.
+                let fit =
+                    free.iter().enumerate().filter(|(_, t)| t.len >= len).min_by_key(|(_, t)| t.len).map(|(j, _)| j);
+                let physical = match fit {
+                    Some(j) => free.swap_remove(j),
+                    None => {
+                        activation_bytes += len as u64 * 4;
+                        ctx.zeros(len, &program.buffers[a].name)?
+                    }
+                };
+                buffers[a] = Some(Tensor { len, ..physical.clone() });
+            }
+            for a in (0..n).filter(|&a| last[a] == i && first[a] != usize::MAX) {
+                let t = buffers[a].clone().expect("allocated at first use");
+                free.push(Tensor { len: t.buffer.size() as usize / 4, ..t });
+            }
+        }
+        Ok(Plan { program, dispatches: Vec::new(), activation_bytes, unshared_bytes, buffers })
+    }
+
+    fn tensor(&self, params: &Parameters, graph: &Graph, b: Buf) -> Tensor {
+        match b {
+            Buf::Act(a) => self.buffers[a].clone().expect("every used buffer is allocated"),
+            Buf::Param(p) => params.values.slice(graph.params[p].offset, graph.params[p].len()),
+            Buf::Grad(p) => params.grads.slice(graph.params[p].offset, graph.params[p].len()),
+        }
+    }
+
+    fn lower(&mut self, ctx: &GpuContext, graph: &Graph, params: &Parameters, feed: &Feed) -> Result<()> {
+        let t = |b: Buf| self.tensor(params, graph, b);
+        let p = &self.program;
+        let mut out = vec![gather::gather_batch(
+            ctx,
+            feed.images,
+            p.batch,
+            feed.stride,
+            feed.norm,
+            feed.order,
+            feed.step,
+            &t(p.input),
+            &t(p.labels),
+        )?];
+        let unused = ctx.zeros(1, "no gradient")?;
+        for instr in &p.instrs {
+            match *instr {
+                Instr::Conv { g, oc, x, w, b, y, relu, cols } => {
+                    let (x, w, b, cols) = (t(x), t(w), t(b), t(cols));
+                    let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b, cols: &cols };
+                    out.extend(conv::conv2d_forward(ctx, &layer, relu, &t(y))?);
+                }
+                Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, cols, dcols, partials } => {
+                    let (x, w, b, cols, dcols) = (t(x), t(w), unused.clone(), t(cols), t(dcols));
+                    let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b, cols: &cols };
+                    // Columns are rebuilt rather than kept from the forward pass: one cheap
+                    // dispatch instead of holding every layer's column matrix until backward.
+                    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+                    if !pointwise {
+                        out.push(conv::im2col(ctx, &g, &x, &cols)?);
+                    }
+                    let dx = dx.map(t);
+                    out.extend(conv::conv2d_backward(
+                        ctx,
+                        &layer,
+                        &t(dy),
+                        &t(dw),
+                        &t(db),
+                        &t(partials),
+                        dx.as_ref().map(|d| (d, &dcols)),
+                    )?);
+                }
+                Instr::Linear { n, inputs, outputs, x, w, b, y } => {
+                    let (x, w, b) = (t(x), t(w), t(b));
+                    let layer = matmul::Linear { n, inputs, outputs, x: &x, weight: &w, bias: &b };
+                    out.extend(matmul::linear_forward(ctx, &layer, &t(y))?);
+                }
+                Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
+                    let (x, w) = (t(x), t(w));
+                    let layer = matmul::Linear { n, inputs, outputs, x: &x, weight: &w, bias: &unused };
+                    out.extend(matmul::linear_backward(ctx, &layer, &t(dy), &t(dw), &t(db), dx.map(t).as_ref())?);
+                }
+                Instr::MaxPool { g, x, y, argmax } => {
+                    out.push(max_pool::max_pool_forward(ctx, &g, &t(x), &t(y), &t(argmax))?)
+                }
+                Instr::MaxPoolBack { g, dy, argmax, dx } => {
+                    out.push(max_pool::max_pool_backward(ctx, &g, &t(dy), &t(argmax), &t(dx))?)
+                }
+                Instr::AvgPool { g, x, y } => out.push(avg_pool::avg_pool_forward(ctx, &g, &t(x), &t(y))?),
+                Instr::AvgPoolBack { g, dy, dx } => out.push(avg_pool::avg_pool_backward(ctx, &g, &t(dy), &t(dx))?),
+                Instr::Relu { len, x, y } => out.push(relu::relu_forward(ctx, len, &t(x), &t(y))?),
+                Instr::ReluBack { len, y, dy, dx } => out.push(relu::relu_backward(ctx, len, &t(y), &t(dy), &t(dx))?),
+                Instr::Add { len, a, b, y } => out.push(add::add(ctx, len, &t(a), &t(b), &t(y))?),
+                Instr::AddAssign { len, a, y } => out.push(add::add_assign(ctx, len, &t(a), &t(y))?),
+                Instr::Copy { len, src, dst } => out.push(fill::copy(ctx, len, &t(src), &t(dst))?),
+                Instr::CopyChannels { copy, src, dst } => {
+                    out.push(concat::copy_channels(ctx, &copy, &t(src), &t(dst))?)
+                }
+                Instr::Loss { rows, classes, logits, labels, dlogits } => {
+                    let d = dlogits.map(t).unwrap_or_else(|| unused.clone());
+                    out.push(sce::softmax_cross_entropy(
+                        ctx,
+                        rows,
+                        classes,
+                        dlogits.is_some(),
+                        &t(logits),
+                        &t(labels),
+                        feed.step,
+                        &d,
+                        feed.metrics,
+                    )?);
+                }
+            }
+        }
+        self.dispatches = out;
+        Ok(())
+    }
+
+    /// Records one step into a compute pass of `encoder`.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for d in &self.dispatches {
+            d.record(&mut pass);
+        }
+    }
+
+    /// The GPU buffer of a program buffer (for tests and inspection).
+    pub fn buffer(&self, b: Buf) -> Option<&Tensor> {
+        match b {
+            Buf::Act(a) => self.buffers[a].as_ref(),
+            _ => None,
+        }
+    }
+}

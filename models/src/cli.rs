@@ -1,0 +1,133 @@
+//! The command line shared by the three binaries.
+
+use crate::networks::Network;
+use crate::train::{Recipe, Trainer};
+use clap::Parser;
+use engine::ops::sgd::Sgd;
+use engine::GpuContext;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Trains one of the seed's MNIST networks on the GPU with the seed's recipe and prints the
+/// test accuracy after each epoch.
+#[derive(Parser, Debug)]
+#[command(version)]
+pub struct Args {
+    /// Number of epochs (0 builds the network and trains nothing).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Samples per training step (and per evaluation step).
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// SGD learning rate.
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true, value_parser = non_negative)]
+    pub lr: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = non_negative)]
+    pub momentum: f32,
+    /// Seed of the parameter initialisation and the shuffling.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory of the MNIST IDX files (default: $MNIST_DIR, else ./data/mnist).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Train on the first N training images only.
+    #[arg(long, value_parser = at_least_one)]
+    pub limit_train: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_parser = at_least_one)]
+    pub limit_test: Option<usize>,
+    /// Never download: fail if the files are not in the data directory.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+fn non_negative(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number of at least 0, got {v}")),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
+/// Parses the command line and trains `network`; the binaries' whole `main`.
+pub fn main(network: Network) -> ExitCode {
+    let args = Args::parse();
+    match run(network, &args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
+    let data = mnist_loader::load(&dir, !args.no_download)?;
+    let train = args.limit_train.map_or(data.train.clone(), |n| data.train.truncated(n));
+    let test = args.limit_test.map_or(data.test.clone(), |n| data.test.truncated(n));
+
+    let ctx = GpuContext::new()?;
+    println!("{}: adapter {}", network.name(), ctx.report);
+    let graph = network.build([1, train.rows, train.cols], data.num_classes)?;
+    println!(
+        "{}: {} parameters; {} training and {} test images of {}×{} from {}",
+        network.name(),
+        graph.param_count(),
+        train.count,
+        test.count,
+        train.rows,
+        train.cols,
+        dir.display()
+    );
+    let recipe = Recipe {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        sgd: Sgd { lr: args.lr, momentum: args.momentum, weight_decay: 0.0 },
+        seed: args.seed,
+        ..Recipe::default()
+    };
+    let epochs = recipe.epochs;
+    let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
+    let interactive = std::io::stdout().is_terminal();
+    for epoch in 1..=epochs {
+        let bar = interactive.then(|| {
+            let bar = ProgressBar::new(train.count.div_ceil(args.batch_size) as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(epoch.to_string());
+            bar
+        });
+        let report = trainer.epoch(epoch, |step, _, loss, rate| {
+            if let Some(bar) = &bar {
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4}, {rate:.0} images/s"));
+            }
+        })?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        println!(
+            "Accuracy on test set: {:.2}%  (epoch {epoch}/{epochs}: train loss {:.4}, {:.1} s, {:.0} images/s)",
+            report.test_accuracy(),
+            report.train_loss,
+            report.train_seconds,
+            report.images_per_second
+        );
+    }
+    Ok(())
+}

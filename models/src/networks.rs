@@ -1,0 +1,101 @@
+//! The seed's three networks, layer for layer, with PyTorch's parameter names.
+
+use engine::graph::{Graph, NodeId, Shape};
+use engine::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    SimpleCnn,
+    Inception,
+    Resnet,
+}
+
+impl Network {
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::SimpleCnn => "simple_cnn",
+            Network::Inception => "inception",
+            Network::Resnet => "resnet",
+        }
+    }
+
+    /// The graph for images of `input` shape ([1, 28, 28] for MNIST) and `classes` classes.
+    pub fn build(self, input: Shape, classes: usize) -> Result<Graph> {
+        let mut g = Graph::new();
+        let x = g.input(input);
+        let labels = g.labels();
+        let features = match self {
+            Network::SimpleCnn => simple_cnn(&mut g, x)?,
+            Network::Inception => inception(&mut g, x)?,
+            Network::Resnet => resnet(&mut g, x)?,
+        };
+        let flat = g.flatten("flatten", features)?;
+        let logits = g.linear("fc", flat, classes)?;
+        g.softmax_cross_entropy(logits, labels)?;
+        Ok(g)
+    }
+}
+
+/// conv 1→10 k5, maxpool 2, relu, conv 10→20 k5, maxpool 2, relu (then linear 320→10).
+fn simple_cnn(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    let x = g.conv2d("conv1", x, 10, 5, 1, 0)?;
+    let x = g.max_pool2d("mp1", x, 2, 2, 0)?;
+    let x = g.relu("relu1", x)?;
+    let x = g.conv2d("conv2", x, 20, 5, 1, 0)?;
+    let x = g.max_pool2d("mp2", x, 2, 2, 0)?;
+    g.relu("relu2", x)
+}
+
+/// InceptionA: four branches concatenated along channels, 16 + 24 + 24 + 24 = 88 outputs.
+fn inception_a(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+    let layer = |part: &str| format!("{name}.{part}");
+    let branch1x1 = g.conv2d(&layer("branch1x1"), x, 16, 1, 1, 0)?;
+
+    let b5 = g.conv2d(&layer("branch5x5_1"), x, 16, 1, 1, 0)?;
+    let branch5x5 = g.conv2d(&layer("branch5x5_2"), b5, 24, 5, 1, 2)?;
+
+    let b3 = g.conv2d(&layer("branch3x3dbl_1"), x, 16, 1, 1, 0)?;
+    let b3 = g.conv2d(&layer("branch3x3dbl_2"), b3, 24, 3, 1, 1)?;
+    let branch3x3dbl = g.conv2d(&layer("branch3x3dbl_3"), b3, 24, 3, 1, 1)?;
+
+    let pool = g.avg_pool2d(&layer("avg_pool"), x, 3, 1, 1)?;
+    let branch_pool = g.conv2d(&layer("branch_pool"), pool, 24, 1, 1, 0)?;
+
+    g.concat(name, &[branch1x1, branch5x5, branch3x3dbl, branch_pool])
+}
+
+/// conv 1→10 k5, maxpool 2, relu, InceptionA, conv 88→20 k5, maxpool 2, relu, InceptionA
+/// (then linear 1408→10).
+fn inception(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    let x = g.conv2d("conv1", x, 10, 5, 1, 0)?;
+    let x = g.max_pool2d("mp1", x, 2, 2, 0)?;
+    let x = g.relu("relu1", x)?;
+    let x = inception_a(g, "incep1", x)?;
+    let x = g.conv2d("conv2", x, 20, 5, 1, 0)?;
+    let x = g.max_pool2d("mp2", x, 2, 2, 0)?;
+    let x = g.relu("relu2", x)?;
+    inception_a(g, "incep2", x)
+}
+
+/// ResBlock(c): relu(x + conv2(relu(conv1(x)))), 3×3 convolutions with padding 1.
+fn res_block(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+    let channels = g.shape(x)[0];
+    let y = g.conv2d(&format!("{name}.conv1"), x, channels, 3, 1, 1)?;
+    let y = g.relu(&format!("{name}.relu1"), y)?;
+    let y = g.conv2d(&format!("{name}.conv2"), y, channels, 3, 1, 1)?;
+    let sum = g.add(&format!("{name}.add"), x, y)?;
+    g.relu(&format!("{name}.relu2"), sum)
+}
+
+/// conv 1→16 k5, relu, maxpool 2, ResBlock(16), conv 16→32 k5, relu, maxpool 2, ResBlock(32)
+/// (then linear 512→10).
+fn resnet(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    let x = g.conv2d("conv1", x, 16, 5, 1, 0)?;
+    let x = g.relu("relu1", x)?;
+    let x = g.max_pool2d("mp1", x, 2, 2, 0)?;
+    let x = res_block(g, "rblock1", x)?;
+    let x = g.conv2d("conv2", x, 32, 5, 1, 0)?;
+    let x = g.relu("relu2", x)?;
+    let x = g.max_pool2d("mp2", x, 2, 2, 0)?;
+    res_block(g, "rblock2", x)
+}

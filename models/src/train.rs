@@ -1,0 +1,297 @@
+//! The training loop the three binaries share: the dataset lives on the GPU, each epoch uploads
+//! only its permutation, each step is one recorded command buffer, and loss and accuracy
+//! accumulate on the GPU, read back without stalling the queue.
+
+use engine::graph::plan::{Feed, Parameters, Plan};
+use engine::graph::Graph;
+use engine::ops::gather::{GpuImages, Normalization};
+use engine::ops::sgd::Sgd;
+use engine::ops::softmax_cross_entropy::{Metrics, METRICS_WORDS};
+use engine::{GpuContext, Tensor};
+use mnist_loader::{batch_ranges, epoch_permutation, Split};
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The seed's recipe by default: 10 epochs, batch 64, SGD lr 0.01 momentum 0.5.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub sgd: Sgd,
+    pub seed: u64,
+    pub norm: Normalization,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Recipe {
+            epochs: 10,
+            batch_size: 64,
+            sgd: Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 },
+            seed: 1,
+            norm: Normalization::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub test_correct: u32,
+    pub test_count: u32,
+    /// Mean over the epoch's steps of each batch's mean loss.
+    pub train_loss: f64,
+    pub train_seconds: f64,
+    pub images_per_second: f64,
+}
+
+impl EpochReport {
+    pub fn test_accuracy(&self) -> f64 {
+        100.0 * self.test_correct as f64 / self.test_count.max(1) as f64
+    }
+}
+
+#[derive(Debug)]
+pub enum TrainError {
+    Engine(engine::Error),
+    /// The loss became NaN or infinite; step counts from 1 within the epoch.
+    NonFinite {
+        epoch: usize,
+        step: usize,
+    },
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Engine(e) => write!(f, "{e}"),
+            TrainError::NonFinite { epoch, step } => write!(
+                f,
+                "the training loss became NaN or infinite at epoch {epoch}, step {step}; training stopped. \
+                 Try a smaller learning rate (--lr)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<engine::Error> for TrainError {
+    fn from(e: engine::Error) -> Self {
+        TrainError::Engine(e)
+    }
+}
+
+/// One split on the GPU with its order, step counter, metrics and plans (a full batch and the
+/// partial last one).
+struct Stage {
+    images: GpuImages,
+    order: Tensor,
+    step: Tensor,
+    metrics: Tensor,
+    ranges: Vec<Range<usize>>,
+    full: Option<Plan>,
+    tail: Option<Plan>,
+}
+
+impl Stage {
+    fn new(ctx: &GpuContext, split: &Split, batch: usize) -> Result<Stage, TrainError> {
+        let images = split.upload(ctx)?;
+        let order = ctx.upload(&(0..split.count as u32).collect::<Vec<_>>(), "order")?;
+        Ok(Stage {
+            images,
+            order,
+            step: ctx.zeros(1, "step")?,
+            metrics: ctx.zeros(METRICS_WORDS, "metrics")?,
+            ranges: batch_ranges(split.count, batch),
+            full: None,
+            tail: None,
+        })
+    }
+
+    /// Builds the plans with `make(batch, feed)`: one for full batches, one for a partial last.
+    fn plan(
+        &mut self,
+        batch: usize,
+        norm: Normalization,
+        mut make: impl FnMut(usize, &Feed) -> engine::Result<Plan>,
+    ) -> Result<(), TrainError> {
+        let feed = Feed {
+            images: &self.images,
+            order: &self.order,
+            step: &self.step,
+            metrics: &self.metrics,
+            stride: batch,
+            norm,
+        };
+        let sizes: Vec<usize> = self.ranges.iter().map(|r| r.len()).collect();
+        if sizes.iter().any(|&s| s == batch) {
+            self.full = Some(make(batch, &feed)?);
+        }
+        if let Some(&last) = sizes.last().filter(|&&s| s != batch) {
+            self.tail = Some(make(last, &feed)?);
+        }
+        Ok(())
+    }
+
+    fn plan_for(&self, range: &Range<usize>, batch: usize) -> &Plan {
+        let plan = if range.len() == batch { &self.full } else { &self.tail };
+        plan.as_ref().expect("a plan exists for every batch size in the ranges")
+    }
+
+    fn reset(&self, ctx: &GpuContext) {
+        ctx.write(&self.step, &[0u32]);
+        ctx.write(&self.metrics, &[0u32; METRICS_WORDS]);
+    }
+}
+
+/// Reads the metrics buffer back while training runs: a copy is recorded into a step's command
+/// buffer and mapped asynchronously, so the queue never waits for the host.
+struct MetricsReader {
+    staging: wgpu::Buffer,
+    ready: Arc<AtomicBool>,
+    busy: bool,
+}
+
+impl MetricsReader {
+    fn new(ctx: &GpuContext) -> MetricsReader {
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("metrics readback"),
+            size: (METRICS_WORDS * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        MetricsReader { staging, ready: Arc::new(AtomicBool::new(false)), busy: false }
+    }
+
+    /// Records a copy of `metrics` if no read is in flight; call `submitted` after submitting.
+    fn request(&mut self, encoder: &mut wgpu::CommandEncoder, metrics: &Tensor) -> bool {
+        if self.busy {
+            return false;
+        }
+        encoder.copy_buffer_to_buffer(&metrics.buffer, metrics.offset, &self.staging, 0, metrics.bytes());
+        self.busy = true;
+        true
+    }
+
+    fn submitted(&self) {
+        let ready = self.ready.clone();
+        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| ready.store(r.is_ok(), Ordering::Release));
+    }
+
+    /// The metrics, if a requested read has arrived.
+    fn take(&mut self) -> Option<Metrics> {
+        if !self.ready.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        let words: Vec<u32> = {
+            let view = self.staging.get_mapped_range(..).ok()?;
+            bytemuck::cast_slice(&view).to_vec()
+        };
+        self.staging.unmap();
+        self.busy = false;
+        Some(Metrics::from_words(&words))
+    }
+}
+
+/// How many steps may be queued ahead of the GPU before the host waits.
+const MAX_IN_FLIGHT: usize = 8;
+/// Steps between progress reads.
+const REPORT_EVERY: usize = 25;
+
+pub struct Trainer<'a> {
+    ctx: &'a GpuContext,
+    recipe: Recipe,
+    pub params: Parameters,
+    train: Stage,
+    test: Stage,
+    train_count: usize,
+}
+
+impl<'a> Trainer<'a> {
+    /// Uploads both splits and the initial parameters, and builds every plan.
+    pub fn new(
+        ctx: &'a GpuContext,
+        graph: &Graph,
+        train: &Split,
+        test: &Split,
+        recipe: Recipe,
+    ) -> Result<Trainer<'a>, TrainError> {
+        let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
+        let batch = recipe.batch_size;
+        let mut train_stage = Stage::new(ctx, train, batch)?;
+        train_stage.plan(batch, recipe.norm, |b, feed| Plan::training(ctx, graph, b, &params, recipe.sgd, feed))?;
+        let mut test_stage = Stage::new(ctx, test, batch)?;
+        test_stage.plan(batch, recipe.norm, |b, feed| Plan::evaluation(ctx, graph, b, &params, feed))?;
+        Ok(Trainer { ctx, recipe, params, train: train_stage, test: test_stage, train_count: train.count })
+    }
+
+    /// Runs every step of a stage; `on_metrics` sees progress reads (and may stop the run).
+    fn run_stage(
+        ctx: &GpuContext,
+        stage: &Stage,
+        batch: usize,
+        mut on_metrics: impl FnMut(usize, Metrics) -> Result<(), TrainError>,
+    ) -> Result<Metrics, TrainError> {
+        stage.reset(ctx);
+        let mut reader = MetricsReader::new(ctx);
+        let mut in_flight = VecDeque::new();
+        for (step, range) in stage.ranges.iter().enumerate() {
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            stage.plan_for(range, batch).record(&mut encoder);
+            let requested = (step + 1) % REPORT_EVERY == 0 && reader.request(&mut encoder, &stage.metrics);
+            in_flight.push_back(ctx.submit(encoder)?);
+            if requested {
+                reader.submitted();
+            }
+            if in_flight.len() > MAX_IN_FLIGHT {
+                ctx.wait_for(in_flight.pop_front().unwrap())?;
+            }
+            if let Some(m) = reader.take() {
+                on_metrics(step + 1, m)?;
+            }
+        }
+        let words: Vec<u32> = ctx.read(&stage.metrics)?;
+        Ok(Metrics::from_words(&words))
+    }
+
+    /// Trains one epoch (numbered from 1), then evaluates on the test split.
+    pub fn epoch(
+        &mut self,
+        epoch: usize,
+        mut progress: impl FnMut(usize, usize, f64, f64),
+    ) -> Result<EpochReport, TrainError> {
+        let order = epoch_permutation(self.train_count, self.recipe.seed, epoch as u64);
+        self.ctx.write(&self.train.order, &order);
+        let start = Instant::now();
+        let steps = self.train.ranges.len();
+        let batch = self.recipe.batch_size;
+        let nonfinite =
+            |m: &Metrics| m.first_nonfinite_step.map(|s| TrainError::NonFinite { epoch, step: s as usize + 1 });
+        let train = Self::run_stage(self.ctx, &self.train, batch, |step, m| {
+            if let Some(e) = nonfinite(&m) {
+                return Err(e);
+            }
+            let seen = m.rows as f64;
+            progress(step, steps, m.loss_sum as f64 / step as f64, seen / start.elapsed().as_secs_f64());
+            Ok(())
+        })?;
+        let train_seconds = start.elapsed().as_secs_f64();
+        if let Some(e) = nonfinite(&train) {
+            return Err(e);
+        }
+        let test = Self::run_stage(self.ctx, &self.test, batch, |_, _| Ok(()))?;
+        Ok(EpochReport {
+            epoch,
+            test_correct: test.correct,
+            test_count: test.rows,
+            train_loss: train.loss_sum as f64 / steps.max(1) as f64,
+            train_seconds,
+            images_per_second: train.rows as f64 / train_seconds,
+        })
+    }
+}

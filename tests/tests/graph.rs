@@ -1,0 +1,258 @@
+//! The static graph and autodiff, end to end: for each of the seed's networks, the GPU gradients
+//! of every parameter match the CPU reference run through the same program, the CPU reference
+//! matches finite differences, and one SGD step on the GPU equals the CPU step. Graph errors are
+//! refused with messages that name the layer.
+
+use engine::graph::cpu;
+use engine::graph::plan::{Feed, Parameters, Plan};
+use engine::graph::program::Program;
+use engine::graph::Graph;
+use engine::ops::gather::{self, GpuImages, Normalization};
+use engine::ops::sgd::Sgd;
+use engine::rng::Rng;
+use engine::GpuContext;
+use models::Network;
+use tests::gpu;
+
+const BATCH: usize = 3; // odd on purpose: no tile or chunk divides it evenly
+
+struct Batch {
+    pixels: Vec<u8>,
+    labels: Vec<u8>,
+    x: Vec<f32>,
+    y: Vec<u32>,
+}
+
+/// Random 28×28 images with a bright blob whose place depends on the label, so the gradient has
+/// structure; and the normalized batch the CPU reference sees.
+fn batch(seed: u64) -> Batch {
+    let mut rng = Rng::new(seed);
+    let labels: Vec<u8> = (0..BATCH).map(|_| rng.below(10) as u8).collect();
+    let mut pixels = vec![0u8; BATCH * 784];
+    for (n, &l) in labels.iter().enumerate() {
+        for (i, p) in pixels[n * 784..(n + 1) * 784].iter_mut().enumerate() {
+            let (r, c) = (i / 28, i % 28);
+            let blob = r.abs_diff(4 + 2 * l as usize) < 4 && c.abs_diff(14) < 6;
+            *p = if blob { 200 + rng.below(55) as u8 } else { rng.below(40) as u8 };
+        }
+    }
+    let order: Vec<u32> = (0..BATCH as u32).collect();
+    let (x, y) = gather::cpu::gather_batch(&pixels, &labels, 784, &order, Normalization::default());
+    Batch { pixels, labels, x, y }
+}
+
+/// One GPU training step on `b`; returns (gradients, parameters after the step).
+fn gpu_step(ctx: &GpuContext, graph: &Graph, params: &[f32], b: &Batch, sgd: Sgd) -> (Vec<f32>, Vec<f32>) {
+    let images = GpuImages::upload(ctx, &b.pixels, &b.labels, 784).unwrap();
+    let order = ctx.upload(&(0..BATCH as u32).collect::<Vec<_>>(), "order").unwrap();
+    let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
+    let feed = Feed {
+        images: &images,
+        order: &order,
+        step: &step,
+        metrics: &metrics,
+        stride: BATCH,
+        norm: Normalization::default(),
+    };
+    let p = Parameters::upload(ctx, graph, params).unwrap();
+    let plan = Plan::training(ctx, graph, BATCH, &p, sgd, &feed).unwrap();
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    plan.record(&mut encoder);
+    ctx.submit(encoder).unwrap();
+    (ctx.read(&p.grads).unwrap(), ctx.read(&p.values).unwrap())
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+fn check_network(network: Network) {
+    let Some(ctx) = gpu() else { return };
+    let graph = network.build([1, 28, 28], 10).unwrap();
+    let params = graph.init_params(7);
+    let b = batch(11);
+    let program = Program::build(&graph, BATCH, true).unwrap();
+    let reference = cpu::run(&graph, &program, &params, &b.x, &b.y);
+    assert!(reference.loss.is_finite() && reference.loss > 0.5, "{}: loss {}", network.name(), reference.loss);
+
+    // GPU gradients against the CPU reference, parameter by parameter. Relative to each
+    // tensor's norm: a ReLU or max-pool decision flipped by rounding moves a few entries.
+    let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
+    let (grads, stepped) = gpu_step(ctx, &graph, &params, &b, sgd);
+    for p in &graph.params {
+        let (got, want) = (&grads[p.offset..p.offset + p.len()], &reference.grads[p.offset..p.offset + p.len()]);
+        let diff: Vec<f32> = got.iter().zip(want).map(|(a, b)| a - b).collect();
+        let rel = norm(&diff) / norm(want).max(1e-12);
+        assert!(norm(want) > 0.0, "{}: {} has a zero gradient", network.name(), p.name);
+        assert!(
+            rel < 2e-3,
+            "{}: gradient of {} differs from the CPU reference by {rel:.2e} (relative)",
+            network.name(),
+            p.name
+        );
+    }
+
+    // One SGD step: the first step's velocity is the gradient, so p' = p - lr·g (PyTorch).
+    let want: Vec<f32> = params.iter().zip(&reference.grads).map(|(p, g)| p - sgd.lr * g).collect();
+    let diff: Vec<f32> = stepped.iter().zip(&want).map(|(a, b)| a - b).collect();
+    let max = diff.iter().fold(0f32, |m, d| m.max(d.abs()));
+    assert!(max < 1e-5, "{}: parameters after one SGD step differ from the CPU step by up to {max}", network.name());
+
+    // The CPU reference against finite differences, on two entries of every parameter tensor.
+    let loss = |params: &[f32]| cpu::run(&graph, &program, params, &b.x, &b.y).loss as f64;
+    for p in &graph.params {
+        for i in [p.offset, p.offset + p.len() / 2 + 1] {
+            let eps = 1e-3;
+            let fd = tests::finite_difference(&params, i, eps, loss);
+            let analytic = reference.grads[i] as f64;
+            assert!(
+                (fd - analytic).abs() < 2e-3 + 0.05 * analytic.abs(),
+                "{}: d loss / d {}[{}]: finite difference {fd:.6}, autodiff {analytic:.6}",
+                network.name(),
+                p.name,
+                i - p.offset
+            );
+        }
+    }
+}
+
+#[test]
+fn simple_cnn_gradients_match_cpu_and_finite_differences() {
+    check_network(Network::SimpleCnn);
+}
+
+#[test]
+fn inception_gradients_match_cpu_and_finite_differences() {
+    check_network(Network::Inception);
+}
+
+#[test]
+fn resnet_gradients_match_cpu_and_finite_differences() {
+    check_network(Network::Resnet);
+}
+
+#[test]
+fn parameters_are_named_and_counted_as_pytorch_does() {
+    let simple = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    let names: Vec<&str> = simple.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"]);
+    assert_eq!(simple.param_count(), 260 + 5020 + 3210);
+    assert_eq!(simple.params[4].shape, vec![10, 320]);
+
+    let inception = Network::Inception.build([1, 28, 28], 10).unwrap();
+    assert!(inception.params.iter().any(|p| p.name == "incep1.branch5x5_2.bias"));
+    assert!(inception.params.iter().any(|p| p.name == "incep2.branch3x3dbl_3.weight" && p.shape == vec![24, 24, 3, 3]));
+    assert_eq!(inception.params.last().unwrap().shape, vec![10], "fc.bias");
+    assert_eq!(inception.params[inception.params.len() - 2].shape, vec![10, 1408], "fc.weight takes 88·4·4 features");
+    let conv2 = inception.params.iter().find(|p| p.name == "conv2.weight").unwrap();
+    assert_eq!(conv2.shape, vec![20, 88, 5, 5]);
+
+    let resnet = Network::Resnet.build([1, 28, 28], 10).unwrap();
+    assert!(resnet.params.iter().any(|p| p.name == "rblock1.conv2.weight" && p.shape == vec![16, 16, 3, 3]));
+    assert_eq!(resnet.params[resnet.params.len() - 2].shape, vec![10, 512]);
+}
+
+#[test]
+fn initialisation_is_pytorch_default_and_seeded() {
+    let g = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    let a = g.init_params(3);
+    assert_eq!(a, g.init_params(3), "same seed, same parameters");
+    assert_ne!(a, g.init_params(4));
+    for p in &g.params {
+        let bound = 1.0 / (p.fan_in as f32).sqrt();
+        let values = &a[p.offset..p.offset + p.len()];
+        assert!(values.iter().all(|v| v.abs() <= bound), "{} outside ±1/√fan_in", p.name);
+        let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(max > 0.8 * bound, "{} does not fill ±1/√fan_in", p.name);
+        assert_eq!(p.offset % engine::graph::PARAM_ALIGN, 0);
+    }
+}
+
+#[test]
+fn memory_is_shared_by_liveness() {
+    let Some(ctx) = gpu() else { return };
+    let graph = Network::Resnet.build([1, 28, 28], 10).unwrap();
+    let params = Parameters::upload(ctx, &graph, &graph.init_params(1)).unwrap();
+    let b = batch(1);
+    let images = GpuImages::upload(ctx, &b.pixels, &b.labels, 784).unwrap();
+    let order = ctx.upload(&[0u32, 1, 2], "order").unwrap();
+    let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
+    let feed = Feed {
+        images: &images,
+        order: &order,
+        step: &step,
+        metrics: &metrics,
+        stride: 3,
+        norm: Normalization::default(),
+    };
+    let plan =
+        Plan::training(ctx, &graph, 3, &params, Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 }, &feed).unwrap();
+    assert!(
+        plan.activation_bytes * 10 < plan.unshared_bytes * 7,
+        "sharing saves under 30%: {} of {} bytes",
+        plan.activation_bytes,
+        plan.unshared_bytes
+    );
+}
+
+// ---------------------------------------------------------------- graph errors
+
+fn error_of<T>(r: engine::Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("the graph was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_refused_naming_the_layer_and_both_shapes() {
+    let mut g = Graph::new();
+    let x = g.input([1, 28, 28]);
+    let a = g.conv2d("conv1", x, 10, 5, 1, 0).unwrap();
+    let b = g.conv2d("conv2", x, 10, 3, 1, 0).unwrap();
+    let e = error_of(g.add("skip", a, b));
+    assert!(e.contains("`skip`") && e.contains("[10, 24, 24]") && e.contains("[10, 26, 26]"), "{e}");
+    let e = error_of(g.concat("cat", &[a, b]));
+    assert!(e.contains("`cat`") && e.contains("spatial sizes differ"), "{e}");
+    let e = error_of(g.linear("fc", a, 10));
+    assert!(e.contains("`fc`") && e.contains("[10, 24, 24]") && e.contains("flattened"), "{e}");
+    let e = error_of(g.conv2d("big", x, 4, 31, 1, 0));
+    assert!(e.contains("`big`") && e.contains("31×31") && e.contains("[1, 28, 28]"), "{e}");
+    let e = error_of(g.max_pool2d("pool", x, 2, 0, 0));
+    assert!(e.contains("`pool`") && e.contains("stride 0"), "{e}");
+}
+
+#[test]
+fn an_input_from_another_graph_is_refused() {
+    let mut other = Graph::new();
+    let foreign = other.input([1, 28, 28]);
+    let mut g = Graph::new();
+    g.input([1, 28, 28]);
+    let e = error_of(g.relu("relu1", foreign));
+    assert!(e.contains("`relu1`") && e.contains("not a node of this graph"), "{e}");
+}
+
+#[test]
+fn a_parameter_that_never_reaches_the_loss_is_refused() {
+    let mut g = Graph::new();
+    let x = g.input([1, 8, 8]);
+    let labels = g.labels();
+    let used = g.conv2d("conv1", x, 2, 3, 1, 0).unwrap();
+    g.conv2d("dead", x, 2, 3, 1, 0).unwrap();
+    let flat = g.flatten("flatten", used).unwrap();
+    let logits = g.linear("fc", flat, 10).unwrap();
+    g.softmax_cross_entropy(logits, labels).unwrap();
+    let e = error_of(Program::build(&g, 4, true));
+    assert!(e.contains("`dead`") && e.contains("dead.weight") && e.contains("never used"), "{e}");
+}
+
+#[test]
+fn a_graph_without_a_loss_or_with_a_zero_batch_is_refused() {
+    let mut g = Graph::new();
+    let x = g.input([1, 8, 8]);
+    let flat = g.flatten("flatten", x).unwrap();
+    g.linear("fc", flat, 10).unwrap();
+    assert!(error_of(Program::build(&g, 4, true)).contains("exactly one loss"));
+    let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    assert!(error_of(Program::build(&graph, 0, true)).contains("batch size must be at least 1"));
+}

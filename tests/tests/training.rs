@@ -1,0 +1,142 @@
+//! End-to-end training on the real MNIST (at ../shared/mnist beside the checkout): simple_cnn
+//! learns, ResNet's and Inception's losses fall, a diverging run stops with a clear error, and
+//! the binaries' flags refuse bad values.
+
+use clap::Parser;
+use engine::graph::plan::{Feed, Parameters, Plan};
+use engine::ops::gather::Normalization;
+use engine::ops::sgd::Sgd;
+use engine::ops::softmax_cross_entropy::Metrics;
+use mnist_loader::Dataset;
+use models::cli::Args;
+use models::train::{Recipe, TrainError, Trainer};
+use models::Network;
+use std::path::PathBuf;
+use tests::gpu;
+
+fn real_mnist() -> Option<Dataset> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
+    if !dir.is_dir() && std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {
+        eprintln!("SKIPPED (MNIST_SKIP_REAL=1): no MNIST at {}", dir.display());
+        return None;
+    }
+    Some(mnist_loader::load(&dir, false).unwrap_or_else(|e| panic!("{e} (MNIST_SKIP_REAL=1 skips this test)")))
+}
+
+#[test]
+fn simple_cnn_reaches_90_percent_after_one_epoch_on_5000_images() {
+    let Some(ctx) = gpu() else { return };
+    let Some(data) = real_mnist() else { return };
+    let (train, test) = (data.train.truncated(5000), data.test.truncated(1000));
+    let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    let recipe = Recipe { epochs: 1, ..Recipe::default() };
+    let mut trainer = Trainer::new(ctx, &graph, &train, &test, recipe).unwrap();
+    let report = trainer.epoch(1, |_, _, _, _| {}).unwrap();
+    eprintln!("simple_cnn, 5000 images, 1 epoch: {report:?}");
+    assert_eq!(report.test_count, 1000);
+    assert!(report.train_loss.is_finite() && report.train_loss < 1.5, "{report:?}");
+    assert!(report.test_accuracy() >= 90.0, "test accuracy {:.2}% < 90%", report.test_accuracy());
+}
+
+/// Mean loss of each of `steps` training steps of `network`, each on the same real batch.
+fn step_losses(network: Network, steps: usize, batch: usize) -> Option<Vec<f32>> {
+    let ctx = gpu()?;
+    let data = real_mnist()?;
+    let graph = network.build([1, 28, 28], 10).unwrap();
+    let params = Parameters::upload(ctx, &graph, &graph.init_params(1)).unwrap();
+    let images = data.train.truncated(batch).upload(ctx).unwrap();
+    let order: Vec<u32> = (0..steps * batch).map(|i| (i % batch) as u32).collect();
+    let order = ctx.upload(&order, "order").unwrap();
+    let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
+    let feed = Feed {
+        images: &images,
+        order: &order,
+        step: &step,
+        metrics: &metrics,
+        stride: batch,
+        norm: Normalization::default(),
+    };
+    let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
+    let plan = Plan::training(ctx, &graph, batch, &params, sgd, &feed).unwrap();
+    let mut losses = Vec::new();
+    let mut before = 0.0;
+    for _ in 0..steps {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        plan.record(&mut encoder);
+        ctx.submit(encoder).unwrap();
+        let m = Metrics::from_words(&ctx.read::<u32>(&metrics).unwrap());
+        losses.push(m.loss_sum - before);
+        before = m.loss_sum;
+    }
+    Some(losses)
+}
+
+fn assert_loss_falls(network: Network) {
+    let Some(losses) = step_losses(network, 16, 32) else { return };
+    eprintln!("{}: step losses {losses:?}", network.name());
+    let first: f32 = losses[..4].iter().sum::<f32>() / 4.0;
+    let last: f32 = losses[12..].iter().sum::<f32>() / 4.0;
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(last < first - 0.05, "{}: loss did not fall: first steps {first:.4}, last steps {last:.4}", network.name());
+}
+
+#[test]
+fn resnet_loss_falls_over_a_few_steps() {
+    assert_loss_falls(Network::Resnet);
+}
+
+#[test]
+fn inception_loss_falls_over_a_few_steps() {
+    assert_loss_falls(Network::Inception);
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_epoch_and_step() {
+    let Some(ctx) = gpu() else { return };
+    let Some(data) = real_mnist() else { return };
+    let (train, test) = (data.train.truncated(640), data.test.truncated(64));
+    let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    let recipe = Recipe { sgd: Sgd { lr: 1e38, momentum: 0.5, weight_decay: 0.0 }, ..Recipe::default() };
+    let mut trainer = Trainer::new(ctx, &graph, &train, &test, recipe).unwrap();
+    match trainer.epoch(1, |_, _, _, _| {}) {
+        Err(e @ TrainError::NonFinite { epoch: 1, step }) => {
+            assert!((2..=10).contains(&step), "{e}");
+            let message = e.to_string();
+            assert!(message.contains("epoch 1, step") && message.contains("NaN or infinite"), "{message}");
+        }
+        other => panic!("expected a non-finite loss error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_message() {
+    let parse = |args: &[&str]| {
+        let mut argv = vec!["simple_cnn"];
+        argv.extend(args);
+        Args::try_parse_from(argv).map_err(|e| e.to_string())
+    };
+    let defaults = parse(&[]).unwrap();
+    assert_eq!((defaults.epochs, defaults.batch_size, defaults.lr, defaults.momentum), (10, 64, 0.01, 0.5));
+    assert_eq!(parse(&["--epochs", "0"]).unwrap().epochs, 0);
+    for (args, says) in [
+        (&["--batch-size", "0"][..], "must be at least 1"),
+        (&["--lr", "-0.1"], "must be a finite number of at least 0"),
+        (&["--lr", "NaN"], "must be a finite number of at least 0"),
+        (&["--lr", "inf"], "must be a finite number of at least 0"),
+        (&["--momentum", "abc"], "is not a number"),
+        (&["--limit-train", "0"], "must be at least 1"),
+        (&["--epochs", "-1"], "unexpected argument '-1'"),
+        (&["--colour"], "unexpected argument"),
+    ] {
+        let e = parse(args).expect_err(&format!("{args:?} must be refused"));
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn missing_data_without_download_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("no-mnist-here-{}", std::process::id()));
+    let args = Args::try_parse_from(["simple_cnn", "--no-download", "--data-dir", dir.to_str().unwrap()]).unwrap();
+    let e = models::cli::run(Network::SimpleCnn, &args).expect_err("no data").to_string();
+    assert!(e.contains("no-mnist-here") && e.contains(mnist_loader::TRAIN_IMAGES), "{e}");
+}
