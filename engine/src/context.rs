@@ -183,7 +183,7 @@ impl GpuContext {
     /// A zero-filled buffer of `len` 4-byte elements.
     pub fn zeros(&self, len: usize, label: &str) -> Result<Tensor> {
         let bytes = len as u64 * 4;
-        if bytes > self.limits.max_buffer_size || bytes > self.limits.max_storage_buffer_binding_size as u64 {
+        if bytes > self.limits.max_buffer_size || bytes > self.limits.max_storage_buffer_binding_size {
             return Err(Error::Shape(format!(
                 "buffer `{label}` of {bytes} bytes exceeds this device's limit ({} bytes per binding); use a smaller batch",
                 self.limits.max_storage_buffer_binding_size

@@ -129,7 +129,7 @@ impl Stage {
             norm,
         };
         let sizes: Vec<usize> = self.ranges.iter().map(|r| r.len()).collect();
-        if sizes.iter().any(|&s| s == batch) {
+        if sizes.contains(&batch) {
             self.full = Some(make(batch, &feed)?);
         }
         if let Some(&last) = sizes.last().filter(|&&s| s != batch) {

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // index loops read clearest beside finite differences
 //! Every kernel against its CPU reference, on tiny and odd shapes and on the seed networks' real
 //! shapes at batch 64; every backward pass also against finite differences of the CPU forward.
 //!

@@ -182,6 +182,7 @@ pub mod cpu {
     }
 
     /// Direct convolution backward: (dx, dw, dbias) from dy [n, oc, oh, ow].
+    #[allow(clippy::too_many_arguments)]
     pub fn conv2d_backward(
         g: &ConvGeometry,
         oc: usize,
@@ -282,7 +283,7 @@ pub fn weight_grad_chunks(g: &ConvGeometry, out_channels: usize) -> usize {
     const TARGET_WORKGROUPS: usize = 256;
     let tiles = out_channels.div_ceil(32) * g.col_rows().div_ceil(64);
     let want = TARGET_WORKGROUPS.div_ceil(tiles).min(g.n);
-    (1..=want).rev().find(|d| g.n % d == 0).unwrap_or(1)
+    (1..=want).rev().find(|d| g.n.is_multiple_of(*d)).unwrap_or(1)
 }
 
 /// Elements of the partial weight gradients scratch (`conv2d_backward`'s `partials`).
