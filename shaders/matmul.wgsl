@@ -1,23 +1,26 @@
 // matmul: batched, strided matrix product with an optional reduction over an outer index.
 //
-//   C[b](m, n) (+)= sum_{r < reduce} sum_{k < K} A[b, r](m, k) * B[b, r](k, n)
+//   C[b](m, j) (+)= sum_{r < reduce} sum_{k < K} A[b, r](m, k) * B[b, r](k, j)
 //
 // Every operand is a strided view, so A·B, Aᵀ·B and A·Bᵀ are the same kernel with swapped
 // strides, and summing over a batch (the weight gradient of a convolution) is the `reduce` index.
+// A column index j of B and C may be folded in two, j = jo * n_inner + ji, so that the columns of
+// several images (each a block of n_inner positions) form one wide matrix.
 //   A(m, k) at a[b*a_bs + r*a_rs + m*a_ms + k*a_ks]
-//   B(k, n) at b[b*b_bs + r*b_rs + k*b_ks + n*b_ns]
-//   C(m, n) at c[b*c_bs + m*c_ms + n]
+//   B(k, j) at b[b*b_bs + r*b_rs + k*b_ks + ji*b_ns + jo*b_no]
+//   C(m, j) at c[b*c_bs + m*c_ms + ji + jo*c_no]
 //
 // Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write).
 // Dispatch: (ceil(N / 64), ceil(M / 32), batch) workgroups of 16×8 threads. Each workgroup owns a
-// 32×64 tile of C; each thread accumulates 4×4 outputs in registers (rows ty + 8i, cols tx + 16j)
-// while 16-deep slices of A and B are staged in workgroup memory.
+// 32×64 tile of C; thread (tx, ty) accumulates rows 4ty..4ty+3 × columns 4tx..4tx+3 as four vec4
+// registers while 16-deep slices of A and B are staged in workgroup memory as vec4s.
 
 struct Params {
     m: u32, n: u32, k: u32, reduce: u32,
     a_ms: u32, a_ks: u32, a_rs: u32, a_bs: u32,
     b_ks: u32, b_ns: u32, b_rs: u32, b_bs: u32,
-    c_ms: u32, c_bs: u32, accumulate: u32, _pad: u32,
+    c_ms: u32, c_bs: u32, accumulate: u32, n_inner: u32,
+    b_no: u32, c_no: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,8 +33,8 @@ const BN: u32 = 64u;
 const BK: u32 = 16u;
 const THREADS: u32 = 128u;
 
-var<workgroup> a_tile: array<f32, 512>;  // [BK][BM]
-var<workgroup> b_tile: array<f32, 1024>; // [BK][BN]
+var<workgroup> a_tile: array<vec4<f32>, 128>; // [BK][BM / 4]: rows in fours
+var<workgroup> b_tile: array<vec4<f32>, 256>; // [BK][BN / 4]: columns in fours
 
 @compute @workgroup_size(16, 8)
 fn matmul(
@@ -42,62 +45,73 @@ fn matmul(
     let batch = wg.z;
     let row0 = wg.y * BM;
     let col0 = wg.x * BN;
-    let tx = lid3.x;
-    let ty = lid3.y;
-    let total_k = p.k * p.reduce;
-    let a_base = batch * p.a_bs;
-    let b_base = batch * p.b_bs;
 
-    var acc: array<f32, 16>;
-    for (var t0 = 0u; t0 < total_k; t0 += BK) {
-        for (var i = 0u; i < BM * BK / THREADS; i++) {
-            let e = lid + i * THREADS;
-            let gm = row0 + e % BM;
-            let gk = t0 + e / BM;
-            var v = 0.0;
-            if (gm < p.m && gk < total_k) {
-                let r = gk / p.k;
-                let kk = gk - r * p.k;
-                v = a[a_base + r * p.a_rs + gm * p.a_ms + kk * p.a_ks];
-            }
-            a_tile[e] = v;
-        }
-        for (var i = 0u; i < BN * BK / THREADS; i++) {
-            let e = lid + i * THREADS;
-            let gn = col0 + e % BN;
-            let gk = t0 + e / BN;
-            var v = 0.0;
-            if (gn < p.n && gk < total_k) {
-                let r = gk / p.k;
-                let kk = gk - r * p.k;
-                v = b[b_base + r * p.b_rs + kk * p.b_ks + gn * p.b_ns];
-            }
-            b_tile[e] = v;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = a_tile[kk * BM + ty + i * 8u];
-                bv[i] = b_tile[kk * BN + tx + i * 16u];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+    // Each thread always stages the same row of A and the same column of B (THREADS is a
+    // multiple of BM and BN), so their offsets are computed once, outside the loops.
+    let a_m = lid % BM;
+    let a_k0 = lid / BM;
+    let a_row = row0 + a_m;
+    let a_ok = a_row < p.m;
+    let a_off = batch * p.a_bs + a_row * p.a_ms;
+    let b_n = lid % BN;
+    let b_k0 = lid / BN;
+    let b_col = col0 + b_n;
+    let b_ok = b_col < p.n;
+    let b_jo = b_col / p.n_inner;
+    let b_off = batch * p.b_bs + (b_col - b_jo * p.n_inner) * p.b_ns + b_jo * p.b_no;
+
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    for (var r = 0u; r < p.reduce; r++) {
+        let a_r = a_off + r * p.a_rs;
+        let b_r = b_off + r * p.b_rs;
+        for (var t0 = 0u; t0 < p.k; t0 += BK) {
+            for (var i = 0u; i < BM * BK / THREADS; i++) {
+                let kk = a_k0 + i * (THREADS / BM);
+                let gk = t0 + kk;
+                var v = 0.0;
+                if (a_ok && gk < p.k) {
+                    v = a[a_r + gk * p.a_ks];
                 }
+                a_tile[kk * (BM / 4u) + a_m / 4u][a_m % 4u] = v;
             }
+            for (var i = 0u; i < BN * BK / THREADS; i++) {
+                let kk = b_k0 + i * (THREADS / BN);
+                let gk = t0 + kk;
+                var v = 0.0;
+                if (b_ok && gk < p.k) {
+                    v = b[b_r + gk * p.b_ks];
+                }
+                b_tile[kk * (BN / 4u) + b_n / 4u][b_n % 4u] = v;
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < BK; kk++) {
+                let av = a_tile[kk * (BM / 4u) + lid3.y];
+                let bv = b_tile[kk * (BN / 4u) + lid3.x];
+                acc0 = fma(vec4<f32>(av.x), bv, acc0);
+                acc1 = fma(vec4<f32>(av.y), bv, acc1);
+                acc2 = fma(vec4<f32>(av.z), bv, acc2);
+                acc3 = fma(vec4<f32>(av.w), bv, acc3);
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
 
-    for (var i = 0u; i < 4u; i++) {
-        let gm = row0 + ty + i * 8u;
-        for (var j = 0u; j < 4u; j++) {
-            let gn = col0 + tx + j * 16u;
-            if (gm < p.m && gn < p.n) {
-                let idx = batch * p.c_bs + gm * p.c_ms + gn;
-                var v = acc[i * 4u + j];
+    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var j = 0u; j < 4u; j++) {
+        let gn = col0 + lid3.x * 4u + j;
+        if (gn >= p.n) {
+            break;
+        }
+        let jo = gn / p.n_inner;
+        let col = batch * p.c_bs + (gn - jo * p.n_inner) + jo * p.c_no;
+        for (var i = 0u; i < 4u; i++) {
+            let gm = row0 + lid3.y * 4u + i;
+            if (gm < p.m) {
+                let idx = col + gm * p.c_ms;
+                var v = acc[i][j];
                 if (p.accumulate != 0u) {
                     v += c[idx];
                 }

@@ -71,35 +71,39 @@ fn matmul_transposed_views_match_cpu() {
 #[test]
 fn matmul_batched_reduced_and_accumulating_match_cpu() {
     let Some(ctx) = gpu() else { return };
-    // simple_cnn conv2 forward: W [20, 250] · cols[n] [250, 64] for 64 images.
+    // simple_cnn conv2 forward: W [20, 250] · cols of 64 images [250, 64] each, as one wide
+    // product whose columns fold as (image, position).
     let (oc, rows, p, n) = (20, 250, 64, 64);
     let fwd = matmul::Matmul {
-        m: oc,
-        n: p,
-        k: rows,
-        reduce: 1,
-        batch: n,
-        a: matmul::View::row_major(rows),
-        b: matmul::View::row_major(p).batched(rows * p),
-        c_row_stride: p,
-        c_batch_stride: oc * p,
-        accumulate: false,
+        n: n * p,
+        n_inner: p,
+        b_col_outer: rows * p,
+        c_col_outer: oc * p,
+        ..matmul::Matmul::dense(oc, p, rows)
     };
     check_matmul(ctx, &fwd, oc * rows, n * rows * p, n * oc * p, 40);
-    // Its weight gradient: Σ_n dy[n] [20, 64] · cols[n]ᵀ, a reduction over the batch.
-    let dw = matmul::Matmul {
-        m: oc,
-        n: rows,
-        k: p,
-        reduce: n,
-        batch: 1,
-        a: matmul::View::row_major(p).reduced(oc * p),
-        b: matmul::View::row_major(p).t().reduced(rows * p),
-        c_row_stride: rows,
-        c_batch_stride: 0,
-        accumulate: false,
+    // InceptionA(20)'s 4×4 images: 16 positions, a fold that does not align with the tile.
+    let (oc, rows, p, n) = (24, 16, 16, 7);
+    let small = matmul::Matmul {
+        n: n * p,
+        n_inner: p,
+        b_col_outer: rows * p,
+        c_col_outer: oc * p,
+        ..matmul::Matmul::dense(oc, p, rows)
     };
-    check_matmul(ctx, &dw, n * oc * p, n * rows * p, oc * rows, 41);
+    check_matmul(ctx, &small, oc * rows, n * rows * p, n * oc * p, 43);
+    // Its weight gradient: Σ_n dy[n] [20, 64] · cols[n]ᵀ, a reduction over the batch, split
+    // into 4 chunks of 16 images (one per batch index).
+    let (oc, rows, p, n) = (20, 250, 64, 64);
+    let dw = matmul::Matmul {
+        reduce: 16,
+        batch: 4,
+        a: matmul::View::row_major(p).reduced(oc * p).batched(16 * oc * p),
+        b: matmul::View::row_major(p).t().reduced(rows * p).batched(16 * rows * p),
+        c_batch_stride: oc * rows,
+        ..matmul::Matmul::dense(oc, rows, p)
+    };
+    check_matmul(ctx, &dw, n * oc * p, n * rows * p, 4 * oc * rows, 41);
     // Odd batch and reduce counts, accumulating into C.
     let odd = matmul::Matmul {
         reduce: 3,

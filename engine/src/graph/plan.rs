@@ -167,12 +167,6 @@ impl Plan {
                 Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, cols, dcols, partials } => {
                     let (x, w, b, cols, dcols) = (t(x), t(w), unused.clone(), t(cols), t(dcols));
                     let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b, cols: &cols };
-                    // Columns are rebuilt rather than kept from the forward pass: one cheap
-                    // dispatch instead of holding every layer's column matrix until backward.
-                    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
-                    if !pointwise {
-                        out.push(conv::im2col(ctx, &g, &x, &cols)?);
-                    }
                     let dx = dx.map(t);
                     out.extend(conv::conv2d_backward(
                         ctx,

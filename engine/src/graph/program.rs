@@ -28,7 +28,8 @@ pub struct BufferDesc {
 
 #[derive(Clone, Debug)]
 pub enum Instr {
-    /// y = conv(x) + b, then ReLU when `relu`. `cols` is im2col scratch.
+    /// y = conv(x) + b, then ReLU when `relu`. `cols` receives x's column matrix (unused for a
+    /// pointwise convolution, whose column matrix is x itself).
     Conv {
         g: ConvGeometry,
         oc: usize,
@@ -39,7 +40,8 @@ pub enum Instr {
         relu: bool,
         cols: Buf,
     },
-    /// dw, db and (when wanted) dx from dy; `cols`, `dcols` and `partials` are scratch.
+    /// dw, db and (when wanted) dx from dy. `cols` is the forward pass's column matrix, kept
+    /// alive until here; `dcols` and `partials` are scratch.
     ConvBack {
         g: ConvGeometry,
         oc: usize,
@@ -263,6 +265,7 @@ impl Program {
             .then_some(next)
         };
         let mut argmax: Vec<Option<Buf>> = vec![None; nodes.len()];
+        let mut cols_of: Vec<Option<Buf>> = vec![None; nodes.len()];
         for i in 0..nodes.len() {
             let node = &nodes[i];
             let len = b.node_len(i);
@@ -280,7 +283,10 @@ impl Program {
                 Op::Input | Op::Labels | Op::Flatten { .. } | Op::SoftmaxCrossEntropy { .. } => {}
                 Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
                     let g = b.conv_geometry(x, kernel, stride, pad);
-                    let cols = b.new_buf(g.cols_len(), false, format!("{}.cols", node.name));
+                    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+                    let cols =
+                        b.new_buf(if pointwise { 1 } else { g.cols_len() }, false, format!("{}.cols", node.name));
+                    cols_of[i] = Some(cols);
                     let relu = fused_relu(i);
                     let x = input_of(x);
                     if let Some(r) = relu {
@@ -358,7 +364,7 @@ impl Program {
                     Op::Input | Op::Labels | Op::SoftmaxCrossEntropy { .. } => {}
                     Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
                         let g = b.conv_geometry(x, kernel, stride, pad);
-                        let cols = b.new_buf(g.cols_len(), false, format!("{}.cols", node.name));
+                        let cols = cols_of[i].expect("the forward pass built the column matrix");
                         let dcols = b.new_buf(
                             if wants_grad[x] { g.cols_len() } else { 1 },
                             false,

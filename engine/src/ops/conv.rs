@@ -259,17 +259,14 @@ pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> R
     if !c.is_pointwise() {
         out.push(im2col(ctx, g, c.x, c.cols)?);
     }
+    // One wide matmul over every image: column j = image · P + position.
     let product = Matmul {
-        m: oc,
-        n: p,
-        k: rows,
-        reduce: 1,
-        batch: g.n,
-        a: View::row_major(rows),
-        b: View::row_major(p).batched(rows * p),
-        c_row_stride: p,
-        c_batch_stride: oc * p,
-        accumulate: false,
+        batch: 1,
+        n: g.n * p,
+        n_inner: p,
+        b_col_outer: rows * p,
+        c_col_outer: oc * p,
+        ..Matmul::dense(oc, p, rows)
     };
     out.push(matmul(ctx, &product, c.weight, c.cols(), y)?);
     out.push(bias_add(ctx, g.n, oc, p, relu, c.bias, y)?);
@@ -311,16 +308,12 @@ pub fn conv2d_backward(
     let chunks = weight_grad_chunks(g, oc);
     let per_chunk = g.n / chunks;
     let weight_grad = Matmul {
-        m: oc,
-        n: rows,
-        k: p,
         reduce: per_chunk,
         batch: chunks,
         a: View::row_major(p).reduced(oc * p).batched(per_chunk * oc * p),
         b: View::row_major(p).t().reduced(rows * p).batched(per_chunk * rows * p),
-        c_row_stride: rows,
         c_batch_stride: oc * rows,
-        accumulate: false,
+        ..Matmul::dense(oc, rows, p)
     };
     if chunks == 1 {
         out.push(matmul(ctx, &weight_grad, dy, c.cols(), dweight)?);
@@ -331,16 +324,12 @@ pub fn conv2d_backward(
     if let Some((dx, dcols)) = dx {
         let dcols = if c.is_pointwise() { dx } else { dcols };
         let col_grad = Matmul {
-            m: rows,
-            n: p,
-            k: oc,
-            reduce: 1,
-            batch: g.n,
             a: View::row_major(rows).t(),
-            b: View::row_major(p).batched(oc * p),
-            c_row_stride: p,
-            c_batch_stride: rows * p,
-            accumulate: false,
+            n: g.n * p,
+            n_inner: p,
+            b_col_outer: oc * p,
+            c_col_outer: rows * p,
+            ..Matmul::dense(rows, p, oc)
         };
         out.push(matmul(ctx, &col_grad, c.weight, dy, dcols)?);
         if !c.is_pointwise() {

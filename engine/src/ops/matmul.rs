@@ -44,6 +44,10 @@ impl View {
 }
 
 /// C (m×n, row stride `c_row_stride`, batch stride `c_batch_stride`) = Σ_r A (m×k) · B (k×n).
+///
+/// Columns may be folded: column j = jo·n_inner + ji sits at `ji·col_stride + jo·b_col_outer`
+/// in B and at `ji + jo·c_col_outer` in C, so the columns of several images (blocks of n_inner
+/// positions) form one wide matrix. `n_inner == n` means no fold.
 #[derive(Clone, Copy, Debug)]
 pub struct Matmul {
     pub m: usize,
@@ -57,6 +61,9 @@ pub struct Matmul {
     pub c_batch_stride: usize,
     /// Add to C instead of overwriting it.
     pub accumulate: bool,
+    pub n_inner: usize,
+    pub b_col_outer: usize,
+    pub c_col_outer: usize,
 }
 
 impl Matmul {
@@ -73,17 +80,34 @@ impl Matmul {
             c_row_stride: n,
             c_batch_stride: 0,
             accumulate: false,
+            n_inner: n,
+            b_col_outer: 0,
+            c_col_outer: 0,
         }
     }
 
+    /// Column j of B and C: (offset in B, offset in C), before row and batch offsets.
+    fn column(&self, j: usize) -> (usize, usize) {
+        let (jo, ji) = (j / self.n_inner, j % self.n_inner);
+        (ji * self.b.col_stride + jo * self.b_col_outer, ji + jo * self.c_col_outer)
+    }
+
     fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
-        if self.m == 0 || self.n == 0 || self.k == 0 || self.reduce == 0 || self.batch == 0 {
+        if self.m == 0 || self.n == 0 || self.k == 0 || self.reduce == 0 || self.batch == 0 || self.n_inner == 0 {
             return Err(Error::Shape(format!("matmul with an empty dimension: {self:?}")));
         }
+        // Offsets grow with both parts of a column index, so the largest is at the last column
+        // or at the last column of the fold before it.
+        let last_fold = (self.n - 1) / self.n_inner;
+        let before = if last_fold > 0 { last_fold * self.n_inner - 1 } else { self.n - 1 };
+        let last_columns = [self.column(before), self.column(self.n - 1)];
+        let b_col = last_columns.iter().map(|c| c.0).max().unwrap();
+        let c_col = last_columns.iter().map(|c| c.1).max().unwrap();
+        let b_rest = View { col_stride: 0, ..self.b }.extent(self.k, 1, self.reduce, self.batch);
         let need = [
             ("A", self.a.extent(self.m, self.k, self.reduce, self.batch), a),
-            ("B", self.b.extent(self.k, self.n, self.reduce, self.batch), b),
-            ("C", (self.batch - 1) * self.c_batch_stride + (self.m - 1) * self.c_row_stride + self.n, c),
+            ("B", b_rest + b_col, b),
+            ("C", (self.batch - 1) * self.c_batch_stride + (self.m - 1) * self.c_row_stride + c_col + 1, c),
         ];
         for (name, extent, len) in need {
             if extent > len {
@@ -118,6 +142,10 @@ pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) 
         u(s.c_row_stride),
         u(s.c_batch_stride),
         s.accumulate as u32,
+        u(s.n_inner),
+        u(s.b_col_outer),
+        u(s.c_col_outer),
+        0,
         0,
     ];
     let groups = [s.n.div_ceil(64) as u32, s.m.div_ceil(32) as u32, s.batch as u32];
@@ -133,6 +161,7 @@ pub mod cpu {
         for bi in 0..s.batch {
             for m in 0..s.m {
                 for n in 0..s.n {
+                    let (b_col, c_col) = s.column(n);
                     let mut sum = 0.0f64;
                     for r in 0..s.reduce {
                         for k in 0..s.k {
@@ -140,14 +169,11 @@ pub mod cpu {
                                 + r * s.a.reduce_stride
                                 + m * s.a.row_stride
                                 + k * s.a.col_stride];
-                            let bv = b[bi * s.b.batch_stride
-                                + r * s.b.reduce_stride
-                                + k * s.b.row_stride
-                                + n * s.b.col_stride];
+                            let bv = b[bi * s.b.batch_stride + r * s.b.reduce_stride + k * s.b.row_stride + b_col];
                             sum += av as f64 * bv as f64;
                         }
                     }
-                    let at = bi * s.c_batch_stride + m * s.c_row_stride + n;
+                    let at = bi * s.c_batch_stride + m * s.c_row_stride + c_col;
                     c[at] = if s.accumulate { c[at] + sum as f32 } else { sum as f32 };
                 }
             }
