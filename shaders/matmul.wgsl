@@ -14,6 +14,7 @@
 // Dispatch: (ceil(N / 64), ceil(M / 32), batch) workgroups of 16×8 threads. Each workgroup owns a
 // 32×64 tile of C; thread (tx, ty) accumulates rows 4ty..4ty+3 × columns 4tx..4tx+3 as four vec4
 // registers while 16-deep slices of A and B are staged in workgroup memory as vec4s.
+// (a_tile[lid] below relies on THREADS == BK * BM / 4.)
 
 struct Params {
     m: u32, n: u32, k: u32, reduce: u32,
@@ -46,45 +47,55 @@ fn matmul(
     let row0 = wg.y * BM;
     let col0 = wg.x * BN;
 
-    // Each thread always stages the same row of A and the same column of B (THREADS is a
-    // multiple of BM and BN), so their offsets are computed once, outside the loops.
-    let a_m = lid % BM;
-    let a_k0 = lid / BM;
-    let a_row = row0 + a_m;
-    let a_ok = a_row < p.m;
-    let a_off = batch * p.a_bs + a_row * p.a_ms;
-    let b_n = lid % BN;
-    let b_k0 = lid / BN;
-    let b_col = col0 + b_n;
-    let b_ok = b_col < p.n;
-    let b_jo = b_col / p.n_inner;
-    let b_off = batch * p.b_bs + (b_col - b_jo * p.n_inner) * p.b_ns + b_jo * p.b_no;
+    // Staging: each thread loads one vec4 of A (4 consecutive rows at one k) and two vec4s of B
+    // (4 consecutive columns at two k) per slice, always at the same rows and columns, so their
+    // offsets are computed once, outside the loops.
+    let a_k = lid / (BM / 4u);
+    let a_m4 = lid % (BM / 4u);
+    var a_rows: array<u32, 4>;
+    var a_ok: array<bool, 4>;
+    let b_k = lid / (BN / 4u);
+    let b_n4 = lid % (BN / 4u);
+    var b_cols: array<u32, 4>;
+    var b_ok: array<bool, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let m = row0 + a_m4 * 4u + j;
+        a_ok[j] = m < p.m;
+        a_rows[j] = batch * p.a_bs + m * p.a_ms;
+        let n = col0 + b_n4 * 4u + j;
+        let jo = n / p.n_inner;
+        b_ok[j] = n < p.n;
+        b_cols[j] = batch * p.b_bs + (n - jo * p.n_inner) * p.b_ns + jo * p.b_no;
+    }
 
     var acc0 = vec4<f32>();
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
     for (var r = 0u; r < p.reduce; r++) {
-        let a_r = a_off + r * p.a_rs;
-        let b_r = b_off + r * p.b_rs;
         for (var t0 = 0u; t0 < p.k; t0 += BK) {
-            for (var i = 0u; i < BM * BK / THREADS; i++) {
-                let kk = a_k0 + i * (THREADS / BM);
-                let gk = t0 + kk;
-                var v = 0.0;
-                if (a_ok && gk < p.k) {
-                    v = a[a_r + gk * p.a_ks];
+            {
+                let gk = t0 + a_k;
+                let at = r * p.a_rs + gk * p.a_ks;
+                var v = vec4<f32>();
+                for (var j = 0u; j < 4u; j++) {
+                    if (a_ok[j] && gk < p.k) {
+                        v[j] = a[a_rows[j] + at];
+                    }
                 }
-                a_tile[kk * (BM / 4u) + a_m / 4u][a_m % 4u] = v;
+                a_tile[lid] = v;
             }
-            for (var i = 0u; i < BN * BK / THREADS; i++) {
-                let kk = b_k0 + i * (THREADS / BN);
+            for (var i = 0u; i < 2u; i++) {
+                let kk = b_k + i * (THREADS / (BN / 4u));
                 let gk = t0 + kk;
-                var v = 0.0;
-                if (b_ok && gk < p.k) {
-                    v = b[b_r + gk * p.b_ks];
+                let at = r * p.b_rs + gk * p.b_ks;
+                var v = vec4<f32>();
+                for (var j = 0u; j < 4u; j++) {
+                    if (b_ok[j] && gk < p.k) {
+                        v[j] = b[b_cols[j] + at];
+                    }
                 }
-                b_tile[kk * (BN / 4u) + b_n / 4u][b_n % 4u] = v;
+                b_tile[kk * (BN / 4u) + b_n4] = v;
             }
             workgroupBarrier();
             for (var kk = 0u; kk < BK; kk++) {
