@@ -11,7 +11,9 @@
 //   C(m, j) at c[b*c_bs + m*c_ms + ji + jo*c_no]
 //
 // Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write).
-// Dispatch: (ceil(N / 64), ceil(M / 32), batch) workgroups of 16×8 threads. Each workgroup owns a
+// Dispatch: (min(T, 65535), ceil(M / 32), batch * col_folds) workgroups of 16×8 threads, where
+// T = ceil(N / 64) column tiles are folded into z as col_folds = ceil(T / 65535) when there are
+// more than 65535 (workgroups past the last tile return at once). Each workgroup owns a
 // 32×64 tile of C; thread (tx, ty) accumulates rows 4ty..4ty+3 × columns 4tx..4tx+3 as four vec4
 // registers while 16-deep slices of A and B are staged in workgroup memory as vec4s.
 // (a_tile[lid] below relies on THREADS == BK * BM / 4.)
@@ -21,7 +23,7 @@ struct Params {
     a_ms: u32, a_ks: u32, a_rs: u32, a_bs: u32,
     b_ks: u32, b_ns: u32, b_rs: u32, b_bs: u32,
     c_ms: u32, c_bs: u32, accumulate: u32, n_inner: u32,
-    b_no: u32, c_no: u32, _pad0: u32, _pad1: u32,
+    b_no: u32, c_no: u32, col_folds: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,10 +44,14 @@ fn matmul(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let batch = wg.z;
+    let batch = wg.z / p.col_folds;
     let row0 = wg.y * BM;
-    let col0 = wg.x * BN;
+    let col0 = ((wg.z % p.col_folds) * groups.x + wg.x) * BN;
+    if (col0 >= p.n) {
+        return; // a spare workgroup of the last column fold: the whole workgroup leaves
+    }
 
     // Staging: each thread loads one vec4 of A (4 consecutive rows at one k) and two vec4s of B
     // (4 consecutive columns at two k) per slice, always at the same rows and columns, so their

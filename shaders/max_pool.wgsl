@@ -50,8 +50,10 @@ fn max_pool_forward(
             }
             let at = u32(iy) * p.w + u32(ix);
             let v = x[base + at];
-            // `v != v` keeps a NaN, as PyTorch does, so a diverging network is noticed.
-            if (!found || v > best || v != v) {
+            // A NaN wins, as in PyTorch, so a diverging network is noticed; a bit test, since
+            // `v != v` may be folded away by compilers that assume finite math.
+            let nan = (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+            if (!found || v > best || nan) {
                 best = v;
                 best_at = at;
                 found = true;

@@ -27,6 +27,14 @@ impl Tensor {
         Tensor { buffer: self.buffer.clone(), offset: self.offset + start as u64 * 4, len }
     }
 
+    /// Refuses a tensor too small for what a kernel will touch.
+    pub fn check_len(&self, what: &str, need: usize) -> Result<()> {
+        if self.len < need {
+            return Err(Error::Shape(format!("{what} needs {need} elements, the buffer holds {}", self.len)));
+        }
+        Ok(())
+    }
+
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
@@ -68,7 +76,7 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub report: AdapterReport,
     pub limits: wgpu::Limits,
-    kernels: Mutex<HashMap<&'static str, Arc<Kernel>>>,
+    kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     /// Validation errors raised outside an error scope (e.g. while recording a pass); checked
     /// after each submission so they surface as `Error` values instead of a panic.
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -163,11 +171,11 @@ impl GpuContext {
 
     /// The compiled pipeline of a kernel, built on first use and cached.
     pub fn kernel(&self, spec: &'static KernelSpec) -> Result<Arc<Kernel>> {
-        if let Some(k) = self.kernels.lock().unwrap().get(spec.entry) {
+        if let Some(k) = self.kernels.lock().unwrap().get(&(spec.file, spec.entry)) {
             return Ok(k.clone());
         }
         let kernel = Arc::new(Kernel::compile(&self.device, spec)?);
-        self.kernels.lock().unwrap().insert(spec.entry, kernel.clone());
+        self.kernels.lock().unwrap().insert((spec.file, spec.entry), kernel.clone());
         Ok(kernel)
     }
 
@@ -241,14 +249,6 @@ impl GpuContext {
         Ok(out)
     }
 
-    /// Records dispatches into one compute pass of `encoder`, in order.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        for d in dispatches {
-            d.record(&mut pass);
-        }
-    }
-
     /// Submits a recorded encoder without waiting; the index can be waited for.
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
         let index = self.queue.submit([encoder.finish()]);
@@ -273,7 +273,7 @@ impl GpuContext {
     /// Records the dispatches into one command buffer, submits it and waits.
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        self.record(&mut encoder, dispatches);
+        crate::kernel::record(&mut encoder, dispatches.iter().copied());
         self.submit(encoder)?;
         self.wait()
     }

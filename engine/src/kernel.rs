@@ -95,3 +95,11 @@ impl Dispatch {
         pass.dispatch_workgroups(x, y, z);
     }
 }
+
+/// Records dispatches, in order, into one compute pass of `encoder`.
+pub fn record<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+    for d in dispatches {
+        d.record(&mut pass);
+    }
+}

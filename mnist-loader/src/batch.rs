@@ -9,7 +9,7 @@ use crate::Split;
 
 /// Per-pixel normalization, `value = (pixel / 255 - mean) / std`: the engine's, so the GPU
 /// gather and this CPU path share one definition.
-pub use engine::ops::gather::Normalization as Normalize;
+pub use engine::ops::gather::Normalization;
 
 /// A seeded permutation of `0..n`, the sample order of one epoch.
 ///
@@ -45,7 +45,7 @@ pub fn batch_ranges(n: usize, batch_size: usize) -> Vec<Range<usize>> {
 ///
 /// # Panics
 /// If an index is not below `split.count`.
-pub fn cpu_batch(split: &Split, indices: &[u32], norm: Normalize) -> (Vec<f32>, Vec<u32>) {
+pub fn cpu_batch(split: &Split, indices: &[u32], norm: Normalization) -> (Vec<f32>, Vec<u32>) {
     for &index in indices {
         assert!(
             (index as usize) < split.count,

@@ -13,7 +13,7 @@ mod idx;
 
 use std::path::{Path, PathBuf};
 
-pub use batch::{batch_ranges, cpu_batch, epoch_permutation, Normalize};
+pub use batch::{batch_ranges, cpu_batch, epoch_permutation, Normalization};
 pub use download::{download, MIRRORS};
 pub use error::LoadError;
 pub use idx::{read_images, read_labels};

@@ -79,7 +79,7 @@ fn inception(g: &mut Graph, x: NodeId) -> Result<NodeId> {
 
 /// ResBlock(c): relu(x + conv2(relu(conv1(x)))), 3×3 convolutions with padding 1.
 fn res_block(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
-    let channels = g.shape(x)[0];
+    let channels = g.shape(x)?[0];
     let y = g.conv2d(&format!("{name}.conv1"), x, channels, 3, 1, 1)?;
     let y = g.relu(&format!("{name}.relu1"), y)?;
     let y = g.conv2d(&format!("{name}.conv2"), y, channels, 3, 1, 1)?;

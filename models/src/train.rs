@@ -106,7 +106,7 @@ impl Stage {
             images,
             order,
             step: ctx.zeros(1, "step")?,
-            metrics: ctx.zeros(METRICS_WORDS, "metrics")?,
+            metrics: Feed::new_metrics(ctx)?,
             ranges: batch_ranges(split.count, batch),
             full: None,
             tail: None,
@@ -154,7 +154,8 @@ impl Stage {
 struct MetricsReader {
     staging: wgpu::Buffer,
     ready: Arc<AtomicBool>,
-    busy: bool,
+    /// The number of steps the requested copy covers, while one is in flight.
+    requested: Option<usize>,
 }
 
 impl MetricsReader {
@@ -165,16 +166,17 @@ impl MetricsReader {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        MetricsReader { staging, ready: Arc::new(AtomicBool::new(false)), busy: false }
+        MetricsReader { staging, ready: Arc::new(AtomicBool::new(false)), requested: None }
     }
 
-    /// Records a copy of `metrics` if no read is in flight; call `submitted` after submitting.
-    fn request(&mut self, encoder: &mut wgpu::CommandEncoder, metrics: &Tensor) -> bool {
-        if self.busy {
+    /// Records a copy of `metrics` after `steps` steps if no read is in flight; call
+    /// `submitted` after submitting.
+    fn request(&mut self, encoder: &mut wgpu::CommandEncoder, metrics: &Tensor, steps: usize) -> bool {
+        if self.requested.is_some() {
             return false;
         }
         encoder.copy_buffer_to_buffer(&metrics.buffer, metrics.offset, &self.staging, 0, metrics.bytes());
-        self.busy = true;
+        self.requested = Some(steps);
         true
     }
 
@@ -183,8 +185,8 @@ impl MetricsReader {
         self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| ready.store(r.is_ok(), Ordering::Release));
     }
 
-    /// The metrics, if a requested read has arrived.
-    fn take(&mut self) -> Option<Metrics> {
+    /// The metrics and the steps they cover, if a requested read has arrived.
+    fn take(&mut self) -> Option<(usize, Metrics)> {
         if !self.ready.swap(false, Ordering::Acquire) {
             return None;
         }
@@ -193,8 +195,7 @@ impl MetricsReader {
             bytemuck::cast_slice(&view).to_vec()
         };
         self.staging.unmap();
-        self.busy = false;
-        Some(Metrics::from_words(&words))
+        Some((self.requested.take()?, Metrics::from_words(&words)))
     }
 }
 
@@ -243,7 +244,7 @@ impl<'a> Trainer<'a> {
         for (step, range) in stage.ranges.iter().enumerate() {
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
             stage.plan_for(range, batch).record(&mut encoder);
-            let requested = (step + 1) % REPORT_EVERY == 0 && reader.request(&mut encoder, &stage.metrics);
+            let requested = (step + 1) % REPORT_EVERY == 0 && reader.request(&mut encoder, &stage.metrics, step + 1);
             in_flight.push_back(ctx.submit(encoder)?);
             if requested {
                 reader.submitted();
@@ -251,8 +252,8 @@ impl<'a> Trainer<'a> {
             if in_flight.len() > MAX_IN_FLIGHT {
                 ctx.wait_for(in_flight.pop_front().unwrap())?;
             }
-            if let Some(m) = reader.take() {
-                on_metrics(step + 1, m)?;
+            if let Some((steps, m)) = reader.take() {
+                on_metrics(steps, m)?;
             }
         }
         let words: Vec<u32> = ctx.read(&stage.metrics)?;

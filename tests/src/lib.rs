@@ -28,6 +28,24 @@ pub fn gpu() -> Option<&'static GpuContext> {
     }
 }
 
+/// The real MNIST files beside the checkout (`../shared/mnist`). When they are absent the test
+/// fails saying so, unless `MNIST_SKIP_REAL=1`, when it prints that it was skipped and gets None.
+pub fn real_mnist_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
+    if dir.join("train-images-idx3-ubyte.gz").is_file() {
+        return Some(dir);
+    }
+    if std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: real MNIST files not found in {}; MNIST_SKIP_REAL=1 is set", dir.display());
+        return None;
+    }
+    panic!(
+        "the real MNIST files are not in {}; put the four .gz files there, or set \
+         MNIST_SKIP_REAL=1 to skip the tests that need them",
+        dir.display()
+    );
+}
+
 /// Asserts |got - want| <= atol + rtol·|want| elementwise, naming the first offender.
 #[track_caller]
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {

@@ -256,3 +256,40 @@ fn a_graph_without_a_loss_or_with_a_zero_batch_is_refused() {
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
     assert!(error_of(Program::build(&graph, 0, true)).contains("batch size must be at least 1"));
 }
+
+#[test]
+fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
+    // Independent of the graph and its program: the seed's forward written out with the CPU
+    // reference ops, so a wrong layer order or a missing layer would show.
+    use engine::ops::conv::{cpu::conv2d_forward, ConvGeometry};
+    use engine::ops::max_pool::{cpu::max_pool_forward, PoolGeometry};
+    let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    let params = graph.init_params(5);
+    let p = |name: &str| {
+        let q = graph.params.iter().find(|p| p.name == name).unwrap();
+        &params[q.offset..q.offset + q.len()]
+    };
+    let b = batch(3);
+    let n = BATCH;
+    let conv_pool_relu = |x: &[f32], c: usize, hw: usize, oc: usize, layer: &str| {
+        let g = ConvGeometry { n, c, h: hw, w: hw, kh: 5, kw: 5, stride: 1, pad: 0 };
+        let mut y = vec![0.0; n * oc * g.oh() * g.ow()];
+        conv2d_forward(&g, oc, x, p(&format!("{layer}.weight")), p(&format!("{layer}.bias")), &mut y);
+        let pool = PoolGeometry { planes: n * oc, h: g.oh(), w: g.ow(), k: 2, stride: 2, pad: 0 };
+        let (mut out, mut arg) = (vec![0.0; pool.output_len()], vec![0; pool.output_len()]);
+        max_pool_forward(&pool, &y, &mut out, &mut arg);
+        out.iter().map(|v| v.max(0.0)).collect::<Vec<f32>>()
+    };
+    let h1 = conv_pool_relu(&b.x, 1, 28, 10, "conv1");
+    let h2 = conv_pool_relu(&h1, 10, 12, 20, "conv2");
+    let (w, bias) = (p("fc.weight"), p("fc.bias"));
+    let want: Vec<f32> = (0..n * 10)
+        .map(|i| {
+            let (s, o) = (i / 10, i % 10);
+            bias[o] + (0..320).map(|j| w[o * 320 + j] * h2[s * 320 + j]).sum::<f32>()
+        })
+        .collect();
+    let program = Program::build(&graph, n, false).unwrap();
+    let got = cpu::run(&graph, &program, &params, &b.x, &b.y).logits;
+    tests::assert_close("simple_cnn logits", &got, &want, 1e-4, 1e-5);
+}

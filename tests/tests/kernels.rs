@@ -17,6 +17,12 @@ fn up(ctx: &GpuContext, data: &[f32]) -> Tensor {
     ctx.upload(data, "test").unwrap()
 }
 
+/// An output buffer full of NaN: a kernel that fails to write every element (or adds to what
+/// is there instead of overwriting it) is caught, since plans reuse buffers without clearing.
+fn dirty(ctx: &GpuContext, len: usize) -> Tensor {
+    up(ctx, &vec![f32::NAN; len])
+}
+
 fn run_and_read(ctx: &GpuContext, dispatches: &[Dispatch], out: &Tensor) -> Vec<f32> {
     ctx.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
     ctx.read(out).unwrap()
@@ -119,6 +125,13 @@ fn matmul_batched_reduced_and_accumulating_match_cpu() {
 }
 
 #[test]
+fn matmul_folds_more_than_65535_column_tiles_into_z() {
+    let Some(ctx) = gpu() else { return };
+    let n = 65535 * 64 + 100; // one column tile more than a dimension holds
+    check_matmul(ctx, &matmul::Matmul::dense(2, n, 1), 2, n, 2 * n, 44);
+}
+
+#[test]
 fn matmul_refuses_views_past_the_buffer() {
     let Some(ctx) = gpu() else { return };
     let a = up(ctx, &[0.0; 6]);
@@ -138,7 +151,10 @@ fn geometries() -> Vec<(conv::ConvGeometry, usize)> {
         (g(64, 1, 28, 28, 5, 1, 0), 10),  // simple_cnn conv1
         (g(64, 10, 12, 12, 5, 1, 0), 20), // simple_cnn conv2
         (g(64, 16, 12, 12, 5, 1, 2), 24), // InceptionA 5×5 branch
-        (g(64, 16, 6, 6, 3, 1, 1), 16),   // ResBlock(16) after pooling... conv at 12×12 in the seed
+        (g(64, 88, 12, 12, 5, 1, 0), 20), // inception conv2
+        (g(64, 16, 12, 12, 3, 1, 1), 16), // ResBlock(16)
+        (g(64, 32, 4, 4, 3, 1, 1), 32),   // ResBlock(32)
+        (g(64, 20, 4, 4, 1, 1, 0), 16),   // InceptionA(20) 1×1 branch
     ]
 }
 
@@ -150,14 +166,14 @@ fn im2col_and_col2im_match_cpu_exactly() {
         let x = rng.uniform_vec(g.input_len(), 1.0);
         let mut want = vec![0.0; g.cols_len()];
         conv::cpu::im2col(&g, &x, &mut want);
-        let cols = ctx.zeros(g.cols_len(), "cols").unwrap();
+        let cols = dirty(ctx, g.cols_len());
         let got = run_and_read(ctx, &[conv::im2col(ctx, &g, &up(ctx, &x), &cols).unwrap()], &cols);
         assert_close(&format!("im2col {g:?}"), &got, &want, 0.0, 0.0);
 
         let dcols = rng.uniform_vec(g.cols_len(), 1.0);
         let mut want = vec![0.0; g.input_len()];
         conv::cpu::col2im(&g, &dcols, &mut want);
-        let dx = ctx.zeros(g.input_len(), "dx").unwrap();
+        let dx = dirty(ctx, g.input_len());
         let got = run_and_read(ctx, &[conv::col2im(ctx, &g, &up(ctx, &dcols), &dx).unwrap()], &dx);
         assert_close(&format!("col2im {g:?}"), &got, &want, 1e-6, 1e-5);
     }
@@ -196,9 +212,9 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
                 want.iter_mut().for_each(|v| *v = v.max(0.0));
             }
             let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
-            let cols = ctx.zeros(g.cols_len(), "cols").unwrap();
+            let cols = dirty(ctx, g.cols_len());
             let layer = conv::Conv2d { g, out_channels: oc, x: &xt, weight: &wt, bias: &bt, cols: &cols };
-            let y = ctx.zeros(y_len, "y").unwrap();
+            let y = dirty(ctx, y_len);
             let got = run_and_read(ctx, &conv::conv2d_forward(ctx, &layer, relu, &y).unwrap(), &y);
             assert_close(&format!("conv2d_forward {g:?} relu {relu}"), &got, &want, 1e-4, sum_tol(g.col_rows()));
 
@@ -208,11 +224,10 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
             let dy = rng.uniform_vec(y_len, 1.0);
             let (mut dx_want, mut dw_want, mut db_want) = (vec![0.0; g.input_len()], vec![0.0; w.len()], vec![0.0; oc]);
             conv::cpu::conv2d_backward(&g, oc, &x, &w, &dy, &mut dx_want, &mut dw_want, &mut db_want);
-            let (dx, dw, db) =
-                (ctx.zeros(x.len(), "dx").unwrap(), ctx.zeros(w.len(), "dw").unwrap(), ctx.zeros(oc, "db").unwrap());
-            let dcols = ctx.zeros(g.cols_len(), "dcols").unwrap();
+            let (dx, dw, db) = (dirty(ctx, x.len()), dirty(ctx, w.len()), dirty(ctx, oc));
+            let dcols = dirty(ctx, g.cols_len());
             let mut steps = conv::conv2d_forward(ctx, &layer, false, &y).unwrap();
-            let partials = ctx.zeros(conv::weight_grad_partials_len(&g, oc), "partials").unwrap();
+            let partials = dirty(ctx, conv::weight_grad_partials_len(&g, oc));
             steps.extend(
                 conv::conv2d_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, &partials, Some((&dx, &dcols))).unwrap(),
             );
@@ -278,9 +293,8 @@ fn linear_forward_and_backward_match_cpu_and_finite_differences() {
 
         let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
         let layer = matmul::Linear { n, inputs, outputs, x: &xt, weight: &wt, bias: &bt };
-        let y = ctx.zeros(n * outputs, "y").unwrap();
-        let (dx, dw, db) =
-            (ctx.zeros(x.len(), "dx").unwrap(), ctx.zeros(w.len(), "dw").unwrap(), ctx.zeros(outputs, "db").unwrap());
+        let y = dirty(ctx, n * outputs);
+        let (dx, dw, db) = (dirty(ctx, x.len()), dirty(ctx, w.len()), dirty(ctx, outputs));
         let mut steps = matmul::linear_forward(ctx, &layer, &y).unwrap();
         steps.extend(matmul::linear_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, Some(&dx)).unwrap());
         let y_got = run_and_read(ctx, &steps, &y);
@@ -309,7 +323,7 @@ fn bias_add_and_bias_grad_match_cpu() {
         let dy = rng.uniform_vec(n * c * s, 1.0);
         let mut want = vec![0.0; c];
         bias::cpu::bias_grad(n, c, s, &dy, &mut want);
-        let db = ctx.zeros(c, "db").unwrap();
+        let db = dirty(ctx, c);
         let got = run_and_read(ctx, &[bias::bias_grad(ctx, n, c, s, &up(ctx, &dy), &db).unwrap()], &db);
         assert_close("bias_grad", &got, &want, 1e-4, sum_tol(n * s));
     }
@@ -320,12 +334,12 @@ fn bias_add_and_bias_grad_match_cpu() {
 #[test]
 fn relu_add_fill_copy_match_cpu() {
     let Some(ctx) = gpu() else { return };
-    for (i, &len) in [1usize, 7, 65, 64 * 20 * 8 * 8, 70_000 * 256].iter().enumerate() {
+    for (i, &len) in [1usize, 7, 65, 64 * 20 * 8 * 8, 70_000 * 256, 5 * 20 * 250].iter().enumerate() {
         let mut rng = Rng::new(800 + i as u64);
         let x = rng.uniform_vec(len, 1.0);
         let dy = rng.uniform_vec(len, 1.0);
         let (xt, dyt) = (up(ctx, &x), up(ctx, &dy));
-        let out = ctx.zeros(len, "out").unwrap();
+        let out = dirty(ctx, len);
 
         let mut want = vec![0.0; len];
         relu::cpu::relu_forward(&x, &mut want);
@@ -345,6 +359,16 @@ fn relu_add_fill_copy_match_cpu() {
         assert_eq!(run_and_read(ctx, &[add::add(ctx, len, &xt, &dyt, &out).unwrap()], &out), want, "add {len}");
         add::cpu::add_assign(&x, &mut want);
         assert_eq!(run_and_read(ctx, &[add::add_assign(ctx, len, &xt, &out).unwrap()], &out), want, "add_assign {len}");
+
+        if len % 5 == 0 {
+            // sum_slices: five slices of len / 5.
+            let part = len / 5;
+            let mut sum = vec![0.0; part];
+            add::cpu::sum_slices(part, &x, &mut sum);
+            let out5 = dirty(ctx, part);
+            let got = run_and_read(ctx, &[add::sum_slices(ctx, part, 5, &xt, &out5).unwrap()], &out5);
+            assert_close(&format!("sum_slices {len}"), &got, &sum, 1e-6, 1e-6);
+        }
 
         fill::cpu::fill(2.5, &mut want);
         assert_eq!(run_and_read(ctx, &[fill::fill(ctx, len, 2.5, &out).unwrap()], &out), want, "fill {len}");
@@ -394,7 +418,9 @@ fn pools() -> Vec<max_pool::PoolGeometry> {
         g(2, 9, 9, 3, 2, 1),         // overlapping windows with padding
         g(64 * 10, 24, 24, 2, 2, 0), // simple_cnn pool1
         g(64 * 20, 8, 8, 2, 2, 0),   // simple_cnn pool2
-        g(64 * 10, 12, 12, 3, 1, 1), // InceptionA avgpool 3/1/1
+        g(64 * 10, 12, 12, 3, 1, 1), // InceptionA(10) avgpool 3/1/1
+        g(64 * 20, 4, 4, 3, 1, 1),   // InceptionA(20) avgpool 3/1/1
+        g(64 * 16, 24, 24, 2, 2, 0), // resnet pool1
     ]
 }
 
@@ -406,7 +432,7 @@ fn max_pool_matches_cpu() {
         let x = rng.uniform_vec(g.input_len(), 1.0);
         let (mut y_want, mut arg_want) = (vec![0.0; g.output_len()], vec![0u32; g.output_len()]);
         max_pool::cpu::max_pool_forward(&g, &x, &mut y_want, &mut arg_want);
-        let (y, arg) = (ctx.zeros(g.output_len(), "y").unwrap(), ctx.zeros(g.output_len(), "argmax").unwrap());
+        let (y, arg) = (dirty(ctx, g.output_len()), dirty(ctx, g.output_len()));
         let got = run_and_read(ctx, &[max_pool::max_pool_forward(ctx, &g, &up(ctx, &x), &y, &arg).unwrap()], &y);
         assert_eq!(got, y_want, "max_pool_forward {g:?}");
         assert_eq!(ctx.read::<u32>(&arg).unwrap(), arg_want, "max_pool argmax {g:?}");
@@ -414,7 +440,7 @@ fn max_pool_matches_cpu() {
         let dy = rng.uniform_vec(g.output_len(), 1.0);
         let mut dx_want = vec![0.0; g.input_len()];
         max_pool::cpu::max_pool_backward(&g, &dy, &arg_want, &mut dx_want);
-        let dx = ctx.zeros(g.input_len(), "dx").unwrap();
+        let dx = dirty(ctx, g.input_len());
         let got = run_and_read(ctx, &[max_pool::max_pool_backward(ctx, &g, &up(ctx, &dy), &arg, &dx).unwrap()], &dx);
         assert_close(&format!("max_pool_backward {g:?}"), &got, &dx_want, 1e-6, 1e-6);
     }
@@ -428,14 +454,14 @@ fn avg_pool_matches_cpu() {
         let x = rng.uniform_vec(g.input_len(), 1.0);
         let mut y_want = vec![0.0; g.output_len()];
         avg_pool::cpu::avg_pool_forward(&g, &x, &mut y_want);
-        let y = ctx.zeros(g.output_len(), "y").unwrap();
+        let y = dirty(ctx, g.output_len());
         let got = run_and_read(ctx, &[avg_pool::avg_pool_forward(ctx, &g, &up(ctx, &x), &y).unwrap()], &y);
         assert_close(&format!("avg_pool_forward {g:?}"), &got, &y_want, 1e-6, 1e-6);
 
         let dy = rng.uniform_vec(g.output_len(), 1.0);
         let mut dx_want = vec![0.0; g.input_len()];
         avg_pool::cpu::avg_pool_backward(&g, &dy, &mut dx_want);
-        let dx = ctx.zeros(g.input_len(), "dx").unwrap();
+        let dx = dirty(ctx, g.input_len());
         let got = run_and_read(ctx, &[avg_pool::avg_pool_backward(ctx, &g, &up(ctx, &dy), &dx).unwrap()], &dx);
         assert_close(&format!("avg_pool_backward {g:?}"), &got, &dx_want, 1e-5, 1e-6);
     }
@@ -491,7 +517,7 @@ fn concat_and_split_match_cpu_and_round_trip() {
         let total: usize = parts.iter().sum();
         let mut rng = Rng::new(1300 + n as u64);
         let inputs: Vec<Vec<f32>> = parts.iter().map(|&c| rng.uniform_vec(n * c * s, 1.0)).collect();
-        let out = ctx.zeros(n * total * s, "concat").unwrap();
+        let out = dirty(ctx, n * total * s);
         let mut want = vec![0.0; n * total * s];
         let mut steps = Vec::new();
         let uploaded: Vec<Tensor> = inputs.iter().map(|v| up(ctx, v)).collect();
@@ -506,7 +532,7 @@ fn concat_and_split_match_cpu_and_round_trip() {
         // split undoes concat, part by part
         let mut offset = 0;
         for (i, &c) in parts.iter().enumerate() {
-            let back = ctx.zeros(n * c * s, "split").unwrap();
+            let back = dirty(ctx, n * c * s);
             let copy = concat::ChannelCopy::split(n, s, c, total, offset);
             let got = run_and_read(ctx, &[concat::copy_channels(ctx, &copy, &out, &back).unwrap()], &back);
             assert_eq!(got, inputs[i], "split part {i}");
@@ -525,7 +551,7 @@ fn run_loss(
     labels: &[u32],
     steps_before: u32,
 ) -> (Vec<f32>, sce::Metrics) {
-    let dl = ctx.zeros(rows * classes, "dlogits").unwrap();
+    let dl = dirty(ctx, rows * classes);
     let metrics = ctx.zeros(sce::METRICS_WORDS, "metrics").unwrap();
     let step = ctx.upload(&[steps_before], "step").unwrap();
     let d = sce::softmax_cross_entropy(
@@ -628,15 +654,19 @@ fn sgd_momentum_matches_cpu_over_several_steps() {
 #[test]
 fn gather_batch_matches_cpu_and_follows_the_step_counter() {
     let Some(ctx) = gpu() else { return };
-    let (count, image_len) = (37, 13); // odd sizes: images straddle u32 words
+    check_gather(ctx, 37, 13, 8); // odd sizes: images straddle u32 words
+    check_gather(ctx, 200, 784, 64); // MNIST images, the seed's batch
+}
+
+fn check_gather(ctx: &GpuContext, count: usize, image_len: usize, rows: usize) {
     let mut rng = Rng::new(1700);
     let pixels: Vec<u8> = (0..count * image_len).map(|_| rng.below(256) as u8).collect();
     let labels: Vec<u8> = (0..count).map(|_| rng.below(10) as u8).collect();
     let images = gather::GpuImages::upload(ctx, &pixels, &labels, image_len).unwrap();
     let order: Vec<u32> = (0..count as u32).rev().collect();
     let norm = gather::Normalization { mean: 0.1307, std: 0.3081 };
-    let (rows, stride) = (8, 8);
-    let (x, y) = (ctx.zeros(rows * image_len, "x").unwrap(), ctx.zeros(rows, "y").unwrap());
+    let stride = rows;
+    let (x, y) = (dirty(ctx, rows * image_len), dirty(ctx, rows));
     let step = ctx.zeros(1, "step").unwrap();
     let order_t = ctx.upload(&order, "order").unwrap();
     let gather = gather::gather_batch(ctx, &images, rows, stride, norm, &order_t, &step, &x, &y).unwrap();

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use mnist_loader::{
-    batch_ranges, cpu_batch, download, epoch_permutation, load, read_images, read_labels, resolve_data_dir, Normalize,
-    Split, NUM_CLASSES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+    batch_ranges, cpu_batch, download, epoch_permutation, load, read_images, read_labels, Normalization, Split,
+    NUM_CLASSES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -139,23 +139,6 @@ fn error_message<T: Debug>(result: Result<T, mnist_loader::LoadError>, path: &Pa
         assert!(message.to_lowercase().contains(&word.to_lowercase()), "message does not mention {word:?}: {message}");
     }
     message
-}
-
-/// The real MNIST files beside the checkout, or `None` (announced) when MNIST_SKIP_REAL=1.
-fn real_mnist_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
-    if dir.join(format!("{TRAIN_IMAGES}.gz")).is_file() {
-        return Some(dir);
-    }
-    if std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: real MNIST files not found in {}; MNIST_SKIP_REAL=1 is set", dir.display());
-        return None;
-    }
-    panic!(
-        "the real MNIST files are not in {}; put the four .gz files there, or set \
-         MNIST_SKIP_REAL=1 to skip the tests that need them",
-        dir.display()
-    );
 }
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 serving `routes` (path -> body) and 404 otherwise.
@@ -332,23 +315,12 @@ fn split_truncated_keeps_the_first_samples() {
     assert_eq!(split.truncated(99), split);
 }
 
-#[test]
-fn resolve_data_dir_prefers_flag_then_env_then_default() {
-    // The only test that touches MNIST_DIR.
-    let flag = Path::new("/from/flag");
-    std::env::set_var("MNIST_DIR", "/from/env");
-    assert_eq!(resolve_data_dir(Some(flag)), flag);
-    assert_eq!(resolve_data_dir(None), Path::new("/from/env"));
-    std::env::remove_var("MNIST_DIR");
-    assert_eq!(resolve_data_dir(None), Path::new("data/mnist"));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Batching helpers
 
 #[test]
 fn normalize_default_is_the_mnist_statistics() {
-    let norm = Normalize::default();
+    let norm = Normalization::default();
     assert_eq!((norm.mean, norm.std), (0.1307, 0.3081));
     assert!((norm.apply(0) - (-0.1307 / 0.3081)).abs() < 1e-6);
     assert!((norm.apply(255) - ((1.0 - 0.1307) / 0.3081)).abs() < 1e-6);
@@ -358,7 +330,7 @@ fn normalize_default_is_the_mnist_statistics() {
 fn cpu_batch_gathers_normalized_nchw_samples() {
     let (rows, cols) = (3, 4);
     let split = Split { images: image_pixels(6, rows, cols), labels: labels_for(6), count: 6, rows, cols };
-    let norm = Normalize { mean: 0.5, std: 0.25 };
+    let norm = Normalization { mean: 0.5, std: 0.25 };
     let indices = [4u32, 0, 4, 2];
     let (pixels, labels) = cpu_batch(&split, &indices, norm);
     assert_eq!(pixels.len(), indices.len() * rows * cols);
@@ -640,7 +612,7 @@ fn download_failure_names_every_url_tried() {
 
 #[test]
 fn download_falls_back_to_the_next_mirror_and_verifies() {
-    let Some(real) = real_mnist_dir() else {
+    let Some(real) = tests::real_mnist_dir() else {
         return;
     };
     let names = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS].map(|n| format!("{n}.gz"));
@@ -670,7 +642,7 @@ fn download_falls_back_to_the_next_mirror_and_verifies() {
 
 #[test]
 fn real_mnist_has_the_expected_shape_and_statistics() {
-    let Some(real) = real_mnist_dir() else {
+    let Some(real) = tests::real_mnist_dir() else {
         return;
     };
     let data = load(&real, false).unwrap();
@@ -682,7 +654,7 @@ fn real_mnist_has_the_expected_shape_and_statistics() {
     assert_eq!(train.labels[0], 5);
     assert_eq!(test.labels[0], 7);
 
-    let norm = Normalize::default();
+    let norm = Normalization::default();
     let n = train.images.len() as f64;
     let (sum, sum_sq) = train.images.iter().fold((0.0f64, 0.0f64), |(s, q), &p| {
         let v = f64::from(norm.apply(p));
@@ -759,7 +731,7 @@ fn gpu_gather_builds_the_same_batches_as_the_cpu_path_including_the_partial_last
     let (count, rows, cols, batch) = (70, 5, 3, 16); // 70 = 4·16 + 6: a partial last batch
     let split = Split { images: image_pixels(count, rows, cols), labels: labels_for(count), count, rows, cols };
     let images = split.upload(ctx).unwrap();
-    let norm = Normalize::default();
+    let norm = Normalization::default();
     let order = epoch_permutation(count, 9, 1);
     let order_t = ctx.upload(&order, "order").unwrap();
     let step = ctx.zeros(1, "step").unwrap();

@@ -11,16 +11,11 @@ use mnist_loader::Dataset;
 use models::cli::Args;
 use models::train::{Recipe, TrainError, Trainer};
 use models::Network;
-use std::path::PathBuf;
 use tests::gpu;
 
 fn real_mnist() -> Option<Dataset> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
-    if !dir.is_dir() && std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {
-        eprintln!("SKIPPED (MNIST_SKIP_REAL=1): no MNIST at {}", dir.display());
-        return None;
-    }
-    Some(mnist_loader::load(&dir, false).unwrap_or_else(|e| panic!("{e} (MNIST_SKIP_REAL=1 skips this test)")))
+    let dir = tests::real_mnist_dir()?;
+    Some(mnist_loader::load(&dir, false).unwrap_or_else(|e| panic!("{e}")))
 }
 
 #[test]

@@ -7,6 +7,8 @@ pub mod plan;
 pub mod program;
 
 use crate::error::{Error, Result};
+use crate::ops::conv::ConvGeometry;
+use crate::ops::max_pool::PoolGeometry;
 use crate::rng::Rng;
 
 /// A node of the graph it was created by.
@@ -111,8 +113,9 @@ impl Graph {
         Ok(id.index)
     }
 
-    pub fn shape(&self, id: NodeId) -> Shape {
-        self.nodes[id.index].shape
+    /// The per-sample shape of a node.
+    pub fn shape(&self, id: NodeId) -> Result<Shape> {
+        Ok(self.nodes[self.node("shape", id)?].shape)
     }
 
     fn param(&mut self, name: String, shape: Vec<usize>, fan_in: usize) -> Result<usize> {
@@ -156,7 +159,8 @@ impl Graph {
     ) -> Result<NodeId> {
         let xi = self.node(name, x)?;
         let [c, h, w] = self.nodes[xi].shape;
-        if kernel == 0 || stride == 0 || out_channels == 0 || h + 2 * pad < kernel || w + 2 * pad < kernel {
+        let g = ConvGeometry { n: 1, c, h, w, kh: kernel, kw: kernel, stride, pad };
+        if out_channels == 0 || g.validate().is_err() {
             return Err(Error::Graph(format!(
                 "layer `{name}`: a {kernel}×{kernel} kernel at stride {stride}, padding {pad}, with {out_channels} \
                  outputs does not fit its input of shape {:?}",
@@ -166,20 +170,21 @@ impl Graph {
         let fan_in = c * kernel * kernel;
         let weight = self.param(format!("{name}.weight"), vec![out_channels, c, kernel, kernel], fan_in)?;
         let bias = self.param(format!("{name}.bias"), vec![out_channels], fan_in)?;
-        let shape = [out_channels, (h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1];
+        let shape = [out_channels, g.oh(), g.ow()];
         Ok(self.push(name, Op::Conv2d { x: xi, weight, bias, kernel, stride, pad }, shape))
     }
 
     fn pool_shape(&self, layer: &str, xi: usize, kernel: usize, stride: usize, pad: usize) -> Result<Shape> {
         let [c, h, w] = self.nodes[xi].shape;
-        if kernel == 0 || stride == 0 || h + 2 * pad < kernel || w + 2 * pad < kernel || 2 * pad > kernel {
+        let g = PoolGeometry { planes: c, h, w, k: kernel, stride, pad };
+        if g.validate().is_err() {
             return Err(Error::Graph(format!(
                 "layer `{layer}`: a {kernel}×{kernel} pool at stride {stride}, padding {pad} does not fit its input of \
                  shape {:?}",
                 [c, h, w]
             )));
         }
-        Ok([c, (h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1])
+        Ok([c, g.oh(), g.ow()])
     }
 
     pub fn max_pool2d(&mut self, name: &str, x: NodeId, kernel: usize, stride: usize, pad: usize) -> Result<NodeId> {

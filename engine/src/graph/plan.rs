@@ -226,10 +226,7 @@ impl Plan {
 
     /// Records one step into a compute pass of `encoder`.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        for d in &self.dispatches {
-            d.record(&mut pass);
-        }
+        crate::kernel::record(encoder, &self.dispatches);
     }
 
     /// The GPU buffer of a program buffer (for tests and inspection).

@@ -283,9 +283,11 @@ impl Program {
                 Op::Input | Op::Labels | Op::Flatten { .. } | Op::SoftmaxCrossEntropy { .. } => {}
                 Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
                     let g = b.conv_geometry(x, kernel, stride, pad);
-                    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
-                    let cols =
-                        b.new_buf(if pointwise { 1 } else { g.cols_len() }, false, format!("{}.cols", node.name));
+                    let cols = b.new_buf(
+                        if g.is_pointwise() { 1 } else { g.cols_len() },
+                        false,
+                        format!("{}.cols", node.name),
+                    );
                     cols_of[i] = Some(cols);
                     let relu = fused_relu(i);
                     let x = input_of(x);
@@ -366,7 +368,7 @@ impl Program {
                         let g = b.conv_geometry(x, kernel, stride, pad);
                         let cols = cols_of[i].expect("the forward pass built the column matrix");
                         let dcols = b.new_buf(
-                            if wants_grad[x] { g.cols_len() } else { 1 },
+                            if wants_grad[x] && !g.is_pointwise() { g.cols_len() } else { 1 },
                             false,
                             format!("{}.dcols", node.name),
                         );

@@ -1,7 +1,6 @@
 //! add.wgsl: out = a + b (residual connections) and out += a (summing the gradients of a tensor
 //! with several consumers). The backward of `add` is a fan-out: both inputs receive dout.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -14,22 +13,22 @@ pub const ADD_ASSIGN: KernelSpec =
 
 pub fn add(ctx: &GpuContext, len: usize, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Dispatch> {
     for (what, t) in [("add input a", a), ("add input b", b), ("add output", out)] {
-        check_len(what, t, len)?;
+        t.check_len(what, len)?;
     }
     ctx.dispatch(&ADD, &[len as u32], &[a, b, out], grid_1d(len))
 }
 
 /// out += a.
 pub fn add_assign(ctx: &GpuContext, len: usize, a: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    check_len("add_assign input", a, len)?;
-    check_len("add_assign output", out, len)?;
+    a.check_len("add_assign input", len)?;
+    out.check_len("add_assign output", len)?;
     ctx.dispatch(&ADD_ASSIGN, &[len as u32], &[a, out], grid_1d(len))
 }
 
 /// out[i] = Σ_s slices[s·len + i] over `count` slices of `len` elements.
 pub fn sum_slices(ctx: &GpuContext, len: usize, count: usize, slices: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    check_len("sum_slices input", slices, len * count)?;
-    check_len("sum_slices output", out, len)?;
+    slices.check_len("sum_slices input", len * count)?;
+    out.check_len("sum_slices output", len)?;
     ctx.dispatch(&SUM_SLICES, &[len as u32, count as u32], &[slices, out], grid_1d(len))
 }
 

@@ -1,7 +1,6 @@
 //! avg_pool.wgsl: average pooling with count_include_pad = true (always divide by k·k, as
 //! PyTorch does by default), and its backward as a gather.
 
-use super::conv::check_len;
 use super::max_pool::PoolGeometry;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
@@ -14,15 +13,15 @@ pub const AVG_POOL_BACKWARD: KernelSpec =
 
 pub fn avg_pool_forward(ctx: &GpuContext, g: &PoolGeometry, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     g.validate()?;
-    check_len("avg_pool input", x, g.input_len())?;
-    check_len("avg_pool output", y, g.output_len())?;
+    x.check_len("avg_pool input", g.input_len())?;
+    y.check_len("avg_pool output", g.output_len())?;
     ctx.dispatch(&AVG_POOL_FORWARD, &g.params(), &[x, y], grid_1d(g.output_len()))
 }
 
 pub fn avg_pool_backward(ctx: &GpuContext, g: &PoolGeometry, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     g.validate()?;
-    check_len("avg_pool output gradient", dy, g.output_len())?;
-    check_len("avg_pool input gradient", dx, g.input_len())?;
+    dy.check_len("avg_pool output gradient", g.output_len())?;
+    dx.check_len("avg_pool input gradient", g.input_len())?;
     ctx.dispatch(&AVG_POOL_BACKWARD, &g.params(), &[dy, dx], grid_1d(g.input_len()))
 }
 

@@ -1,6 +1,5 @@
 //! bias.wgsl: per-channel bias add over [n, c, s] (optionally fused with ReLU) and its gradient.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -19,15 +18,15 @@ pub fn bias_add(
     bias: &Tensor,
     y: &Tensor,
 ) -> Result<Dispatch> {
-    check_len("bias", bias, c)?;
-    check_len("bias_add output", y, n * c * s)?;
+    bias.check_len("bias", c)?;
+    y.check_len("bias_add output", n * c * s)?;
     ctx.dispatch(&BIAS_ADD, &[n as u32, c as u32, s as u32, relu as u32], &[bias, y], grid_1d(n * c * s))
 }
 
 /// dbias[c] = Σ_{n,s} dy[n, c, s].
 pub fn bias_grad(ctx: &GpuContext, n: usize, c: usize, s: usize, dy: &Tensor, dbias: &Tensor) -> Result<Dispatch> {
-    check_len("bias_grad input", dy, n * c * s)?;
-    check_len("bias gradient", dbias, c)?;
+    dy.check_len("bias_grad input", n * c * s)?;
+    dbias.check_len("bias gradient", c)?;
     ctx.dispatch(&BIAS_GRAD, &[n as u32, c as u32, s as u32, 0], &[dy, dbias], [c as u32, 1, 1])
 }
 

@@ -1,6 +1,5 @@
 //! concat.wgsl: concatenation along channels and its backward (split), both a channel-block copy.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -54,8 +53,8 @@ pub fn copy_channels(ctx: &GpuContext, c: &ChannelCopy, src: &Tensor, dst: &Tens
     if c.src_offset + c.channels > c.src_channels || c.dst_offset + c.channels > c.dst_channels {
         return Err(Error::Shape(format!("channel copy out of range: {c:?}")));
     }
-    check_len("channel copy source", src, c.n * c.src_channels * c.s)?;
-    check_len("channel copy destination", dst, c.n * c.dst_channels * c.s)?;
+    src.check_len("channel copy source", c.n * c.src_channels * c.s)?;
+    dst.check_len("channel copy destination", c.n * c.dst_channels * c.s)?;
     let u = |v: usize| v as u32;
     let params =
         [u(c.n), u(c.channels), u(c.s), u(c.src_channels), u(c.src_offset), u(c.dst_channels), u(c.dst_offset), 0];

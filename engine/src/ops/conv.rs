@@ -33,6 +33,10 @@ impl ConvGeometry {
     pub fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.kw) / self.stride + 1
     }
+    /// A 1×1 kernel at stride 1 without padding: the column matrix is the input itself.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
     /// Rows of one image's column matrix: C·KH·KW.
     pub fn col_rows(&self) -> usize {
         self.c * self.kh * self.kw
@@ -79,24 +83,17 @@ impl ConvGeometry {
 /// cols [n, C·KH·KW, OH·OW] = im2col(x [n, c, h, w]).
 pub fn im2col(ctx: &GpuContext, g: &ConvGeometry, x: &Tensor, cols: &Tensor) -> Result<Dispatch> {
     g.validate()?;
-    check_len("im2col input", x, g.input_len())?;
-    check_len("im2col output", cols, g.cols_len())?;
+    x.check_len("im2col input", g.input_len())?;
+    cols.check_len("im2col output", g.cols_len())?;
     ctx.dispatch(&IM2COL, &g.params(g.cols_len()), &[x, cols], grid_1d(g.cols_len()))
 }
 
 /// dx [n, c, h, w] = col2im(dcols): each pixel gathers every column entry it fed.
 pub fn col2im(ctx: &GpuContext, g: &ConvGeometry, dcols: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     g.validate()?;
-    check_len("col2im input", dcols, g.cols_len())?;
-    check_len("col2im output", dx, g.input_len())?;
+    dcols.check_len("col2im input", g.cols_len())?;
+    dx.check_len("col2im output", g.input_len())?;
     ctx.dispatch(&COL2IM, &g.params(g.input_len()), &[dcols, dx], grid_1d(g.input_len()))
-}
-
-pub(crate) fn check_len(what: &str, t: &Tensor, need: usize) -> Result<()> {
-    if t.len < need {
-        return Err(Error::Shape(format!("{what} needs {need} elements, the buffer holds {}", t.len)));
-    }
-    Ok(())
 }
 
 pub mod cpu {
@@ -236,11 +233,8 @@ pub struct Conv2d<'a> {
 }
 
 impl Conv2d<'_> {
-    fn is_pointwise(&self) -> bool {
-        self.g.kh == 1 && self.g.kw == 1 && self.g.stride == 1 && self.g.pad == 0
-    }
     fn cols(&self) -> &Tensor {
-        if self.is_pointwise() {
+        if self.g.is_pointwise() {
             self.x
         } else {
             self.cols
@@ -256,7 +250,7 @@ impl Conv2d<'_> {
 pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Vec<Dispatch>> {
     let (g, oc, p, rows) = (&c.g, c.out_channels, c.positions(), c.g.col_rows());
     let mut out = Vec::new();
-    if !c.is_pointwise() {
+    if !c.g.is_pointwise() {
         out.push(im2col(ctx, g, c.x, c.cols)?);
     }
     // One wide matmul over every image: column j = image · P + position.
@@ -322,7 +316,7 @@ pub fn conv2d_backward(
         out.push(sum_slices(ctx, oc * rows, chunks, partials, dweight)?);
     }
     if let Some((dx, dcols)) = dx {
-        let dcols = if c.is_pointwise() { dx } else { dcols };
+        let dcols = if c.g.is_pointwise() { dx } else { dcols };
         let col_grad = Matmul {
             a: View::row_major(rows).t(),
             n: g.n * p,
@@ -332,7 +326,7 @@ pub fn conv2d_backward(
             ..Matmul::dense(rows, p, oc)
         };
         out.push(matmul(ctx, &col_grad, c.weight, dy, dcols)?);
-        if !c.is_pointwise() {
+        if !c.g.is_pointwise() {
             out.push(col2im(ctx, g, dcols, dx)?);
         }
     }

@@ -1,6 +1,5 @@
 //! fill.wgsl: set a buffer to a value, or copy one buffer into another.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -9,13 +8,13 @@ pub const FILL: KernelSpec = KernelSpec { file: "fill", entry: "fill", storage: 
 pub const COPY: KernelSpec = KernelSpec { file: "fill", entry: "copy", storage: &[(1, Read), (2, ReadWrite)] };
 
 pub fn fill(ctx: &GpuContext, len: usize, value: f32, out: &Tensor) -> Result<Dispatch> {
-    check_len("fill output", out, len)?;
+    out.check_len("fill output", len)?;
     ctx.dispatch(&FILL, &[len as u32, value.to_bits()], &[out], grid_1d(len))
 }
 
 pub fn copy(ctx: &GpuContext, len: usize, src: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    check_len("copy input", src, len)?;
-    check_len("copy output", out, len)?;
+    src.check_len("copy input", len)?;
+    out.check_len("copy output", len)?;
     ctx.dispatch(&COPY, &[len as u32], &[src, out], grid_1d(len))
 }
 

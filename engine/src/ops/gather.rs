@@ -1,7 +1,6 @@
 //! gather.wgsl: builds a normalized f32 batch on the GPU from raw u8 images kept there, picked
 //! by a permutation and a GPU step counter.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -75,9 +74,9 @@ pub fn gather_batch(
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Dispatch> {
-    check_len("batch images", x, rows * images.image_len)?;
-    check_len("batch labels", y, rows)?;
-    check_len("step counter", step, 1)?;
+    x.check_len("batch images", rows * images.image_len)?;
+    y.check_len("batch labels", rows)?;
+    step.check_len("step counter", 1)?;
     let params =
         [rows as u32, images.image_len as u32, stride as u32, 0, norm.mean.to_bits(), norm.std.to_bits(), 0, 0];
     ctx.dispatch(
@@ -90,7 +89,7 @@ pub fn gather_batch(
 
 /// step[0] += 1, so the next recorded step gathers the next batch.
 pub fn advance_step(ctx: &GpuContext, step: &Tensor) -> Result<Dispatch> {
-    check_len("step counter", step, 1)?;
+    step.check_len("step counter", 1)?;
     ctx.dispatch(&ADVANCE_STEP, &[], &[step], [1, 1, 1])
 }
 

@@ -122,8 +122,11 @@ impl Matmul {
 
 pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
     s.check(a.len, b.len, c.len)?;
-    if s.batch > 65535 {
-        return Err(Error::Shape(format!("matmul batch {} exceeds 65535", s.batch)));
+    // Column tiles past 65535 fold into z beside the batch.
+    let tiles = s.n.div_ceil(64);
+    let folds = tiles.div_ceil(65535);
+    if s.batch * folds > 65535 {
+        return Err(Error::Shape(format!("matmul batch {} of {} columns needs too many workgroups", s.batch, s.n)));
     }
     let u = |v: usize| v as u32;
     let params = [
@@ -145,10 +148,10 @@ pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) 
         u(s.n_inner),
         u(s.b_col_outer),
         u(s.c_col_outer),
-        0,
+        u(folds),
         0,
     ];
-    let groups = [s.n.div_ceil(64) as u32, s.m.div_ceil(32) as u32, s.batch as u32];
+    let groups = [tiles.min(65535) as u32, s.m.div_ceil(32) as u32, (s.batch * folds) as u32];
     ctx.dispatch(&MATMUL, &params, &[a, b, c], groups)
 }
 

@@ -1,6 +1,5 @@
 //! max_pool.wgsl: max pooling with saved argmax, and its backward as a gather.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -63,9 +62,9 @@ pub fn max_pool_forward(
     argmax: &Tensor,
 ) -> Result<Dispatch> {
     g.validate()?;
-    check_len("max_pool input", x, g.input_len())?;
-    check_len("max_pool output", y, g.output_len())?;
-    check_len("max_pool argmax", argmax, g.output_len())?;
+    x.check_len("max_pool input", g.input_len())?;
+    y.check_len("max_pool output", g.output_len())?;
+    argmax.check_len("max_pool argmax", g.output_len())?;
     ctx.dispatch(&MAX_POOL_FORWARD, &g.params(), &[x, y, argmax], grid_1d(g.output_len()))
 }
 
@@ -78,9 +77,9 @@ pub fn max_pool_backward(
     dx: &Tensor,
 ) -> Result<Dispatch> {
     g.validate()?;
-    check_len("max_pool output gradient", dy, g.output_len())?;
-    check_len("max_pool argmax", argmax, g.output_len())?;
-    check_len("max_pool input gradient", dx, g.input_len())?;
+    dy.check_len("max_pool output gradient", g.output_len())?;
+    argmax.check_len("max_pool argmax", g.output_len())?;
+    dx.check_len("max_pool input gradient", g.input_len())?;
     ctx.dispatch(&MAX_POOL_BACKWARD, &g.params(), &[dy, argmax, dx], grid_1d(g.input_len()))
 }
 

@@ -1,6 +1,5 @@
 //! relu.wgsl: y = max(x, 0); dx = dy where y > 0.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -11,15 +10,15 @@ pub const RELU_BACKWARD: KernelSpec =
     KernelSpec { file: "relu", entry: "relu_backward", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
 
 pub fn relu_forward(ctx: &GpuContext, len: usize, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
-    check_len("relu input", x, len)?;
-    check_len("relu output", y, len)?;
+    x.check_len("relu input", len)?;
+    y.check_len("relu output", len)?;
     ctx.dispatch(&RELU_FORWARD, &[len as u32], &[x, y], grid_1d(len))
 }
 
 /// dx = dy · [y > 0], from the forward output y.
 pub fn relu_backward(ctx: &GpuContext, len: usize, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     for (what, t) in [("relu output", y), ("relu output gradient", dy), ("relu input gradient", dx)] {
-        check_len(what, t, len)?;
+        t.check_len(what, len)?;
     }
     ctx.dispatch(&RELU_BACKWARD, &[len as u32], &[y, dy, dx], grid_1d(len))
 }

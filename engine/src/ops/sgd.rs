@@ -1,6 +1,5 @@
 //! sgd.wgsl: SGD with momentum as torch.optim.SGD computes it, over all parameters at once.
 
-use super::conv::check_len;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -26,7 +25,7 @@ pub fn sgd_momentum(
     velocity: &Tensor,
 ) -> Result<Dispatch> {
     for (what, t) in [("gradients", grad), ("parameters", param), ("velocity", velocity)] {
-        check_len(what, t, len)?;
+        t.check_len(what, len)?;
     }
     let params = [len as u32, sgd.lr.to_bits(), sgd.momentum.to_bits(), sgd.weight_decay.to_bits()];
     ctx.dispatch(&SGD_MOMENTUM, &params, &[grad, param, velocity], grid_1d(len))

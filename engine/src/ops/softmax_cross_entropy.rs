@@ -1,7 +1,6 @@
 //! softmax_cross_entropy.wgsl: fused, stable softmax + cross-entropy (mean over the batch), its
 //! gradient, and running loss / accuracy / non-finite-loss metrics kept on the GPU.
 
-use super::conv::check_len;
 use crate::context::{GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -46,13 +45,13 @@ pub fn softmax_cross_entropy(
     dlogits: &Tensor,
     metrics: &Tensor,
 ) -> Result<Dispatch> {
-    check_len("logits", logits, rows * classes)?;
-    check_len("labels", labels, rows)?;
-    check_len("step counter", step, 1)?;
+    logits.check_len("logits", rows * classes)?;
+    labels.check_len("labels", rows)?;
+    step.check_len("step counter", 1)?;
     if write_grad {
-        check_len("logit gradient", dlogits, rows * classes)?;
+        dlogits.check_len("logit gradient", rows * classes)?;
     }
-    check_len("metrics", metrics, METRICS_WORDS)?;
+    metrics.check_len("metrics", METRICS_WORDS)?;
     ctx.dispatch(
         &SOFTMAX_CROSS_ENTROPY,
         &[rows as u32, classes as u32, write_grad as u32, 0],
