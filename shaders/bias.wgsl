@@ -8,6 +8,7 @@
 //            Dispatch: one thread per element of y, workgroups of 256, folded into y past 65535.
 // bias_grad  bindings: 0 uniform Params, 1 dy (read), 2 dbias (read_write).
 //            Dispatch: (C, 1, 1) workgroups of 256; each reduces one channel in workgroup memory.
+//            (bias_subgroup.wgsl does the same with subgroup operations where the device has them.)
 
 struct Params {
     n: u32, c: u32, s: u32, relu: u32,

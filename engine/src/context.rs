@@ -278,6 +278,50 @@ impl GpuContext {
         self.wait()
     }
 
+    /// The GPU time of each dispatch in seconds, from timestamp queries written around it; None
+    /// when the device lacks TIMESTAMP_QUERY (callers then fall back to wall-clock timing).
+    pub fn time_dispatches(&self, dispatches: &[&Dispatch]) -> Result<Option<Vec<f64>>> {
+        if !self.report.timestamps {
+            return Ok(None);
+        }
+        let count = dispatches.len() as u32 * 2;
+        if count > wgpu::QUERY_SET_MAX_QUERIES {
+            return Err(Error::Shape(format!(
+                "cannot time more than {} dispatches at once",
+                wgpu::QUERY_SET_MAX_QUERIES / 2
+            )));
+        }
+        let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("dispatch timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dispatch timing"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        for (i, d) in dispatches.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.kernel.name),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            d.record(&mut pass);
+        }
+        encoder.resolve_query_set(&set, 0..count, &resolved, 0);
+        self.submit(encoder)?;
+        let words: Vec<u32> = self.read(&Tensor { buffer: Arc::new(resolved), offset: 0, len: count as usize * 2 })?;
+        let ticks: Vec<u64> = words.chunks(2).map(|w| w[0] as u64 | (w[1] as u64) << 32).collect();
+        let seconds_per_tick = self.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(Some(ticks.chunks(2).map(|t| t[1].saturating_sub(t[0]) as f64 * seconds_per_tick).collect()))
+    }
+
     /// Blocks until the queue is idle.
     pub fn wait(&self) -> Result<()> {
         self.device

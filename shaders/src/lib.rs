@@ -8,6 +8,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("add", include_str!("../add.wgsl")),
     ("avg_pool", include_str!("../avg_pool.wgsl")),
     ("bias", include_str!("../bias.wgsl")),
+    ("bias_subgroup", include_str!("../bias_subgroup.wgsl")),
     ("concat", include_str!("../concat.wgsl")),
     ("conv", include_str!("../conv.wgsl")),
     ("fill", include_str!("../fill.wgsl")),

@@ -323,9 +323,17 @@ fn bias_add_and_bias_grad_match_cpu() {
         let dy = rng.uniform_vec(n * c * s, 1.0);
         let mut want = vec![0.0; c];
         bias::cpu::bias_grad(n, c, s, &dy, &mut want);
-        let db = dirty(ctx, c);
-        let got = run_and_read(ctx, &[bias::bias_grad(ctx, n, c, s, &up(ctx, &dy), &db).unwrap()], &db);
-        assert_close("bias_grad", &got, &want, 1e-4, sum_tol(n * s));
+        let mut variants = vec![&bias::BIAS_GRAD];
+        if ctx.report.subgroups {
+            variants.push(&bias::BIAS_GRAD_SUBGROUP);
+        } else {
+            eprintln!("no SUBGROUP feature on this device: bias_grad_subgroup not run");
+        }
+        for spec in variants {
+            let db = dirty(ctx, c);
+            let got = run_and_read(ctx, &[bias::bias_grad_with(ctx, spec, n, c, s, &up(ctx, &dy), &db).unwrap()], &db);
+            assert_close(spec.entry, &got, &want, 1e-4, sum_tol(n * s));
+        }
     }
 }
 
@@ -680,4 +688,24 @@ fn check_gather(ctx: &GpuContext, count: usize, image_len: usize, rows: usize) {
         ctx.run(&[&advance]).unwrap();
     }
     assert_eq!(ctx.read::<u32>(&step).unwrap(), vec![3]);
+}
+
+#[test]
+fn timestamp_queries_time_each_dispatch_where_the_device_has_them() {
+    let Some(ctx) = gpu() else { return };
+    let len = 1 << 20;
+    let (x, y) = (up(ctx, &vec![1.0; len]), dirty(ctx, len));
+    let d = [relu::relu_forward(ctx, len, &x, &y).unwrap(), fill::copy(ctx, len, &y, &x).unwrap()];
+    match ctx.time_dispatches(&[&d[0], &d[1]]).unwrap() {
+        Some(times) => {
+            assert_eq!(times.len(), 2);
+            assert!(times.iter().all(|t| t.is_finite() && *t >= 0.0 && *t < 10.0), "{times:?}");
+            assert!(times.iter().any(|t| *t > 0.0), "a million-element dispatch took no time: {times:?}");
+        }
+        None => {
+            assert!(!ctx.report.timestamps);
+            eprintln!("no TIMESTAMP_QUERY on this device: timing falls back to the wall clock");
+        }
+    }
+    assert_eq!(ctx.read::<f32>(&x).unwrap(), vec![1.0; len], "the timed dispatches ran");
 }

@@ -9,7 +9,13 @@ use std::process::Command;
 fn parse_and_validate(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name}.wgsl does not parse:\n{}", e.emit_to_string(source)));
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+    // Subgroup operations are optional: only the files that say so in their name may use them.
+    let capabilities = if name.contains("subgroup") {
+        Capabilities::default() | Capabilities::SUBGROUP
+    } else {
+        Capabilities::default()
+    };
+    let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}.wgsl is invalid:\n{}", e.emit_to_string(source)));
     (module, info)
@@ -61,7 +67,9 @@ fn every_shader_translates_to_spirv_msl_and_hlsl() {
     for (name, source) in shaders::ALL {
         let (module, info) = parse_and_validate(name, source);
 
-        let words = spv::write_vec(&module, &info, &spv::Options::default(), None)
+        // SPIR-V 1.3 (Vulkan 1.1), the first with subgroup (GroupNonUniform) operations.
+        let spirv_options = spv::Options { lang_version: (1, 3), ..Default::default() };
+        let words = spv::write_vec(&module, &info, &spirv_options, None)
             .unwrap_or_else(|e| panic!("{name}.wgsl -> SPIR-V: {e}"));
         assert_eq!(words[0], 0x0723_0203, "{name}: SPIR-V magic");
         if spirv_val {
@@ -76,14 +84,16 @@ fn every_shader_translates_to_spirv_msl_and_hlsl() {
             );
         }
 
-        let (metal, _) = msl::write_string(&module, &info, &msl::Options::default(), &msl::PipelineOptions::default())
+        // The language versions wgpu itself targets, which have subgroup (SIMD-group, wave) ops.
+        let metal_options = msl::Options { lang_version: (2, 4), ..Default::default() };
+        let (metal, _) = msl::write_string(&module, &info, &metal_options, &msl::PipelineOptions::default())
             .unwrap_or_else(|e| panic!("{name}.wgsl -> MSL: {e}"));
         for ep in &module.entry_points {
             assert!(metal.contains(&ep.name), "{name}: MSL lacks entry point {}", ep.name);
         }
 
         let mut hlsl_text = String::new();
-        let options = hlsl::Options::default();
+        let options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
         let pipeline = hlsl::PipelineOptions::default();
         hlsl::Writer::new(&mut hlsl_text, &options, &pipeline)
             .write(&module, &info, None)

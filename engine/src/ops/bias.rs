@@ -5,6 +5,9 @@ use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
 pub const BIAS_ADD: KernelSpec = KernelSpec { file: "bias", entry: "bias_add", storage: &[(1, Read), (2, ReadWrite)] };
+/// The subgroup-reduction variant, chosen when the device has the SUBGROUP feature.
+pub const BIAS_GRAD_SUBGROUP: KernelSpec =
+    KernelSpec { file: "bias_subgroup", entry: "bias_grad_subgroup", storage: &[(1, Read), (2, ReadWrite)] };
 pub const BIAS_GRAD: KernelSpec =
     KernelSpec { file: "bias", entry: "bias_grad", storage: &[(1, Read), (2, ReadWrite)] };
 
@@ -23,11 +26,25 @@ pub fn bias_add(
     ctx.dispatch(&BIAS_ADD, &[n as u32, c as u32, s as u32, relu as u32], &[bias, y], grid_1d(n * c * s))
 }
 
-/// dbias[c] = Σ_{n,s} dy[n, c, s].
+/// dbias[c] = Σ_{n,s} dy[n, c, s], reduced with subgroup operations where the device has them.
 pub fn bias_grad(ctx: &GpuContext, n: usize, c: usize, s: usize, dy: &Tensor, dbias: &Tensor) -> Result<Dispatch> {
+    let spec = if ctx.report.subgroups { &BIAS_GRAD_SUBGROUP } else { &BIAS_GRAD };
+    bias_grad_with(ctx, spec, n, c, s, dy, dbias)
+}
+
+/// `bias_grad` with a chosen variant (the tests run both).
+pub fn bias_grad_with(
+    ctx: &GpuContext,
+    spec: &'static KernelSpec,
+    n: usize,
+    c: usize,
+    s: usize,
+    dy: &Tensor,
+    dbias: &Tensor,
+) -> Result<Dispatch> {
     dy.check_len("bias_grad input", n * c * s)?;
     dbias.check_len("bias gradient", c)?;
-    ctx.dispatch(&BIAS_GRAD, &[n as u32, c as u32, s as u32, 0], &[dy, dbias], [c as u32, 1, 1])
+    ctx.dispatch(spec, &[n as u32, c as u32, s as u32, 0], &[dy, dbias], [c as u32, 1, 1])
 }
 
 pub mod cpu {
