@@ -2,8 +2,11 @@
 // its gradient, and the running metrics of a training or evaluation pass.
 //
 //   logits: [rows, classes], labels: [rows] (u32)
-//   loss_i   = logsumexp(logits_i) - logits_i[label_i]      (max subtracted first: no overflow)
-//   dlogits  = (softmax(logits_i) - onehot(label_i)) / rows  (written when write_grad != 0)
+//   Only the first `valid` rows count, valid = min(rows, samples - step * rows): the last batch
+//   of an epoch is padded to the full batch, so it runs through the same plan; padding rows get
+//   a zero gradient and so change no parameter.
+//   loss_i   = logsumexp(logits_i) - logits_i[label_i]       (max subtracted first: no overflow)
+//   dlogits  = (softmax(logits_i) - onehot(label_i)) / valid  (written when write_grad != 0)
 //   metrics  (u32 words, updated by one thread, so no atomics):
 //     [0] sum of batch-mean losses (f32 bits)   [1] correct argmax predictions (first max wins)
 //     [2] rows seen                              [3] 1 + the step of the first non-finite loss, 0 if none
@@ -14,7 +17,7 @@
 // Dispatch: (1, 1, 1): one workgroup of 256 threads strides over the rows, then reduces.
 
 struct Params {
-    rows: u32, classes: u32, write_grad: u32, _pad: u32,
+    rows: u32, classes: u32, write_grad: u32, samples: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,8 +39,15 @@ fn is_finite(v: f32) -> bool {
 fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
     var loss = 0.0;
     var correct = 0u;
-    let inv_rows = 1.0 / f32(p.rows);
-    for (var row = lid; row < p.rows; row += 256u) {
+    let done = min(p.samples, step[0] * p.rows);
+    let valid = min(p.rows, p.samples - done);
+    let inv_rows = 1.0 / f32(max(valid, 1u));
+    if (p.write_grad != 0u) {
+        for (var i = valid * p.classes + lid; i < p.rows * p.classes; i += 256u) {
+            dlogits[i] = 0.0;
+        }
+    }
+    for (var row = lid; row < valid; row += 256u) {
         let base = row * p.classes;
         var max_logit = logits[base];
         var arg = 0u;
@@ -74,11 +84,11 @@ fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
         }
         workgroupBarrier();
     }
-    if (lid == 0u) {
+    if (lid == 0u && valid > 0u) {
         let mean_loss = loss_partial[0] * inv_rows;
         metrics[0] = bitcast<u32>(bitcast<f32>(metrics[0]) + mean_loss);
         metrics[1] += correct_partial[0];
-        metrics[2] += p.rows;
+        metrics[2] += valid;
         if (!is_finite(mean_loss) && metrics[3] == 0u) {
             metrics[3] = step[0] + 1u;
         }

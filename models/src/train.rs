@@ -8,10 +8,9 @@ use engine::ops::gather::{GpuImages, Normalization};
 use engine::ops::sgd::Sgd;
 use engine::ops::softmax_cross_entropy::{Metrics, METRICS_WORDS};
 use engine::{GpuContext, Tensor};
-use mnist_loader::{batch_ranges, epoch_permutation, Split};
+use mnist_loader::{epoch_permutation, Split};
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,61 +85,43 @@ impl From<engine::Error> for TrainError {
     }
 }
 
-/// One split on the GPU with its order, step counter, metrics and plans (a full batch and the
-/// partial last one).
+/// One split on the GPU with its order (padded to whole batches), step counter, metrics and
+/// plan. The last partial batch runs through the same plan: the loss masks its padding rows.
 struct Stage {
     images: GpuImages,
     order: Tensor,
     step: Tensor,
     metrics: Tensor,
-    ranges: Vec<Range<usize>>,
-    full: Option<Plan>,
-    tail: Option<Plan>,
+    samples: usize,
+    steps: usize,
+    plan: Option<Plan>,
 }
 
 impl Stage {
     fn new(ctx: &GpuContext, split: &Split, batch: usize) -> Result<Stage, TrainError> {
-        let images = split.upload(ctx)?;
-        let order = ctx.upload(&(0..split.count as u32).collect::<Vec<_>>(), "order")?;
+        let steps = split.count.div_ceil(batch);
+        let mut order: Vec<u32> = (0..split.count as u32).collect();
+        order.resize(steps * batch, 0);
         Ok(Stage {
-            images,
-            order,
+            images: split.upload(ctx)?,
+            order: ctx.upload(&order, "order")?,
             step: ctx.zeros(1, "step")?,
             metrics: Feed::new_metrics(ctx)?,
-            ranges: batch_ranges(split.count, batch),
-            full: None,
-            tail: None,
+            samples: split.count,
+            steps,
+            plan: None,
         })
     }
 
-    /// Builds the plans with `make(batch, feed)`: one for full batches, one for a partial last.
-    fn plan(
-        &mut self,
-        batch: usize,
-        norm: Normalization,
-        mut make: impl FnMut(usize, &Feed) -> engine::Result<Plan>,
-    ) -> Result<(), TrainError> {
-        let feed = Feed {
+    fn feed(&self, norm: Normalization) -> Feed<'_> {
+        Feed {
             images: &self.images,
             order: &self.order,
             step: &self.step,
             metrics: &self.metrics,
-            stride: batch,
+            samples: self.samples,
             norm,
-        };
-        let sizes: Vec<usize> = self.ranges.iter().map(|r| r.len()).collect();
-        if sizes.contains(&batch) {
-            self.full = Some(make(batch, &feed)?);
         }
-        if let Some(&last) = sizes.last().filter(|&&s| s != batch) {
-            self.tail = Some(make(last, &feed)?);
-        }
-        Ok(())
-    }
-
-    fn plan_for(&self, range: &Range<usize>, batch: usize) -> &Plan {
-        let plan = if range.len() == batch { &self.full } else { &self.tail };
-        plan.as_ref().expect("a plan exists for every batch size in the ranges")
     }
 
     fn reset(&self, ctx: &GpuContext) {
@@ -225,9 +206,10 @@ impl<'a> Trainer<'a> {
         let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
         let batch = recipe.batch_size;
         let mut train_stage = Stage::new(ctx, train, batch)?;
-        train_stage.plan(batch, recipe.norm, |b, feed| Plan::training(ctx, graph, b, &params, recipe.sgd, feed))?;
+        train_stage.plan =
+            Some(Plan::training(ctx, graph, batch, &params, recipe.sgd, &train_stage.feed(recipe.norm))?);
         let mut test_stage = Stage::new(ctx, test, batch)?;
-        test_stage.plan(batch, recipe.norm, |b, feed| Plan::evaluation(ctx, graph, b, &params, feed))?;
+        test_stage.plan = Some(Plan::evaluation(ctx, graph, batch, &params, &test_stage.feed(recipe.norm))?);
         Ok(Trainer { ctx, recipe, params, train: train_stage, test: test_stage, train_count: train.count })
     }
 
@@ -235,15 +217,15 @@ impl<'a> Trainer<'a> {
     fn run_stage(
         ctx: &GpuContext,
         stage: &Stage,
-        batch: usize,
         mut on_metrics: impl FnMut(usize, Metrics) -> Result<(), TrainError>,
     ) -> Result<Metrics, TrainError> {
         stage.reset(ctx);
         let mut reader = MetricsReader::new(ctx);
         let mut in_flight = VecDeque::new();
-        for (step, range) in stage.ranges.iter().enumerate() {
+        let plan = stage.plan.as_ref().expect("plans are built with their stage");
+        for step in 0..stage.steps {
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            stage.plan_for(range, batch).record(&mut encoder);
+            plan.record(&mut encoder);
             let requested = (step + 1) % REPORT_EVERY == 0 && reader.request(&mut encoder, &stage.metrics, step + 1);
             in_flight.push_back(ctx.submit(encoder)?);
             if requested {
@@ -269,11 +251,10 @@ impl<'a> Trainer<'a> {
         let order = epoch_permutation(self.train_count, self.recipe.seed, epoch as u64);
         self.ctx.write(&self.train.order, &order);
         let start = Instant::now();
-        let steps = self.train.ranges.len();
-        let batch = self.recipe.batch_size;
+        let steps = self.train.steps;
         let nonfinite =
             |m: &Metrics| m.first_nonfinite_step.map(|s| TrainError::NonFinite { epoch, step: s as usize + 1 });
-        let train = Self::run_stage(self.ctx, &self.train, batch, |step, m| {
+        let train = Self::run_stage(self.ctx, &self.train, |step, m| {
             if let Some(e) = nonfinite(&m) {
                 return Err(e);
             }
@@ -285,7 +266,7 @@ impl<'a> Trainer<'a> {
         if let Some(e) = nonfinite(&train) {
             return Err(e);
         }
-        let test = Self::run_stage(self.ctx, &self.test, batch, |_, _| Ok(()))?;
+        let test = Self::run_stage(self.ctx, &self.test, |_, _| Ok(()))?;
         Ok(EpochReport {
             epoch,
             test_correct: test.correct,

@@ -41,21 +41,31 @@ fn batch(seed: u64) -> Batch {
     Batch { pixels, labels, x, y }
 }
 
-/// One GPU training step on `b`; returns (gradients, parameters after the step).
-fn gpu_step(ctx: &GpuContext, graph: &Graph, params: &[f32], b: &Batch, sgd: Sgd) -> (Vec<f32>, Vec<f32>) {
+/// One GPU training step on `b` with a plan for `plan_batch` rows (more than BATCH: the last
+/// batch of an epoch, padded); returns (gradients, parameters after the step).
+fn gpu_step(
+    ctx: &GpuContext,
+    graph: &Graph,
+    params: &[f32],
+    b: &Batch,
+    sgd: Sgd,
+    plan_batch: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let images = GpuImages::upload(ctx, &b.pixels, &b.labels, 784).unwrap();
-    let order = ctx.upload(&(0..BATCH as u32).collect::<Vec<_>>(), "order").unwrap();
+    let mut order: Vec<u32> = (0..BATCH as u32).collect();
+    order.resize(plan_batch, 0);
+    let order = ctx.upload(&order, "order").unwrap();
     let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
     let feed = Feed {
         images: &images,
         order: &order,
         step: &step,
         metrics: &metrics,
-        stride: BATCH,
+        samples: BATCH,
         norm: Normalization::default(),
     };
     let p = Parameters::upload(ctx, graph, params).unwrap();
-    let plan = Plan::training(ctx, graph, BATCH, &p, sgd, &feed).unwrap();
+    let plan = Plan::training(ctx, graph, plan_batch, &p, sgd, &feed).unwrap();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     plan.record(&mut encoder);
     ctx.submit(encoder).unwrap();
@@ -78,18 +88,23 @@ fn check_network(network: Network) {
     // GPU gradients against the CPU reference, parameter by parameter. Relative to each
     // tensor's norm: a ReLU or max-pool decision flipped by rounding moves a few entries.
     let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
-    let (grads, stepped) = gpu_step(ctx, &graph, &params, &b, sgd);
+    let (grads, stepped) = gpu_step(ctx, &graph, &params, &b, sgd, BATCH);
+    // The same batch as the padded last batch of a plan for 5 rows: padding changes nothing.
+    let (padded, _) = gpu_step(ctx, &graph, &params, &b, sgd, BATCH + 2);
     for p in &graph.params {
-        let (got, want) = (&grads[p.offset..p.offset + p.len()], &reference.grads[p.offset..p.offset + p.len()]);
-        let diff: Vec<f32> = got.iter().zip(want).map(|(a, b)| a - b).collect();
-        let rel = norm(&diff) / norm(want).max(1e-12);
+        let want = &reference.grads[p.offset..p.offset + p.len()];
         assert!(norm(want) > 0.0, "{}: {} has a zero gradient", network.name(), p.name);
-        assert!(
-            rel < 2e-3,
-            "{}: gradient of {} differs from the CPU reference by {rel:.2e} (relative)",
-            network.name(),
-            p.name
-        );
+        for (how, all) in [("", &grads), (" (padded batch)", &padded)] {
+            let got = &all[p.offset..p.offset + p.len()];
+            let diff: Vec<f32> = got.iter().zip(want).map(|(a, b)| a - b).collect();
+            let rel = norm(&diff) / norm(want).max(1e-12);
+            assert!(
+                rel < 2e-3,
+                "{}: gradient of {}{how} differs from the CPU reference by {rel:.2e} (relative)",
+                network.name(),
+                p.name
+            );
+        }
     }
 
     // One SGD step: the first step's velocity is the gradient, so p' = p - lr·g (PyTorch).
@@ -182,7 +197,7 @@ fn memory_is_shared_by_liveness() {
         order: &order,
         step: &step,
         metrics: &metrics,
-        stride: 3,
+        samples: 3,
         norm: Normalization::default(),
     };
     let plan =

@@ -567,6 +567,7 @@ fn run_loss(
         rows,
         classes,
         true,
+        usize::MAX,
         &up(ctx, logits),
         &ctx.upload(labels, "labels").unwrap(),
         &step,
@@ -606,6 +607,29 @@ fn softmax_cross_entropy_is_stable_for_huge_logits_and_flags_nan() {
 
     let (_, m) = run_loss(ctx, 2, 3, &[f32::NAN, 0.0, 1.0, 0.0, 1.0, 2.0], &[0, 1], 41);
     assert_eq!(m.first_nonfinite_step, Some(41), "{m:?}");
+}
+
+#[test]
+fn softmax_cross_entropy_ignores_the_padding_rows_of_a_last_batch() {
+    let Some(ctx) = gpu() else { return };
+    // Step 2 of batches of 8 over 19 samples: 3 real rows, 5 padding rows.
+    let (rows, classes, samples) = (8, 10, 19);
+    let mut rng = Rng::new(1450);
+    let logits = rng.uniform_vec(rows * classes, 3.0);
+    let labels: Vec<u32> = (0..rows).map(|_| rng.below(10)).collect();
+    let mut d_want = vec![0.0; rows * classes];
+    let (loss, correct) =
+        sce::cpu::softmax_cross_entropy(3, classes, &logits, &labels, Some(&mut d_want[..3 * classes]));
+    let dl = dirty(ctx, rows * classes);
+    let metrics = ctx.zeros(sce::METRICS_WORDS, "metrics").unwrap();
+    let step = ctx.upload(&[2u32], "step").unwrap();
+    let (lt, yt) = (up(ctx, &logits), ctx.upload(&labels, "labels").unwrap());
+    let d = sce::softmax_cross_entropy(ctx, rows, classes, true, samples, &lt, &yt, &step, &dl, &metrics).unwrap();
+    let got = run_and_read(ctx, &[d], &dl);
+    assert_close("dlogits with padding", &got, &d_want, 1e-4, 1e-6);
+    let m = sce::Metrics::from_words(&ctx.read::<u32>(&metrics).unwrap());
+    assert!((m.loss_sum - loss).abs() < 1e-5, "{m:?} vs {loss}");
+    assert_eq!((m.correct, m.rows), (correct, 3));
 }
 
 #[test]

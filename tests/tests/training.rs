@@ -55,7 +55,7 @@ fn step_losses(network: Network, steps: usize, batch: usize) -> Option<Vec<f32>>
         order: &order,
         step: &step,
         metrics: &metrics,
-        stride: batch,
+        samples: steps * batch,
         norm: Normalization::default(),
     };
     let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };

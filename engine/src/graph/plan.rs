@@ -33,13 +33,15 @@ impl Parameters {
 }
 
 /// Where a plan's batches come from and where its metrics go. Step s gathers
-/// `order[s * stride ..][..batch]` from `images`; `step` is the GPU step counter.
+/// `order[s * batch ..][..batch]` from `images`; `step` is the GPU step counter. An epoch has
+/// `samples` samples: the last batch is padded (`order` must hold whole batches), and the loss
+/// ignores the padding rows.
 pub struct Feed<'a> {
     pub images: &'a GpuImages,
     pub order: &'a Tensor,
     pub step: &'a Tensor,
     pub metrics: &'a Tensor,
-    pub stride: usize,
+    pub samples: usize,
     pub norm: Normalization,
 }
 
@@ -149,7 +151,7 @@ impl Plan {
             ctx,
             feed.images,
             p.batch,
-            feed.stride,
+            p.batch,
             feed.norm,
             feed.order,
             feed.step,
@@ -211,6 +213,7 @@ impl Plan {
                         rows,
                         classes,
                         dlogits.is_some(),
+                        feed.samples,
                         &t(logits),
                         &t(labels),
                         feed.step,

@@ -32,13 +32,15 @@ impl Metrics {
 }
 
 /// Loss and metrics of `logits` [rows, classes] against `labels` (u32); writes
-/// dlogits = (softmax − onehot) / rows when `write_grad`. `step` is the step counter (u32).
+/// dlogits = (softmax − onehot) / valid when `write_grad`. `step` is the step counter (u32);
+/// rows past `samples` (counting `rows` a step) are padding: no loss, no metrics, zero gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_cross_entropy(
     ctx: &GpuContext,
     rows: usize,
     classes: usize,
     write_grad: bool,
+    samples: usize,
     logits: &Tensor,
     labels: &Tensor,
     step: &Tensor,
@@ -54,7 +56,7 @@ pub fn softmax_cross_entropy(
     metrics.check_len("metrics", METRICS_WORDS)?;
     ctx.dispatch(
         &SOFTMAX_CROSS_ENTROPY,
-        &[rows as u32, classes as u32, write_grad as u32, 0],
+        &[rows as u32, classes as u32, write_grad as u32, samples.min(u32::MAX as usize) as u32],
         &[logits, labels, step, dlogits, metrics],
         [1, 1, 1],
     )

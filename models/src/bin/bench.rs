@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             order: &order,
             step: &step,
             metrics: &metrics,
-            stride: batch,
+            samples: count,
             norm: Normalization::default(),
         };
         let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
