@@ -76,6 +76,7 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub report: AdapterReport,
     pub limits: wgpu::Limits,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     /// Validation errors raised outside an error scope (e.g. while recording a pass); checked
     /// after each submission so they surface as `Error` values instead of a panic.
@@ -166,15 +167,34 @@ impl GpuContext {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         };
-        Ok(GpuContext { device, queue, report, limits, kernels: Mutex::new(HashMap::new()), uncaptured })
+        Ok(GpuContext {
+            device,
+            queue,
+            report,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
+            uncaptured,
+        })
     }
 
-    /// The compiled pipeline of a kernel, built on first use and cached.
+    /// The compiled pipeline of a kernel, built on first use and cached (as is its shader module).
     pub fn kernel(&self, spec: &'static KernelSpec) -> Result<Arc<Kernel>> {
         if let Some(k) = self.kernels.lock().unwrap().get(&(spec.file, spec.entry)) {
             return Ok(k.clone());
         }
-        let kernel = Arc::new(Kernel::compile(&self.device, spec)?);
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            match modules.get(spec.file) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = Kernel::compile_module(&self.device, spec.file)?;
+                    modules.insert(spec.file, m.clone());
+                    m
+                }
+            }
+        };
+        let kernel = Arc::new(Kernel::compile(&self.device, &module, spec)?);
         self.kernels.lock().unwrap().insert((spec.file, spec.entry), kernel.clone());
         Ok(kernel)
     }

@@ -27,14 +27,28 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub(crate) fn compile(device: &wgpu::Device, spec: &'static KernelSpec) -> Result<Kernel> {
-        let fail = |message: String| Error::Kernel { kernel: spec.entry.into(), message };
-        let source = shaders::source(spec.file).ok_or_else(|| fail(format!("no shader file {}.wgsl", spec.file)))?;
+    /// Compiles a shader file once; its entry points share the module.
+    pub(crate) fn compile_module(device: &wgpu::Device, file: &'static str) -> Result<wgpu::ShaderModule> {
+        let fail = |message: String| Error::Kernel { kernel: format!("{file}.wgsl"), message };
+        let source = shaders::source(file).ok_or_else(|| fail("no such shader file".into()))?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(spec.file),
+            label: Some(file),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(fail(e.to_string())),
+            None => Ok(module),
+        }
+    }
+
+    pub(crate) fn compile(
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        spec: &'static KernelSpec,
+    ) -> Result<Kernel> {
+        let fail = |message: String| Error::Kernel { kernel: spec.entry.into(), message };
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -67,7 +81,7 @@ impl Kernel {
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(spec.entry),
             layout: Some(&pipeline_layout),
-            module: &module,
+            module,
             entry_point: Some(spec.entry),
             compilation_options: Default::default(),
             cache: None,
