@@ -1,6 +1,10 @@
 //! Shared helpers for the shader unit tests and end-to-end checks.
 
-use engine::GpuContext;
+use engine::graph::plan::{Feed, Parameters, Plan};
+use engine::graph::Graph;
+use engine::ops::gather::{GpuImages, Normalization};
+use engine::ops::sgd::Sgd;
+use engine::{GpuContext, Tensor};
 use std::sync::OnceLock;
 
 /// Set to 1 to let GPU tests pass (printing that they were skipped) on a machine with no adapter.
@@ -70,4 +74,45 @@ pub fn finite_difference(x: &[f32], i: usize, eps: f32, f: impl Fn(&[f32]) -> f6
     let mut minus = x.to_vec();
     minus[i] -= eps;
     (f(&plus) - f(&minus)) / (2.0 * eps as f64)
+}
+
+/// A training plan with its own parameters, sample order, step counter and metrics.
+pub struct Rig {
+    pub plan: Plan,
+    pub params: Parameters,
+    pub metrics: Tensor,
+}
+
+impl Rig {
+    /// A plan of `batch` rows training `graph` from `params` on `images` in `order` (padded to
+    /// whole batches with sample 0), of which the first `samples` count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: &GpuContext,
+        graph: &Graph,
+        params: &[f32],
+        images: &GpuImages,
+        order: &[u32],
+        samples: usize,
+        batch: usize,
+        sgd: Sgd,
+    ) -> Rig {
+        let mut order = order.to_vec();
+        order.resize(order.len().next_multiple_of(batch), 0);
+        let order = ctx.upload(&order, "order").unwrap();
+        let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
+        let feed =
+            Feed { images, order: &order, step: &step, metrics: &metrics, samples, norm: Normalization::default() };
+        let params = Parameters::upload(ctx, graph, params).unwrap();
+        let plan = Plan::training(ctx, graph, batch, &params, sgd, &feed).unwrap();
+        Rig { plan, params, metrics }
+    }
+
+    /// Records, submits and waits for one step.
+    pub fn step(&self, ctx: &GpuContext) {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.plan.record(&mut encoder);
+        ctx.submit(encoder).unwrap();
+        ctx.wait().unwrap();
+    }
 }

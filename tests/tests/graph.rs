@@ -4,7 +4,6 @@
 //! refused with messages that name the layer.
 
 use engine::graph::cpu;
-use engine::graph::plan::{Feed, Parameters, Plan};
 use engine::graph::program::Program;
 use engine::graph::Graph;
 use engine::ops::gather::{self, GpuImages, Normalization};
@@ -12,7 +11,7 @@ use engine::ops::sgd::Sgd;
 use engine::rng::Rng;
 use engine::GpuContext;
 use models::Network;
-use tests::gpu;
+use tests::{gpu, Rig};
 
 const BATCH: usize = 3; // odd on purpose: no tile or chunk divides it evenly
 
@@ -52,24 +51,10 @@ fn gpu_step(
     plan_batch: usize,
 ) -> (Vec<f32>, Vec<f32>) {
     let images = GpuImages::upload(ctx, &b.pixels, &b.labels, 784).unwrap();
-    let mut order: Vec<u32> = (0..BATCH as u32).collect();
-    order.resize(plan_batch, 0);
-    let order = ctx.upload(&order, "order").unwrap();
-    let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
-    let feed = Feed {
-        images: &images,
-        order: &order,
-        step: &step,
-        metrics: &metrics,
-        samples: BATCH,
-        norm: Normalization::default(),
-    };
-    let p = Parameters::upload(ctx, graph, params).unwrap();
-    let plan = Plan::training(ctx, graph, plan_batch, &p, sgd, &feed).unwrap();
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    plan.record(&mut encoder);
-    ctx.submit(encoder).unwrap();
-    (ctx.read(&p.grads).unwrap(), ctx.read(&p.values).unwrap())
+    let order: Vec<u32> = (0..BATCH as u32).collect();
+    let rig = Rig::new(ctx, graph, params, &images, &order, BATCH, plan_batch, sgd);
+    rig.step(ctx);
+    (ctx.read(&rig.params.grads).unwrap(), ctx.read(&rig.params.values).unwrap())
 }
 
 fn norm(v: &[f32]) -> f64 {
@@ -187,21 +172,10 @@ fn initialisation_is_pytorch_default_and_seeded() {
 fn memory_is_shared_by_liveness() {
     let Some(ctx) = gpu() else { return };
     let graph = Network::Resnet.build([1, 28, 28], 10).unwrap();
-    let params = Parameters::upload(ctx, &graph, &graph.init_params(1)).unwrap();
     let b = batch(1);
     let images = GpuImages::upload(ctx, &b.pixels, &b.labels, 784).unwrap();
-    let order = ctx.upload(&[0u32, 1, 2], "order").unwrap();
-    let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
-    let feed = Feed {
-        images: &images,
-        order: &order,
-        step: &step,
-        metrics: &metrics,
-        samples: 3,
-        norm: Normalization::default(),
-    };
-    let plan =
-        Plan::training(ctx, &graph, 3, &params, Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 }, &feed).unwrap();
+    let sgd = Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 };
+    let plan = Rig::new(ctx, &graph, &graph.init_params(1), &images, &[0, 1, 2], 3, 3, sgd).plan;
     assert!(
         plan.activation_bytes * 10 < plan.unshared_bytes * 7,
         "sharing saves under 30%: {} of {} bytes",

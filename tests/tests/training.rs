@@ -3,15 +3,13 @@
 //! the binaries' flags refuse bad values.
 
 use clap::Parser;
-use engine::graph::plan::{Feed, Parameters, Plan};
-use engine::ops::gather::Normalization;
 use engine::ops::sgd::Sgd;
 use engine::ops::softmax_cross_entropy::Metrics;
 use mnist_loader::Dataset;
 use models::cli::Args;
 use models::train::{Recipe, TrainError, Trainer};
 use models::Network;
-use tests::gpu;
+use tests::{gpu, Rig};
 
 fn real_mnist() -> Option<Dataset> {
     let dir = tests::real_mnist_dir()?;
@@ -45,28 +43,15 @@ fn step_losses(network: Network, steps: usize, batch: usize) -> Option<Vec<f32>>
     let ctx = gpu()?;
     let data = real_mnist()?;
     let graph = network.build([1, 28, 28], 10).unwrap();
-    let params = Parameters::upload(ctx, &graph, &graph.init_params(1)).unwrap();
     let images = data.train.truncated(batch).upload(ctx).unwrap();
     let order: Vec<u32> = (0..steps * batch).map(|i| (i % batch) as u32).collect();
-    let order = ctx.upload(&order, "order").unwrap();
-    let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
-    let feed = Feed {
-        images: &images,
-        order: &order,
-        step: &step,
-        metrics: &metrics,
-        samples: steps * batch,
-        norm: Normalization::default(),
-    };
     let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
-    let plan = Plan::training(ctx, &graph, batch, &params, sgd, &feed).unwrap();
+    let rig = Rig::new(ctx, &graph, &graph.init_params(1), &images, &order, steps * batch, batch, sgd);
     let mut losses = Vec::new();
     let mut before = 0.0;
     for _ in 0..steps {
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        plan.record(&mut encoder);
-        ctx.submit(encoder).unwrap();
-        let m = Metrics::from_words(&ctx.read::<u32>(&metrics).unwrap());
+        rig.step(ctx);
+        let m = Metrics::from_words(&ctx.read::<u32>(&rig.metrics).unwrap());
         losses.push(m.loss_sum - before);
         before = m.loss_sum;
     }

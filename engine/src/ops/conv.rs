@@ -99,7 +99,9 @@ pub fn col2im(ctx: &GpuContext, g: &ConvGeometry, dcols: &Tensor, dx: &Tensor) -
 pub mod cpu {
     use super::ConvGeometry;
 
-    pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
+    /// Visits every column-matrix entry in order with the input pixel it reads (None where it
+    /// reads padding).
+    fn patches(g: &ConvGeometry, mut visit: impl FnMut(usize, Option<usize>)) {
         let (oh, ow) = (g.oh(), g.ow());
         let mut i = 0;
         for n in 0..g.n {
@@ -111,11 +113,7 @@ pub mod cpu {
                                 let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                                 let ix = (ox * g.stride + kx) as isize - g.pad as isize;
                                 let inside = iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize;
-                                cols[i] = if inside {
-                                    x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize]
-                                } else {
-                                    0.0
-                                };
+                                visit(i, inside.then(|| ((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize));
                                 i += 1;
                             }
                         }
@@ -125,29 +123,18 @@ pub mod cpu {
         }
     }
 
+    pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
+        patches(g, |i, pixel| cols[i] = pixel.map_or(0.0, |p| x[p]));
+    }
+
     /// The adjoint of im2col: scatter-add every column entry back to the pixel it came from.
     pub fn col2im(g: &ConvGeometry, dcols: &[f32], dx: &mut [f32]) {
         dx[..g.input_len()].fill(0.0);
-        let (oh, ow) = (g.oh(), g.ow());
-        let mut i = 0;
-        for n in 0..g.n {
-            for c in 0..g.c {
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
-                                    dx[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize] += dcols[i];
-                                }
-                                i += 1;
-                            }
-                        }
-                    }
-                }
+        patches(g, |i, pixel| {
+            if let Some(p) = pixel {
+                dx[p] += dcols[i];
             }
-        }
+        });
     }
 
     /// Direct convolution, y [n, oc, oh, ow] = Σ w[oc, c, ky, kx] · x[n, c, …] + bias[oc]: an
