@@ -284,12 +284,6 @@ impl GpuContext {
         self.check()
     }
 
-    /// Runs finished-work callbacks (such as buffer mappings) without blocking.
-    pub fn poll(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Device(format!("polling the GPU: {e}")))?;
-        self.check()
-    }
-
     /// Records the dispatches into one command buffer, submits it and waits.
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
         let mut encoder = self.device.create_command_encoder(&Default::default());

@@ -231,12 +231,4 @@ impl Plan {
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
         crate::kernel::record(encoder, &self.dispatches);
     }
-
-    /// The GPU buffer of a program buffer (for tests and inspection).
-    pub fn buffer(&self, b: Buf) -> Option<&Tensor> {
-        match b {
-            Buf::Act(a) => self.buffers[a].as_ref(),
-            _ => None,
-        }
-    }
 }
