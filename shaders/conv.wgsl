@@ -7,87 +7,94 @@
 // runs on DX12, which has no float atomics).
 //
 // Bindings: 0 uniform Params, 1 source (read), 2 destination (read_write).
-// Dispatch: one thread per destination element, workgroups of 256, folded into
-// (min(groups, 65535), ceil(groups / 65535), 1) when there are more than 65535 groups.
+// Dispatch: workgroups of 64 threads in a grid (min(G, 65535), ceil(G / 65535), N): one image
+// per z, one thread per destination element of that image, G = ceil(elements / 64) with
+//   im2col: C*KH*KW*OH*OW elements (the image's column matrix), col2im: C*H*W (its pixels).
+// Threads write consecutive addresses; only the image index comes from the grid's z.
+// Divisions are kept few: on a CPU driver each one of a per-thread value is a division per
+// SIMD lane.
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     kh: u32, kw: u32, stride: u32, pad: u32,
-    oh: u32, ow: u32, total: u32, _pad: u32,
+    oh: u32, ow: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-fn flat_index(wg: vec3<u32>, groups: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * groups.x + wg.x) * 256u + lid;
+// The thread's element within its image.
+fn element_index(wg: vec3<u32>, groups: vec3<u32>, lid: u32) -> u32 {
+    return (wg.y * groups.x + wg.x) * 64u + lid;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn im2col(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = flat_index(wg, groups, lid);
-    if (idx >= p.total) {
+    let positions = p.oh * p.ow;
+    let window = p.kh * p.kw;
+    let idx = element_index(wg, groups, lid);
+    if (idx >= p.c * window * positions) {
         return;
     }
-    let ox = idx % p.ow;
-    var t = idx / p.ow;
-    let oy = t % p.oh;
-    t = t / p.oh;
-    let kx = t % p.kw;
-    t = t / p.kw;
-    let ky = t % p.kh;
-    t = t / p.kh;
-    let ci = t % p.c;
-    let n = t / p.c;
+    let n = wg.z;
+    let row = idx / positions; // c*KH*KW + ky*KW + kx
+    let pos = idx - row * positions;
+    let oy = pos / p.ow;
+    let ox = pos - oy * p.ow;
+    let ci = row / window;
+    let tap = row - ci * window;
+    let ky = tap / p.kw;
+    let kx = tap - ky * p.kw;
     let iy = i32(oy * p.stride + ky) - i32(p.pad);
     let ix = i32(ox * p.stride + kx) - i32(p.pad);
     var v = 0.0;
     if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
         v = src[((n * p.c + ci) * p.h + u32(iy)) * p.w + u32(ix)];
     }
-    dst[idx] = v;
+    dst[n * p.c * window * positions + idx] = v;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn col2im(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = flat_index(wg, groups, lid);
-    if (idx >= p.total) {
+    let pixels = p.h * p.w;
+    let idx = element_index(wg, groups, lid);
+    if (idx >= p.c * pixels) {
         return;
     }
-    let x = idx % p.w;
-    var t = idx / p.w;
-    let y = t % p.h;
-    t = t / p.h;
-    let ci = t % p.c;
-    let n = t / p.c;
+    let n = wg.z;
+    let ci = idx / pixels;
+    let pix = idx - ci * pixels;
+    let y = pix / p.w;
+    let x = pix - y * p.w;
     let rows = p.c * p.kh * p.kw;
     let cols = p.oh * p.ow;
+    // Kernel row ky read pixel row y from output row oy = (y + pad - ky) / stride when that
+    // divides evenly: ky runs over (y + pad) mod stride, + stride, ... while oy counts down.
+    let ty = y + p.pad;
+    let tx = x + p.pad;
     var sum = 0.0;
-    for (var ky = 0u; ky < p.kh; ky++) {
-        // oy * stride = y + pad - ky must be a whole, in-range output row.
-        let sy = i32(y + p.pad) - i32(ky);
-        if (sy < 0 || u32(sy) % p.stride != 0u || u32(sy) / p.stride >= p.oh) {
-            continue;
-        }
-        let oy = u32(sy) / p.stride;
-        for (var kx = 0u; kx < p.kw; kx++) {
-            let sx = i32(x + p.pad) - i32(kx);
-            if (sx < 0 || u32(sx) % p.stride != 0u || u32(sx) / p.stride >= p.ow) {
-                continue;
+    var oy = i32(ty / p.stride);
+    for (var ky = ty % p.stride; ky < p.kh && oy >= 0; ky += p.stride) {
+        if (u32(oy) < p.oh) {
+            var ox = i32(tx / p.stride);
+            for (var kx = tx % p.stride; kx < p.kw && ox >= 0; kx += p.stride) {
+                if (u32(ox) < p.ow) {
+                    let row = (ci * p.kh + ky) * p.kw + kx;
+                    sum += src[(n * rows + row) * cols + u32(oy) * p.ow + u32(ox)];
+                }
+                ox -= 1;
             }
-            let ox = u32(sx) / p.stride;
-            let row = (ci * p.kh + ky) * p.kw + kx;
-            sum += src[(n * rows + row) * cols + oy * p.ow + ox];
         }
+        oy -= 1;
     }
-    dst[idx] = sum;
+    dst[n * p.c * pixels + idx] = sum;
 }

@@ -53,7 +53,17 @@ pub struct AdapterReport {
     pub device_type: String,
     pub driver: String,
     pub subgroups: bool,
+    /// The smallest and largest subgroup size, where subgroups are available.
+    pub subgroup_sizes: Option<(u32, u32)>,
     pub timestamps: bool,
+}
+
+impl AdapterReport {
+    /// A CPU driver whose subgroups are always 8 SIMD lanes (lavapipe with AVX2): kernels
+    /// written for one lane per invocation (matmul_subgroup) beat workgroup-memory tiling there.
+    pub fn cpu_lanes_8(&self) -> bool {
+        self.device_type == "Cpu" && self.subgroup_sizes == Some((8, 8))
+    }
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -62,12 +72,12 @@ impl std::fmt::Display for AdapterReport {
         if !self.driver.is_empty() {
             write!(f, ", driver {}", self.driver)?;
         }
-        write!(
-            f,
-            "; subgroups {}, timestamp queries {})",
-            if self.subgroups { "yes" } else { "no" },
-            if self.timestamps { "yes" } else { "no" }
-        )
+        let subgroups = match self.subgroup_sizes {
+            Some((min, max)) if min == max => format!("yes, size {min}"),
+            Some((min, max)) => format!("yes, size {min}-{max}"),
+            None => "no".into(),
+        };
+        write!(f, "; subgroups {subgroups}, timestamp queries {})", if self.timestamps { "yes" } else { "no" })
     }
 }
 
@@ -165,6 +175,9 @@ impl GpuContext {
             device_type: format!("{:?}", info.device_type),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_sizes: features
+                .contains(wgpu::Features::SUBGROUP)
+                .then_some((info.subgroup_min_size, info.subgroup_max_size)),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         };
         Ok(GpuContext {

@@ -1,5 +1,6 @@
 //! The command line shared by the three binaries.
 
+use crate::checkpoint::Checkpoint;
 use crate::networks::Network;
 use crate::train::{Recipe, Trainer};
 use clap::Parser;
@@ -42,6 +43,13 @@ pub struct Args {
     /// Never download: fail if the files are not in the data directory.
     #[arg(long)]
     pub no_download: bool,
+    /// After each epoch, save the parameters and optimizer state to FILE (written atomically).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Start from a checkpoint and train the epochs after the ones it holds, up to --epochs.
+    /// The network and recipe flags must match the checkpoint's.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -99,9 +107,21 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         ..Recipe::default()
     };
     let epochs = recipe.epochs;
+    let fingerprint = (args.seed, args.batch_size as u64, train.count as u64, args.lr, args.momentum);
     let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
+    let mut first_epoch = 1;
+    if let Some(path) = &args.resume {
+        let saved = Checkpoint::load(path)?;
+        saved.check_fits(path, network.name(), graph.param_buffer_len(), fingerprint)?;
+        trainer.restore(&saved.values, &saved.velocity)?;
+        first_epoch = saved.epochs_done as usize + 1;
+        println!("{}: resumed from {} after epoch {}", network.name(), path.display(), saved.epochs_done);
+        if first_epoch > epochs {
+            println!("{}: the checkpoint already holds {epochs} or more epochs; nothing to train", network.name());
+        }
+    }
     let interactive = std::io::stdout().is_terminal();
-    for epoch in 1..=epochs {
+    for epoch in first_epoch..=epochs {
         let bar = interactive.then(|| {
             let bar = ProgressBar::new(train.count.div_ceil(args.batch_size) as u64);
             bar.set_style(
@@ -128,6 +148,14 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
             report.train_seconds,
             report.images_per_second
         );
+        if let Some(path) = &args.checkpoint {
+            let (values, velocity) = trainer.state()?;
+            let (seed, batch_size, train_count, lr, momentum) = fingerprint;
+            let network = network.name().to_string();
+            let epochs_done = epoch as u64;
+            Checkpoint { network, epochs_done, seed, batch_size, train_count, lr, momentum, values, velocity }
+                .save(path)?;
+        }
     }
     Ok(())
 }

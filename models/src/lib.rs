@@ -1,5 +1,6 @@
 //! The seed's three MNIST networks, their shared training loop and command line.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod networks;
 pub mod train;

@@ -213,6 +213,26 @@ impl<'a> Trainer<'a> {
         Ok(Trainer { ctx, recipe, params, train: train_stage, test: test_stage, train_count: train.count })
     }
 
+    /// The parameters and SGD velocity, read back from the GPU.
+    pub fn state(&self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+        Ok((self.ctx.read(&self.params.values)?, self.ctx.read(&self.params.velocity)?))
+    }
+
+    /// Replaces the parameters and SGD velocity (from a checkpoint).
+    pub fn restore(&self, values: &[f32], velocity: &[f32]) -> Result<(), TrainError> {
+        for (tensor, data) in [(&self.params.values, values), (&self.params.velocity, velocity)] {
+            if tensor.len != data.len() {
+                return Err(TrainError::Engine(engine::Error::Shape(format!(
+                    "restoring {} values into a buffer of {}",
+                    data.len(),
+                    tensor.len
+                ))));
+            }
+            self.ctx.write(tensor, data);
+        }
+        Ok(())
+    }
+
     /// Runs every step of a stage; `on_metrics` sees progress reads (and may stop the run).
     fn run_stage(
         ctx: &GpuContext,

@@ -14,6 +14,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("fill", include_str!("../fill.wgsl")),
     ("gather", include_str!("../gather.wgsl")),
     ("matmul", include_str!("../matmul.wgsl")),
+    ("matmul_subgroup", include_str!("../matmul_subgroup.wgsl")),
     ("max_pool", include_str!("../max_pool.wgsl")),
     ("relu", include_str!("../relu.wgsl")),
     ("sgd", include_str!("../sgd.wgsl")),

@@ -34,6 +34,17 @@ fn sum_tol(terms: usize) -> f32 {
 
 // ---------------------------------------------------------------- matmul
 
+/// Both matmul kernels where the device runs both (matmul_subgroup needs a CPU driver with
+/// 8-lane subgroups), else the tiled one, saying so.
+fn matmul_kernels(ctx: &GpuContext) -> Vec<matmul::MatmulKernel> {
+    if ctx.report.cpu_lanes_8() {
+        vec![matmul::MatmulKernel::Tiled, matmul::MatmulKernel::Subgroup]
+    } else {
+        eprintln!("matmul_subgroup not checked: {} is not a CPU driver with 8-lane subgroups", ctx.report);
+        vec![matmul::MatmulKernel::Tiled]
+    }
+}
+
 fn check_matmul(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b_len: usize, c_len: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let a = rng.uniform_vec(a_len, 1.0);
@@ -41,9 +52,12 @@ fn check_matmul(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b_len: usize
     let c0 = rng.uniform_vec(c_len, 1.0);
     let mut want = c0.clone();
     matmul::cpu::matmul(s, &a, &b, &mut want);
-    let c = up(ctx, &c0);
-    let got = run_and_read(ctx, &[matmul::matmul(ctx, s, &up(ctx, &a), &up(ctx, &b), &c).unwrap()], &c);
-    assert_close(&format!("matmul {s:?}"), &got, &want, 1e-4, sum_tol(s.k * s.reduce));
+    let (a, b) = (up(ctx, &a), up(ctx, &b));
+    for kernel in matmul_kernels(ctx) {
+        let c = up(ctx, &c0);
+        let got = run_and_read(ctx, &[matmul::matmul_with(ctx, kernel, s, &a, &b, &c).unwrap()], &c);
+        assert_close(&format!("matmul ({kernel:?}) {s:?}"), &got, &want, 1e-4, sum_tol(s.k * s.reduce));
+    }
 }
 
 #[test]
@@ -144,10 +158,12 @@ fn matmul_refuses_views_past_the_buffer() {
 fn geometries() -> Vec<(conv::ConvGeometry, usize)> {
     let g = |n, c, h, w, k, stride, pad| conv::ConvGeometry { n, c, h, w, kh: k, kw: k, stride, pad };
     vec![
-        (g(1, 1, 1, 1, 1, 1, 0), 1),      // a single pixel
-        (g(1, 1, 7, 7, 3, 1, 1), 3),      // 3×3 pad 1
-        (g(3, 2, 9, 7, 5, 2, 2), 4),      // odd sizes, stride 2
-        (g(2, 5, 6, 6, 1, 1, 0), 7),      // 1×1: the column matrix is the input
+        (g(1, 1, 1, 1, 1, 1, 0), 1), // a single pixel
+        (g(1, 1, 7, 7, 3, 1, 1), 3), // 3×3 pad 1
+        (g(3, 2, 9, 7, 5, 2, 2), 4), // odd sizes, stride 2
+        (g(2, 5, 6, 6, 1, 1, 0), 7), // 1×1: the column matrix is the input
+        // A 3×2 kernel at stride 3, wider than it: some pixels feed no column at all.
+        (conv::ConvGeometry { n: 2, c: 3, h: 8, w: 10, kh: 3, kw: 2, stride: 3, pad: 1 }, 2),
         (g(64, 1, 28, 28, 5, 1, 0), 10),  // simple_cnn conv1
         (g(64, 10, 12, 12, 5, 1, 0), 20), // simple_cnn conv2
         (g(64, 16, 12, 12, 5, 1, 2), 24), // InceptionA 5×5 branch

@@ -6,7 +6,7 @@
 use super::add::sum_slices;
 use super::bias::{bias_add, bias_grad};
 use super::matmul::{matmul, Matmul, View};
-use crate::context::{grid_1d, GpuContext, Tensor};
+use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
@@ -61,7 +61,7 @@ impl ConvGeometry {
         }
         Ok(())
     }
-    fn params(&self, total: usize) -> [u32; 12] {
+    fn params(&self) -> [u32; 12] {
         let u = |v: usize| v as u32;
         [
             u(self.n),
@@ -74,7 +74,7 @@ impl ConvGeometry {
             u(self.pad),
             u(self.oh()),
             u(self.ow()),
-            u(total),
+            0,
             0,
         ]
     }
@@ -85,7 +85,8 @@ pub fn im2col(ctx: &GpuContext, g: &ConvGeometry, x: &Tensor, cols: &Tensor) -> 
     g.validate()?;
     x.check_len("im2col input", g.input_len())?;
     cols.check_len("im2col output", g.cols_len())?;
-    ctx.dispatch(&IM2COL, &g.params(g.cols_len()), &[x, cols], grid_1d(g.cols_len()))
+    let grid = image_grid(g.n, g.col_rows() * g.oh() * g.ow(), "im2col")?;
+    ctx.dispatch(&IM2COL, &g.params(), &[x, cols], grid)
 }
 
 /// dx [n, c, h, w] = col2im(dcols): each pixel gathers every column entry it fed.
@@ -93,7 +94,21 @@ pub fn col2im(ctx: &GpuContext, g: &ConvGeometry, dcols: &Tensor, dx: &Tensor) -
     g.validate()?;
     dcols.check_len("col2im input", g.cols_len())?;
     dx.check_len("col2im output", g.input_len())?;
-    ctx.dispatch(&COL2IM, &g.params(g.input_len()), &[dcols, dx], grid_1d(g.input_len()))
+    let grid = image_grid(g.n, g.c * g.h * g.w, "col2im")?;
+    ctx.dispatch(&COL2IM, &g.params(), &[dcols, dx], grid)
+}
+
+/// conv.wgsl's grid: one z slice per image, `elements` threads in each in workgroups of 64,
+/// folded into y past 65535 workgroups.
+fn image_grid(images: usize, elements: usize, kernel: &str) -> Result<[u32; 3]> {
+    let groups = elements.div_ceil(64);
+    let folds = groups.div_ceil(65535);
+    if images > 65535 || folds > 65535 {
+        return Err(Error::Shape(format!(
+            "{kernel} of {images} images of {elements} elements needs too many workgroups"
+        )));
+    }
+    Ok([groups.min(65535) as u32, folds as u32, images as u32])
 }
 
 pub mod cpu {

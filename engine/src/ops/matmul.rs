@@ -7,6 +7,35 @@ use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
 pub const MATMUL: KernelSpec =
     KernelSpec { file: "matmul", entry: "matmul", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
+/// The same product for CPU drivers with 8-lane subgroups (see matmul_subgroup.wgsl).
+pub const MATMUL_SUBGROUP: KernelSpec =
+    KernelSpec { file: "matmul_subgroup", entry: "matmul_subgroup", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
+
+/// Which kernel computes a product: the workgroup-memory tiles of matmul.wgsl, or one lane per
+/// invocation (matmul_subgroup.wgsl), only where `AdapterReport::cpu_lanes_8` holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKernel {
+    Tiled,
+    Subgroup,
+}
+
+impl MatmulKernel {
+    /// The faster kernel for this device.
+    pub fn for_device(ctx: &GpuContext) -> MatmulKernel {
+        if ctx.report.cpu_lanes_8() {
+            MatmulKernel::Subgroup
+        } else {
+            MatmulKernel::Tiled
+        }
+    }
+
+    fn spec(self) -> (&'static KernelSpec, usize, usize) {
+        match self {
+            MatmulKernel::Tiled => (&MATMUL, 32, 64),
+            MatmulKernel::Subgroup => (&MATMUL_SUBGROUP, 16, 16),
+        }
+    }
+}
 
 /// Element (row, col) of reduce slice r of batch b sits at
 /// `b*batch_stride + r*reduce_stride + row*row_stride + col*col_stride`.
@@ -121,9 +150,22 @@ impl Matmul {
 }
 
 pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
+    matmul_with(ctx, MatmulKernel::for_device(ctx), s, a, b, c)
+}
+
+/// `matmul` with the kernel chosen by the caller (tests run both where both can run).
+pub fn matmul_with(
+    ctx: &GpuContext,
+    kernel: MatmulKernel,
+    s: &Matmul,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) -> Result<Dispatch> {
     s.check(a.len, b.len, c.len)?;
+    let (spec, tile_rows, tile_cols) = kernel.spec();
     // Column tiles past 65535 fold into z beside the batch.
-    let tiles = s.n.div_ceil(64);
+    let tiles = s.n.div_ceil(tile_cols);
     let folds = tiles.div_ceil(65535);
     if s.batch * folds > 65535 {
         return Err(Error::Shape(format!("matmul batch {} of {} columns needs too many workgroups", s.batch, s.n)));
@@ -151,8 +193,8 @@ pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) 
         u(folds),
         0,
     ];
-    let groups = [tiles.min(65535) as u32, s.m.div_ceil(32) as u32, (s.batch * folds) as u32];
-    ctx.dispatch(&MATMUL, &params, &[a, b, c], groups)
+    let groups = [tiles.min(65535) as u32, s.m.div_ceil(tile_rows) as u32, (s.batch * folds) as u32];
+    ctx.dispatch(spec, &params, &[a, b, c], groups)
 }
 
 pub mod cpu {

@@ -1,0 +1,209 @@
+//! Training checkpoints: the parameters and SGD velocity after a whole epoch, with the recipe that
+//! produced them, so that a long run can stop and resume exactly where it was. Each epoch's
+//! shuffle depends only on the seed and the epoch number, so a resumed run trains on the same
+//! batches, in the same order, as one that never stopped.
+//!
+//! File layout, little-endian:
+//!   magic "MNISTCKP", u32 version, u32 name length, network name (UTF-8),
+//!   u64 epochs done, u64 seed, u64 batch size, u64 training images, f32 lr, f32 momentum,
+//!   u64 n, n f32 parameters, n f32 velocities, 16-byte MD5 of everything before it.
+
+use byteorder::{LittleEndian, ReadBytesExt, WriteBytesExt};
+use md5::{Digest, Md5};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"MNISTCKP";
+const VERSION: u32 = 1;
+const MAX_NAME: usize = 64;
+const DIGEST_BYTES: u64 = 16;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub network: String,
+    /// Epochs completed; training resumes at `epochs_done + 1`.
+    pub epochs_done: u64,
+    pub seed: u64,
+    pub batch_size: u64,
+    pub train_count: u64,
+    pub lr: f32,
+    pub momentum: f32,
+    /// The packed parameter buffer, as `Graph::init_params` lays it out.
+    pub values: Vec<f32>,
+    pub velocity: Vec<f32>,
+}
+
+#[derive(Debug)]
+pub enum CheckpointError {
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+    /// The file is not a checkpoint this program wrote, or it was damaged.
+    Invalid {
+        path: PathBuf,
+        why: String,
+    },
+    /// A valid checkpoint of another network or recipe than the one asked for.
+    Mismatch {
+        path: PathBuf,
+        why: String,
+    },
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Io { path, error } => write!(f, "checkpoint {}: {error}", path.display()),
+            CheckpointError::Invalid { path, why } => {
+                write!(
+                    f,
+                    "checkpoint {} is not usable: {why}. Start without --resume to train from scratch",
+                    path.display()
+                )
+            }
+            CheckpointError::Mismatch { path, why } => {
+                write!(f, "checkpoint {} does not fit this run: {why}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+impl Checkpoint {
+    fn encode(&self) -> Vec<u8> {
+        assert_eq!(self.values.len(), self.velocity.len(), "one velocity per parameter");
+        assert!(self.network.len() <= MAX_NAME, "network name too long for a checkpoint");
+        let mut out = Vec::with_capacity(96 + 8 * self.values.len());
+        out.extend_from_slice(MAGIC);
+        // Writing into a Vec cannot fail.
+        let w = &mut out;
+        w.write_u32::<LittleEndian>(VERSION).unwrap();
+        w.write_u32::<LittleEndian>(self.network.len() as u32).unwrap();
+        w.extend_from_slice(self.network.as_bytes());
+        for v in [self.epochs_done, self.seed, self.batch_size, self.train_count] {
+            w.write_u64::<LittleEndian>(v).unwrap();
+        }
+        w.write_f32::<LittleEndian>(self.lr).unwrap();
+        w.write_f32::<LittleEndian>(self.momentum).unwrap();
+        w.write_u64::<LittleEndian>(self.values.len() as u64).unwrap();
+        for v in self.values.iter().chain(&self.velocity) {
+            w.write_f32::<LittleEndian>(*v).unwrap();
+        }
+        let digest = Md5::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Writes the checkpoint atomically: a temporary file beside `path`, synced, then renamed
+    /// over it, so a crash leaves either the old checkpoint or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        let io_error = |error| CheckpointError::Io { path: path.to_path_buf(), error };
+        let name = path
+            .file_name()
+            .ok_or_else(|| io_error(io::Error::new(io::ErrorKind::InvalidInput, "the path names no file")))?;
+        let temp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let written = (|| {
+            let mut file = File::create(&temp)?;
+            file.write_all(&self.encode())?;
+            file.sync_all()?;
+            fs::rename(&temp, path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp); // the write error is the one worth reporting
+        }
+        written.map_err(io_error)
+    }
+
+    /// Reads and checks a checkpoint. The parameter count in the header is checked against the
+    /// file's size before anything is allocated, and the MD5 against the contents.
+    pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let invalid = |why: String| CheckpointError::Invalid { path: path.to_path_buf(), why };
+        let bytes = fs::read(path).map_err(|error| CheckpointError::Io { path: path.to_path_buf(), error })?;
+        Self::decode(&bytes).map_err(invalid)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+        let truncated = |_: io::Error| format!("the file ends early ({} bytes)", bytes.len());
+        let mut r = bytes;
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic).map_err(truncated)?;
+        if &magic != MAGIC {
+            return Err("it does not start with the checkpoint magic \"MNISTCKP\"".into());
+        }
+        let version = r.read_u32::<LittleEndian>().map_err(truncated)?;
+        if version != VERSION {
+            return Err(format!("format version {version}, this program reads version {VERSION}"));
+        }
+        let name_len = r.read_u32::<LittleEndian>().map_err(truncated)? as usize;
+        if name_len > MAX_NAME || name_len > r.len() {
+            return Err(format!("the network name claims {name_len} bytes"));
+        }
+        let (name, rest) = r.split_at(name_len);
+        let network = String::from_utf8(name.to_vec()).map_err(|_| "the network name is not UTF-8".to_string())?;
+        r = rest;
+        let mut header = [0u64; 4];
+        for v in &mut header {
+            *v = r.read_u64::<LittleEndian>().map_err(truncated)?;
+        }
+        let [epochs_done, seed, batch_size, train_count] = header;
+        let lr = r.read_f32::<LittleEndian>().map_err(truncated)?;
+        let momentum = r.read_f32::<LittleEndian>().map_err(truncated)?;
+        let n = r.read_u64::<LittleEndian>().map_err(truncated)?;
+        let expected = (r.len() as u64).checked_sub(DIGEST_BYTES).map(|payload| payload == n.saturating_mul(8));
+        if expected != Some(true) {
+            return Err(format!(
+                "the header claims {n} parameters ({} bytes with their velocities and checksum) but {} bytes follow it",
+                n.saturating_mul(8).saturating_add(DIGEST_BYTES),
+                r.len()
+            ));
+        }
+        let (body, digest) = bytes.split_at(bytes.len() - DIGEST_BYTES as usize);
+        if Md5::digest(body).as_slice() != digest {
+            return Err("its MD5 checksum does not match its contents: the file is damaged".into());
+        }
+        let mut floats = |count: usize| -> Vec<f32> {
+            let (head, tail) = r.split_at(4 * count);
+            r = tail;
+            head.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        };
+        let values = floats(n as usize);
+        let velocity = floats(n as usize);
+        Ok(Checkpoint { network, epochs_done, seed, batch_size, train_count, lr, momentum, values, velocity })
+    }
+
+    /// Refuses to resume a run whose network or recipe differs from the checkpoint's: the
+    /// result would match neither.
+    pub fn check_fits(
+        &self,
+        path: &Path,
+        network: &str,
+        param_len: usize,
+        recipe: (u64, u64, u64, f32, f32),
+    ) -> Result<(), CheckpointError> {
+        let mismatch = |why: String| Err(CheckpointError::Mismatch { path: path.to_path_buf(), why });
+        if self.network != network {
+            return mismatch(format!("it holds a {} network, not {network}", self.network));
+        }
+        if self.values.len() != param_len {
+            return mismatch(format!("it holds {} parameters, {network} has {param_len}", self.values.len()));
+        }
+        let (seed, batch_size, train_count, lr, momentum) = recipe;
+        let ours = [
+            ("--seed", self.seed.to_string(), seed.to_string()),
+            ("--batch-size", self.batch_size.to_string(), batch_size.to_string()),
+            ("training images (--limit-train)", self.train_count.to_string(), train_count.to_string()),
+            ("--lr", self.lr.to_string(), lr.to_string()),
+            ("--momentum", self.momentum.to_string(), momentum.to_string()),
+        ];
+        for (flag, saved, asked) in ours {
+            if saved != asked {
+                return mismatch(format!("it was trained with {flag} {saved}, this run asks for {asked}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+// matmul_subgroup: matmul.wgsl's product, for CPU drivers whose subgroups are 8 SIMD lanes
+// (lavapipe/llvmpipe with AVX2). Same Params, bindings, views and results as matmul.wgsl:
+//
+//   C[b](m, j) (+)= sum_{r < reduce} sum_{k < K} A[b, r](m, k) * B[b, r](k, j)
+//
+// Why a second kernel: on such a driver an invocation is one lane of a SIMD register, a load
+// whose address differs between lanes runs as a loop over the lanes, and a barrier is a
+// coroutine switch. matmul.wgsl's workgroup-memory tiles make every lane load the same A values
+// and stage each element twice. Here each lane loads only elements no other lane needs (two rows
+// of A, its own two columns of B), the A values reach every lane through subgroupBroadcast (a
+// register shuffle), there is no workgroup memory and no barrier, and K is not padded to a tile.
+// No `enable subgroups;` directive: naga 30 rejects it; the feature is requested on the device.
+//
+// Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write).
+// Dispatch: (min(T, 65535), ceil(M / 16), batch * col_folds) workgroups of 8 invocations, which
+// must form one subgroup (launch only where the subgroup size is 8), T = ceil(N / 16) column
+// tiles folded into z as in matmul.wgsl. Each workgroup owns a 16×16 tile of C: lane l loads
+// rows l and l + 8 of A and computes all 16 rows of columns l and l + 8 of the tile.
+
+struct Params {
+    m: u32, n: u32, k: u32, reduce: u32,
+    a_ms: u32, a_ks: u32, a_rs: u32, a_bs: u32,
+    b_ks: u32, b_ns: u32, b_rs: u32, b_bs: u32,
+    c_ms: u32, c_bs: u32, accumulate: u32, n_inner: u32,
+    b_no: u32, c_no: u32, col_folds: u32, _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+const LANES: u32 = 8u;
+const ROWS: u32 = 16u;
+
+// Rows 0-7 of the tile from lo (row i in lane i), rows 8-15 from hi, in fours.
+fn rows_0_3(lo: f32) -> vec4<f32> {
+    return vec4(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u), subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u));
+}
+
+fn rows_4_7(lo: f32) -> vec4<f32> {
+    return vec4(subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u));
+}
+
+// Writes (or adds) rows row0.. of one column of the tile.
+fn store_column(acc: array<vec4<f32>, 4>, row0: u32, column: u32, batch: u32) {
+    let jo = column / p.n_inner;
+    let base = batch * p.c_bs + (column - jo * p.n_inner) + jo * p.c_no;
+    for (var i = 0u; i < ROWS; i++) {
+        let m = row0 + i;
+        if (m >= p.m) {
+            return;
+        }
+        let idx = base + m * p.c_ms;
+        var v = acc[i / 4u][i % 4u];
+        if (p.accumulate != 0u) {
+            v += c[idx];
+        }
+        c[idx] = v;
+    }
+}
+
+@compute @workgroup_size(8)
+fn matmul_subgroup(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let batch = wg.z / p.col_folds;
+    let row0 = wg.y * ROWS;
+    let col0 = ((wg.z % p.col_folds) * groups.x + wg.x) * (2u * LANES);
+    if (col0 >= p.n) {
+        return; // a spare workgroup of the last column fold: the whole subgroup leaves
+    }
+    // Rows and columns past the edges are clamped: they load real elements, and their results
+    // are never stored. Every lane stays active, so the broadcasts read defined values.
+    let a_lo = batch * p.a_bs + min(row0 + lane, p.m - 1u) * p.a_ms;
+    let a_hi = batch * p.a_bs + min(row0 + LANES + lane, p.m - 1u) * p.a_ms;
+    let col_a = col0 + lane;
+    let col_b = col_a + LANES;
+    let na = min(col_a, p.n - 1u);
+    let nb = min(col_b, p.n - 1u);
+    let b_a = batch * p.b_bs + (na % p.n_inner) * p.b_ns + (na / p.n_inner) * p.b_no;
+    let b_b = batch * p.b_bs + (nb % p.n_inner) * p.b_ns + (nb / p.n_inner) * p.b_no;
+
+    var a0 = vec4<f32>(); // column a, rows 0-3
+    var a1 = vec4<f32>();
+    var a2 = vec4<f32>();
+    var a3 = vec4<f32>();
+    var b0 = vec4<f32>(); // column b, rows 0-3
+    var b1 = vec4<f32>();
+    var b2 = vec4<f32>();
+    var b3 = vec4<f32>();
+    for (var r = 0u; r < p.reduce; r++) {
+        var ak = r * p.a_rs;
+        var bk = r * p.b_rs;
+        for (var k = 0u; k < p.k; k++) {
+            let lo = a[a_lo + ak];
+            let hi = a[a_hi + ak];
+            let xa = vec4(b[b_a + bk]);
+            let xb = vec4(b[b_b + bk]);
+            let r0 = rows_0_3(lo);
+            let r1 = rows_4_7(lo);
+            let r2 = rows_0_3(hi);
+            let r3 = rows_4_7(hi);
+            a0 = fma(r0, xa, a0);
+            a1 = fma(r1, xa, a1);
+            a2 = fma(r2, xa, a2);
+            a3 = fma(r3, xa, a3);
+            b0 = fma(r0, xb, b0);
+            b1 = fma(r1, xb, b1);
+            b2 = fma(r2, xb, b2);
+            b3 = fma(r3, xb, b3);
+            ak += p.a_ks;
+            bk += p.b_ks;
+        }
+    }
+    if (col_a < p.n) {
+        store_column(array(a0, a1, a2, a3), row0, col_a, batch);
+    }
+    if (col_b < p.n) {
+        store_column(array(b0, b1, b2, b3), row0, col_b, batch);
+    }
+}
