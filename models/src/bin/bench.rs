@@ -1,10 +1,12 @@
 //! Per-kernel timing of one training step of each network, and epoch throughput:
 //! `cargo run --release -p models --bin bench -- [--batch-size 64] [--steps 20]`.
 //! Prints the adapter and, for each network, the time of every dispatch of a step (each run
-//! alone, submit and wait included) and the images/s of back-to-back recorded steps.
+//! alone, submit and wait included) and the images/s of back-to-back recorded steps; then, where
+//! the device runs both matmul kernels, the two side by side on the networks' products.
 
 use engine::graph::plan::{Feed, Parameters, Plan};
 use engine::ops::gather::{GpuImages, Normalization};
+use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, View};
 use engine::ops::sgd::Sgd;
 use engine::GpuContext;
 use models::Network;
@@ -97,6 +99,58 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (name, (n, secs)) in rows {
             println!("  {name:24} x{n:3}  {:8.2} ms ({how})", 1e3 * secs);
         }
+    }
+    compare_matmul_kernels(&ctx)
+}
+
+/// Both matmul kernels on products the networks compute at batch 64, where the device runs
+/// both (a CPU driver with 8-lane subgroups): the figures behind choosing matmul_subgroup there.
+fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Error>> {
+    if !ctx.report.cpu_lanes_8() {
+        println!("\nmatmul kernels: only the tiled kernel runs on this device");
+        return Ok(());
+    }
+    println!("\nmatmul kernels, GPU time of the best of 3 runs (C = A·B, A m×k, B k×n):");
+    let products = [
+        ("inception conv2 forward", 20, 4096, 2200, false),
+        ("inception conv2 input gradient", 2200, 4096, 20, false),
+        ("inception conv2 weight gradient (B transposed)", 20, 2200, 4096, true),
+        ("InceptionA(10) 5x5 forward", 24, 9216, 400, false),
+        ("InceptionA(10) 5x5 input gradient", 400, 9216, 24, false),
+        ("simple_cnn conv1 forward", 10, 36864, 25, false),
+    ];
+    for (what, m, n, k, b_transposed) in products {
+        let mut s = Matmul::dense(m, n, k);
+        if b_transposed {
+            s.b = View::row_major(k).t();
+        }
+        let a = ctx.upload(&(0..m * k).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), "a")?;
+        let b = ctx.upload(&(0..k * n).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(), "b")?;
+        let c = ctx.zeros(m * n, "c")?;
+        let mut best = Vec::new();
+        for kernel in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
+            let d = matmul_with(ctx, kernel, &s, &a, &b, &c)?;
+            ctx.run(&[&d])?;
+            let times = match ctx.time_dispatches(&[&d, &d, &d])? {
+                Some(t) => t,
+                None => (0..3)
+                    .map(|_| {
+                        let start = Instant::now();
+                        ctx.run(&[&d]).map(|_| start.elapsed().as_secs_f64())
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            best.push(times.into_iter().fold(f64::MAX, f64::min));
+        }
+        let gflops = |t: f64| 2.0 * (m * n * k) as f64 / t / 1e9;
+        println!(
+            "  {what:48} {m:5}x{n:5}x{k:5}: tiled {:7.2} ms ({:4.1} GFLOP/s), subgroup {:7.2} ms ({:4.1} GFLOP/s), {:.2}x",
+            1e3 * best[0],
+            gflops(best[0]),
+            1e3 * best[1],
+            gflops(best[1]),
+            best[0] / best[1]
+        );
     }
     Ok(())
 }
