@@ -98,14 +98,31 @@ impl Checkpoint {
         out
     }
 
+    /// The temporary file a checkpoint is written to before it is renamed over `path`.
+    fn temp_path(path: &Path) -> Result<PathBuf, CheckpointError> {
+        match path.file_name() {
+            Some(name) => Ok(path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()))),
+            None => Err(CheckpointError::Io {
+                path: path.to_path_buf(),
+                error: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
+            }),
+        }
+    }
+
+    /// Checks, before any training, that a checkpoint can be written at `path`, so that a typo
+    /// in the path does not cost the first epoch.
+    pub fn check_writable(path: &Path) -> Result<(), CheckpointError> {
+        let temp = Self::temp_path(path)?;
+        File::create(&temp).map_err(|error| CheckpointError::Io { path: path.to_path_buf(), error })?;
+        let _ = fs::remove_file(&temp);
+        Ok(())
+    }
+
     /// Writes the checkpoint atomically: a temporary file beside `path`, synced, then renamed
     /// over it, so a crash leaves either the old checkpoint or the new one, never half of one.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         let io_error = |error| CheckpointError::Io { path: path.to_path_buf(), error };
-        let name = path
-            .file_name()
-            .ok_or_else(|| io_error(io::Error::new(io::ErrorKind::InvalidInput, "the path names no file")))?;
-        let temp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let temp = Self::temp_path(path)?;
         let written = (|| {
             let mut file = File::create(&temp)?;
             file.write_all(&self.encode())?;

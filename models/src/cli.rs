@@ -108,6 +108,9 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     };
     let epochs = recipe.epochs;
     let fingerprint = (args.seed, args.batch_size as u64, train.count as u64, args.lr, args.momentum);
+    if let Some(path) = &args.checkpoint {
+        Checkpoint::check_writable(path)?;
+    }
     let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
     let mut first_epoch = 1;
     if let Some(path) = &args.resume {

@@ -48,8 +48,13 @@ fn a_checkpoint_round_trips_and_replaces_the_old_file_atomically() {
     // Only the checkpoint itself is left: the temporary file was renamed over it.
     let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("run.ckpt")]);
-    let e = sample().save(&dir.join("no-such-dir").join("run.ckpt")).expect_err("no directory");
+    let unwritable = dir.join("no-such-dir").join("run.ckpt");
+    let e = sample().save(&unwritable).expect_err("no directory");
     assert!(e.to_string().contains("no-such-dir"), "{e}");
+    let e = Checkpoint::check_writable(&unwritable).expect_err("no directory");
+    assert!(e.to_string().contains("no-such-dir"), "{e}");
+    Checkpoint::check_writable(&path).unwrap();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "the check leaves nothing behind");
 }
 
 #[test]
@@ -132,6 +137,11 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert_eq!(b.epochs_done, 2);
     assert_ne!(after_one.values, b.values, "the resumed epoch trained");
     assert_eq!(a, b, "resumed run differs from the uninterrupted one");
+
+    // A checkpoint path that cannot be written is refused before the first epoch.
+    let nowhere = dir.join("no-such-dir").join("x.ckpt");
+    let e = run(&["--epochs", "1", "--checkpoint", nowhere.to_str().unwrap()]).expect_err("unwritable");
+    assert!(e.to_string().contains("no-such-dir"), "{e}");
 
     // The same checkpoint with another recipe is refused before any training.
     let e = run(&["--epochs", "3", "--lr", "0.02", "--resume", stopped.to_str().unwrap()]).expect_err("lr differs");
