@@ -19,6 +19,75 @@ const MAGIC: &[u8; 8] = b"MNISTCKP";
 const VERSION: u32 = 1;
 const MAX_NAME: usize = 64;
 const DIGEST_BYTES: u64 = 16;
+/// The longest header: magic, version, name length, name, four u64, two f32, the count.
+const MAX_HEADER: usize = 8 + 4 + 4 + MAX_NAME + 4 * 8 + 2 * 4 + 8;
+/// More epochs than any run makes (and small enough for a 32-bit usize plus one): a header
+/// claiming more is damaged.
+const MAX_EPOCHS: u64 = 1 << 31;
+
+/// Everything before the parameters.
+struct Header {
+    network: String,
+    epochs_done: u64,
+    seed: u64,
+    batch_size: u64,
+    train_count: u64,
+    lr: f32,
+    momentum: f32,
+    /// Parameters (and velocities) that follow.
+    params: u64,
+    /// Bytes of the header itself.
+    bytes: usize,
+}
+
+impl Header {
+    fn parse(bytes: &[u8]) -> Result<Header, String> {
+        let truncated = |_: io::Error| format!("the file ends early ({} bytes)", bytes.len());
+        let mut r = bytes;
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic).map_err(truncated)?;
+        if &magic != MAGIC {
+            return Err("it does not start with the checkpoint magic \"MNISTCKP\"".into());
+        }
+        let version = r.read_u32::<LittleEndian>().map_err(truncated)?;
+        if version != VERSION {
+            return Err(format!("format version {version}, this program reads version {VERSION}"));
+        }
+        let name_len = r.read_u32::<LittleEndian>().map_err(truncated)? as usize;
+        if name_len > MAX_NAME || name_len > r.len() {
+            return Err(format!("the network name claims {name_len} bytes"));
+        }
+        let (name, rest) = r.split_at(name_len);
+        let network = String::from_utf8(name.to_vec()).map_err(|_| "the network name is not UTF-8".to_string())?;
+        r = rest;
+        let mut fields = [0u64; 4];
+        for v in &mut fields {
+            *v = r.read_u64::<LittleEndian>().map_err(truncated)?;
+        }
+        let [epochs_done, seed, batch_size, train_count] = fields;
+        if epochs_done == 0 || epochs_done > MAX_EPOCHS {
+            return Err(format!("it claims {epochs_done} epochs done"));
+        }
+        let lr = r.read_f32::<LittleEndian>().map_err(truncated)?;
+        let momentum = r.read_f32::<LittleEndian>().map_err(truncated)?;
+        let params = r.read_u64::<LittleEndian>().map_err(truncated)?;
+        let bytes = bytes.len() - r.len();
+        Ok(Header { network, epochs_done, seed, batch_size, train_count, lr, momentum, params, bytes })
+    }
+
+    /// Refuses a file whose size is not what the header says.
+    fn check_size(&self, size: u64) -> Result<(), String> {
+        let total = self.params.checked_mul(8).and_then(|p| p.checked_add(self.bytes as u64 + DIGEST_BYTES));
+        if total != Some(size) {
+            return Err(format!(
+                "the header claims {} parameters ({} bytes in all) but the file has {size} bytes",
+                self.params,
+                total.map_or("more than 2^64".to_string(), |t| t.to_string())
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
@@ -127,7 +196,15 @@ impl Checkpoint {
             let mut file = File::create(&temp)?;
             file.write_all(&self.encode())?;
             file.sync_all()?;
-            fs::rename(&temp, path)
+            fs::rename(&temp, path)?;
+            // The rename itself is durable once the directory is synced (where directories can
+            // be opened as files; elsewhere the rename stands unsynced).
+            if let Some(dir) =
+                path.parent().and_then(|d| File::open(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
+            {
+                let _ = dir.sync_all();
+            }
+            Ok(())
         })();
         if written.is_err() {
             let _ = fs::remove_file(&temp); // the write error is the one worth reporting
@@ -135,61 +212,43 @@ impl Checkpoint {
         written.map_err(io_error)
     }
 
-    /// Reads and checks a checkpoint. The parameter count in the header is checked against the
-    /// file's size before anything is allocated, and the MD5 against the contents.
+    /// Reads and checks a checkpoint. The header is read first and the file's size checked
+    /// against the parameter count it claims before the parameters are read, then the MD5
+    /// against the contents.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let invalid = |why: String| CheckpointError::Invalid { path: path.to_path_buf(), why };
-        let bytes = fs::read(path).map_err(|error| CheckpointError::Io { path: path.to_path_buf(), error })?;
+        let io_error = |error| CheckpointError::Io { path: path.to_path_buf(), error };
+        let mut file = File::open(path).map_err(io_error)?;
+        let size = file.metadata().map_err(io_error)?.len();
+        let mut bytes = Vec::new();
+        (&mut file).take(MAX_HEADER as u64).read_to_end(&mut bytes).map_err(io_error)?;
+        Header::parse(&bytes).and_then(|h| h.check_size(size)).map_err(invalid)?;
+        file.read_to_end(&mut bytes).map_err(io_error)?;
         Self::decode(&bytes).map_err(invalid)
     }
 
     fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let truncated = |_: io::Error| format!("the file ends early ({} bytes)", bytes.len());
-        let mut r = bytes;
-        let mut magic = [0u8; 8];
-        r.read_exact(&mut magic).map_err(truncated)?;
-        if &magic != MAGIC {
-            return Err("it does not start with the checkpoint magic \"MNISTCKP\"".into());
-        }
-        let version = r.read_u32::<LittleEndian>().map_err(truncated)?;
-        if version != VERSION {
-            return Err(format!("format version {version}, this program reads version {VERSION}"));
-        }
-        let name_len = r.read_u32::<LittleEndian>().map_err(truncated)? as usize;
-        if name_len > MAX_NAME || name_len > r.len() {
-            return Err(format!("the network name claims {name_len} bytes"));
-        }
-        let (name, rest) = r.split_at(name_len);
-        let network = String::from_utf8(name.to_vec()).map_err(|_| "the network name is not UTF-8".to_string())?;
-        r = rest;
-        let mut header = [0u64; 4];
-        for v in &mut header {
-            *v = r.read_u64::<LittleEndian>().map_err(truncated)?;
-        }
-        let [epochs_done, seed, batch_size, train_count] = header;
-        let lr = r.read_f32::<LittleEndian>().map_err(truncated)?;
-        let momentum = r.read_f32::<LittleEndian>().map_err(truncated)?;
-        let n = r.read_u64::<LittleEndian>().map_err(truncated)?;
-        let expected = (r.len() as u64).checked_sub(DIGEST_BYTES).map(|payload| payload == n.saturating_mul(8));
-        if expected != Some(true) {
-            return Err(format!(
-                "the header claims {n} parameters ({} bytes with their velocities and checksum) but {} bytes follow it",
-                n.saturating_mul(8).saturating_add(DIGEST_BYTES),
-                r.len()
-            ));
-        }
+        let h = Header::parse(bytes)?;
+        h.check_size(bytes.len() as u64)?;
         let (body, digest) = bytes.split_at(bytes.len() - DIGEST_BYTES as usize);
         if Md5::digest(body).as_slice() != digest {
             return Err("its MD5 checksum does not match its contents: the file is damaged".into());
         }
-        let mut floats = |count: usize| -> Vec<f32> {
-            let (head, tail) = r.split_at(4 * count);
-            r = tail;
-            head.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        let floats = |from: usize| -> Vec<f32> {
+            let data = &body[from..from + 4 * h.params as usize];
+            data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
         };
-        let values = floats(n as usize);
-        let velocity = floats(n as usize);
-        Ok(Checkpoint { network, epochs_done, seed, batch_size, train_count, lr, momentum, values, velocity })
+        Ok(Checkpoint {
+            values: floats(h.bytes),
+            velocity: floats(h.bytes + 4 * h.params as usize),
+            network: h.network,
+            epochs_done: h.epochs_done,
+            seed: h.seed,
+            batch_size: h.batch_size,
+            train_count: h.train_count,
+            lr: h.lr,
+            momentum: h.momentum,
+        })
     }
 
     /// Refuses to resume a run whose network or recipe differs from the checkpoint's: the
@@ -206,7 +265,10 @@ impl Checkpoint {
             return mismatch(format!("it holds a {} network, not {network}", self.network));
         }
         if self.values.len() != param_len {
-            return mismatch(format!("it holds {} parameters, {network} has {param_len}", self.values.len()));
+            return mismatch(format!(
+                "it holds {} packed parameter values, {network} has {param_len}",
+                self.values.len()
+            ));
         }
         let (seed, batch_size, train_count, lr, momentum) = recipe;
         let ours = [

@@ -111,12 +111,20 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     if let Some(path) = &args.checkpoint {
         Checkpoint::check_writable(path)?;
     }
+    // A checkpoint is read and checked before anything is uploaded.
+    let resume = match &args.resume {
+        Some(path) => {
+            let saved = Checkpoint::load(path)?;
+            saved.check_fits(path, network.name(), graph.param_buffer_len(), fingerprint)?;
+            Some((path, saved))
+        }
+        None => None,
+    };
     let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
     let mut first_epoch = 1;
-    if let Some(path) = &args.resume {
-        let saved = Checkpoint::load(path)?;
-        saved.check_fits(path, network.name(), graph.param_buffer_len(), fingerprint)?;
+    if let Some((path, saved)) = resume {
         trainer.restore(&saved.values, &saved.velocity)?;
+        // Header::parse keeps epochs_done within 1..=2^31.
         first_epoch = saved.epochs_done as usize + 1;
         println!("{}: resumed from {} after epoch {}", network.name(), path.display(), saved.epochs_done);
         if first_epoch > epochs {

@@ -68,15 +68,21 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
         ("empty", vec![], "ends early"),
         ("magic", b"NOTACKPT".iter().chain(&bytes[8..]).copied().collect(), "magic"),
         ("truncated header", bytes[..30].to_vec(), "ends early"),
-        ("truncated body", bytes[..bytes.len() - 5].to_vec(), "bytes follow it"),
-        ("extra bytes", bytes.iter().chain(&[0u8; 8]).copied().collect(), "bytes follow it"),
+        ("truncated body", bytes[..bytes.len() - 5].to_vec(), "but the file has"),
+        ("extra bytes", bytes.iter().chain(&[0u8; 8]).copied().collect(), "but the file has"),
     ];
     let mut version = bytes.clone();
     version[8] = 9;
     cases.push(("version", version, "format version 9"));
     let mut huge = bytes.clone();
     huge[n_offset..n_offset + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-    cases.push(("huge count", huge, "claims 18446744073709551615 parameters"));
+    cases.push(("huge count", huge, "claims 18446744073709551615 parameters (more than 2^64 bytes"));
+    let epochs_offset = 8 + 4 + 4 + "simple_cnn".len();
+    for (what, epochs) in [("zero epochs", 0u64), ("absurd epochs", u64::MAX)] {
+        let mut e = bytes.clone();
+        e[epochs_offset..epochs_offset + 8].copy_from_slice(&epochs.to_le_bytes());
+        cases.push((what, e, "epochs done"));
+    }
     let mut name = bytes.clone();
     name[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
     cases.push(("name length", name, "network name claims"));
@@ -101,7 +107,7 @@ fn a_checkpoint_of_another_network_or_recipe_is_refused() {
     ck.check_fits(path, "simple_cnn", 100, recipe).unwrap();
     for (network, len, recipe, says) in [
         ("resnet", 100, recipe, "holds a simple_cnn network, not resnet"),
-        ("simple_cnn", 101, recipe, "holds 100 parameters"),
+        ("simple_cnn", 101, recipe, "holds 100 packed parameter values, simple_cnn has 101"),
         ("simple_cnn", 100, (8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),
         ("simple_cnn", 100, (7, 32, 60000, 0.01, 0.5), "--batch-size 64"),
         ("simple_cnn", 100, (7, 64, 5000, 0.01, 0.5), "training images"),

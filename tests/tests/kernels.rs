@@ -53,10 +53,17 @@ fn check_matmul(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b_len: usize
     let mut want = c0.clone();
     matmul::cpu::matmul(s, &a, &b, &mut want);
     let (a, b) = (up(ctx, &a), up(ctx, &b));
+    let mut results = Vec::new();
     for kernel in matmul_kernels(ctx) {
         let c = up(ctx, &c0);
         let got = run_and_read(ctx, &[matmul::matmul_with(ctx, kernel, s, &a, &b, &c).unwrap()], &c);
         assert_close(&format!("matmul ({kernel:?}) {s:?}"), &got, &want, 1e-4, sum_tol(s.k * s.reduce));
+        results.push(got);
+    }
+    // Both kernels add the same products in the same order: equal results, not merely close.
+    if let [tiled, subgroup] = &results[..] {
+        let first = tiled.iter().zip(subgroup).position(|(t, s)| t != s);
+        assert!(first.is_none(), "matmul kernels differ at {first:?}: {s:?}");
     }
 }
 
@@ -146,6 +153,18 @@ fn matmul_folds_more_than_65535_column_tiles_into_z() {
 }
 
 #[test]
+fn matmul_subgroup_is_refused_where_subgroups_are_not_8_lanes() {
+    let Some(ctx) = gpu() else { return };
+    let t = up(ctx, &[1.0; 4]);
+    let result = matmul::matmul_with(ctx, matmul::MatmulKernel::Subgroup, &matmul::Matmul::dense(2, 2, 1), &t, &t, &t);
+    match (ctx.report.cpu_lanes_8(), result) {
+        (true, Ok(_)) => {}
+        (false, Err(e)) => assert!(e.to_string().contains("8-lane subgroups"), "{e}"),
+        (lanes, r) => panic!("cpu_lanes_8 {lanes} but matmul_subgroup gave {:?}", r.map(|_| ())),
+    }
+}
+
+#[test]
 fn matmul_refuses_views_past_the_buffer() {
     let Some(ctx) = gpu() else { return };
     let a = up(ctx, &[0.0; 6]);
@@ -193,6 +212,20 @@ fn im2col_and_col2im_match_cpu_exactly() {
         let got = run_and_read(ctx, &[conv::col2im(ctx, &g, &up(ctx, &dcols), &dx).unwrap()], &dx);
         assert_close(&format!("col2im {g:?}"), &got, &want, 1e-6, 1e-5);
     }
+}
+
+#[test]
+fn im2col_and_col2im_fold_images_past_65535_workgroups() {
+    let Some(ctx) = gpu() else { return };
+    // 2 images of 2100×2100: 4.41 million elements each, more than 65535 workgroups of 64.
+    let g = conv::ConvGeometry { n: 2, c: 1, h: 2100, w: 2100, kh: 1, kw: 1, stride: 1, pad: 0 };
+    let x = Rng::new(7).uniform_vec(g.input_len(), 1.0);
+    let cols = dirty(ctx, g.cols_len());
+    let got = run_and_read(ctx, &[conv::im2col(ctx, &g, &up(ctx, &x), &cols).unwrap()], &cols);
+    assert_close("im2col, folded grid", &got, &x, 0.0, 0.0);
+    let dx = dirty(ctx, g.input_len());
+    let got = run_and_read(ctx, &[conv::col2im(ctx, &g, &up(ctx, &x), &dx).unwrap()], &dx);
+    assert_close("col2im, folded grid", &got, &x, 0.0, 0.0);
 }
 
 #[test]

@@ -163,6 +163,13 @@ pub fn matmul_with(
     c: &Tensor,
 ) -> Result<Dispatch> {
     s.check(a.len, b.len, c.len)?;
+    if kernel == MatmulKernel::Subgroup && !ctx.report.cpu_lanes_8() {
+        // Lanes of other subgroup sizes would broadcast the wrong rows.
+        return Err(Error::Kernel {
+            kernel: MATMUL_SUBGROUP.entry.into(),
+            message: format!("needs a CPU driver with 8-lane subgroups, not {}", ctx.report),
+        });
+    }
     let (spec, tile_rows, tile_cols) = kernel.spec();
     // Column tiles past 65535 fold into z beside the batch.
     let tiles = s.n.div_ceil(tile_cols);
