@@ -12,10 +12,12 @@
 // No `enable subgroups;` directive: naga 30 rejects it; the feature is requested on the device.
 //
 // Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write).
-// Dispatch: (min(T, 65535), ceil(M / 16), batch * col_folds) workgroups of 8 invocations, which
-// must form one subgroup (launch only where the subgroup size is 8), T = ceil(N / 16) column
-// tiles folded into z as in matmul.wgsl. Each workgroup owns a 16×16 tile of C: lane l loads
-// rows l and l + 8 of A and computes all 16 rows of columns l and l + 8 of the tile.
+// Dispatch: (min(T, 65535), ceil(M / 16), batch * col_folds) workgroups of 64 invocations, which
+// must form 8 subgroups of 8 (launch only where the subgroup size is 8), T = ceil(N / 128)
+// column tiles folded into z as in matmul.wgsl. Each subgroup owns a 16×16 tile of C, the 8
+// subgroups of a workgroup side by side (fewer, larger workgroups cost a CPU driver less to
+// launch): lane l loads rows l and l + 8 of A and computes all 16 rows of columns l and l + 8
+// of its tile.
 
 struct Params {
     m: u32, n: u32, k: u32, reduce: u32,
@@ -32,6 +34,7 @@ struct Params {
 
 const LANES: u32 = 8u;
 const ROWS: u32 = 16u;
+const SUBGROUPS: u32 = 8u;
 
 // Rows 0-7 of the tile from lo (row i in lane i), rows 8-15 from hi, in fours.
 fn rows_0_3(lo: f32) -> vec4<f32> {
@@ -60,17 +63,18 @@ fn store_column(acc: array<vec4<f32>, 4>, row0: u32, column: u32, batch: u32) {
     }
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(64)
 fn matmul_subgroup(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(subgroup_id) sub: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let batch = wg.z / p.col_folds;
     let row0 = wg.y * ROWS;
-    let col0 = ((wg.z % p.col_folds) * groups.x + wg.x) * (2u * LANES);
+    let col0 = (((wg.z % p.col_folds) * groups.x + wg.x) * SUBGROUPS + sub) * (2u * LANES);
     if (col0 >= p.n) {
-        return; // a spare workgroup of the last column fold: the whole subgroup leaves
+        return; // a tile past the last column: the whole subgroup leaves
     }
     // Rows and columns past the edges are clamped: they load real elements, and their results
     // are never stored. Every lane stays active, so the broadcasts read defined values.

@@ -148,7 +148,9 @@ fn matmul_batched_reduced_and_accumulating_match_cpu() {
 #[test]
 fn matmul_folds_more_than_65535_column_tiles_into_z() {
     let Some(ctx) = gpu() else { return };
-    let n = 65535 * 64 + 100; // one column tile more than a dimension holds
+    // More column tiles than a dimension holds for both kernels (64 columns a workgroup tiled,
+    // 128 with subgroups).
+    let n = 65535 * 128 + 100;
     check_matmul(ctx, &matmul::Matmul::dense(2, n, 1), 2, n, 2 * n, 44);
 }
 

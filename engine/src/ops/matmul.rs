@@ -32,7 +32,7 @@ impl MatmulKernel {
     fn spec(self) -> (&'static KernelSpec, usize, usize) {
         match self {
             MatmulKernel::Tiled => (&MATMUL, 32, 64),
-            MatmulKernel::Subgroup => (&MATMUL_SUBGROUP, 16, 16),
+            MatmulKernel::Subgroup => (&MATMUL_SUBGROUP, 16, 128),
         }
     }
 }
