@@ -25,15 +25,23 @@ const MAX_HEADER: usize = 8 + 4 + 4 + MAX_NAME + 4 * 8 + 2 * 4 + 8;
 /// claiming more is damaged.
 const MAX_EPOCHS: u64 = 1 << 31;
 
+/// What a resumed run must share with the run that saved the checkpoint: anything else would
+/// train on other batches or take other steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fingerprint {
+    pub seed: u64,
+    pub batch_size: u64,
+    /// Training images (fewer than the split's with --limit-train).
+    pub train_count: u64,
+    pub lr: f32,
+    pub momentum: f32,
+}
+
 /// Everything before the parameters.
 struct Header {
     network: String,
     epochs_done: u64,
-    seed: u64,
-    batch_size: u64,
-    train_count: u64,
-    lr: f32,
-    momentum: f32,
+    fingerprint: Fingerprint,
     /// Parameters (and velocities) that follow.
     params: u64,
     /// Bytes of the header itself.
@@ -72,7 +80,8 @@ impl Header {
         let momentum = r.read_f32::<LittleEndian>().map_err(truncated)?;
         let params = r.read_u64::<LittleEndian>().map_err(truncated)?;
         let bytes = bytes.len() - r.len();
-        Ok(Header { network, epochs_done, seed, batch_size, train_count, lr, momentum, params, bytes })
+        let fingerprint = Fingerprint { seed, batch_size, train_count, lr, momentum };
+        Ok(Header { network, epochs_done, fingerprint, params, bytes })
     }
 
     /// Refuses a file whose size is not what the header says.
@@ -94,11 +103,7 @@ pub struct Checkpoint {
     pub network: String,
     /// Epochs completed; training resumes at `epochs_done + 1`.
     pub epochs_done: u64,
-    pub seed: u64,
-    pub batch_size: u64,
-    pub train_count: u64,
-    pub lr: f32,
-    pub momentum: f32,
+    pub fingerprint: Fingerprint,
     /// The packed parameter buffer, as `Graph::init_params` lays it out.
     pub values: Vec<f32>,
     pub velocity: Vec<f32>,
@@ -146,18 +151,19 @@ impl Checkpoint {
     fn encode(&self) -> Vec<u8> {
         assert_eq!(self.values.len(), self.velocity.len(), "one velocity per parameter");
         assert!(self.network.len() <= MAX_NAME, "network name too long for a checkpoint");
-        let mut out = Vec::with_capacity(96 + 8 * self.values.len());
+        let mut out = Vec::with_capacity(MAX_HEADER + 8 * self.values.len() + DIGEST_BYTES as usize);
         out.extend_from_slice(MAGIC);
         // Writing into a Vec cannot fail.
         let w = &mut out;
         w.write_u32::<LittleEndian>(VERSION).unwrap();
         w.write_u32::<LittleEndian>(self.network.len() as u32).unwrap();
         w.extend_from_slice(self.network.as_bytes());
-        for v in [self.epochs_done, self.seed, self.batch_size, self.train_count] {
+        let f = &self.fingerprint;
+        for v in [self.epochs_done, f.seed, f.batch_size, f.train_count] {
             w.write_u64::<LittleEndian>(v).unwrap();
         }
-        w.write_f32::<LittleEndian>(self.lr).unwrap();
-        w.write_f32::<LittleEndian>(self.momentum).unwrap();
+        w.write_f32::<LittleEndian>(f.lr).unwrap();
+        w.write_f32::<LittleEndian>(f.momentum).unwrap();
         w.write_u64::<LittleEndian>(self.values.len() as u64).unwrap();
         for v in self.values.iter().chain(&self.velocity) {
             w.write_f32::<LittleEndian>(*v).unwrap();
@@ -222,13 +228,15 @@ impl Checkpoint {
         let size = file.metadata().map_err(io_error)?.len();
         let mut bytes = Vec::new();
         (&mut file).take(MAX_HEADER as u64).read_to_end(&mut bytes).map_err(io_error)?;
-        Header::parse(&bytes).and_then(|h| h.check_size(size)).map_err(invalid)?;
+        let header = Header::parse(&bytes).map_err(invalid)?;
+        header.check_size(size).map_err(invalid)?;
         file.read_to_end(&mut bytes).map_err(io_error)?;
-        Self::decode(&bytes).map_err(invalid)
+        Self::decode(header, &bytes).map_err(invalid)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let h = Header::parse(bytes)?;
+    /// The parameters after `h`, once the MD5 of the whole file checks out.
+    fn decode(h: Header, bytes: &[u8]) -> Result<Checkpoint, String> {
+        // The file may have changed since its size was checked.
         h.check_size(bytes.len() as u64)?;
         let (body, digest) = bytes.split_at(bytes.len() - DIGEST_BYTES as usize);
         if Md5::digest(body).as_slice() != digest {
@@ -243,11 +251,7 @@ impl Checkpoint {
             velocity: floats(h.bytes + 4 * h.params as usize),
             network: h.network,
             epochs_done: h.epochs_done,
-            seed: h.seed,
-            batch_size: h.batch_size,
-            train_count: h.train_count,
-            lr: h.lr,
-            momentum: h.momentum,
+            fingerprint: h.fingerprint,
         })
     }
 
@@ -258,7 +262,7 @@ impl Checkpoint {
         path: &Path,
         network: &str,
         param_len: usize,
-        recipe: (u64, u64, u64, f32, f32),
+        asked: &Fingerprint,
     ) -> Result<(), CheckpointError> {
         let mismatch = |why: String| Err(CheckpointError::Mismatch { path: path.to_path_buf(), why });
         if self.network != network {
@@ -270,15 +274,15 @@ impl Checkpoint {
                 self.values.len()
             ));
         }
-        let (seed, batch_size, train_count, lr, momentum) = recipe;
-        let ours = [
-            ("--seed", self.seed.to_string(), seed.to_string()),
-            ("--batch-size", self.batch_size.to_string(), batch_size.to_string()),
-            ("training images (--limit-train)", self.train_count.to_string(), train_count.to_string()),
-            ("--lr", self.lr.to_string(), lr.to_string()),
-            ("--momentum", self.momentum.to_string(), momentum.to_string()),
+        let (saved, asked) = (&self.fingerprint, asked);
+        let fields = [
+            ("--seed", saved.seed.to_string(), asked.seed.to_string()),
+            ("--batch-size", saved.batch_size.to_string(), asked.batch_size.to_string()),
+            ("training images (--limit-train)", saved.train_count.to_string(), asked.train_count.to_string()),
+            ("--lr", saved.lr.to_string(), asked.lr.to_string()),
+            ("--momentum", saved.momentum.to_string(), asked.momentum.to_string()),
         ];
-        for (flag, saved, asked) in ours {
+        for (flag, saved, asked) in fields {
             if saved != asked {
                 return mismatch(format!("it was trained with {flag} {saved}, this run asks for {asked}"));
             }

@@ -1,6 +1,6 @@
 //! The command line shared by the three binaries.
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Fingerprint};
 use crate::networks::Network;
 use crate::train::{Recipe, Trainer};
 use clap::Parser;
@@ -107,7 +107,13 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         ..Recipe::default()
     };
     let epochs = recipe.epochs;
-    let fingerprint = (args.seed, args.batch_size as u64, train.count as u64, args.lr, args.momentum);
+    let fingerprint = Fingerprint {
+        seed: args.seed,
+        batch_size: args.batch_size as u64,
+        train_count: train.count as u64,
+        lr: args.lr,
+        momentum: args.momentum,
+    };
     if let Some(path) = &args.checkpoint {
         Checkpoint::check_writable(path)?;
     }
@@ -115,7 +121,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     let resume = match &args.resume {
         Some(path) => {
             let saved = Checkpoint::load(path)?;
-            saved.check_fits(path, network.name(), graph.param_buffer_len(), fingerprint)?;
+            saved.check_fits(path, network.name(), graph.param_buffer_len(), &fingerprint)?;
             Some((path, saved))
         }
         None => None,
@@ -161,11 +167,8 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         );
         if let Some(path) = &args.checkpoint {
             let (values, velocity) = trainer.state()?;
-            let (seed, batch_size, train_count, lr, momentum) = fingerprint;
             let network = network.name().to_string();
-            let epochs_done = epoch as u64;
-            Checkpoint { network, epochs_done, seed, batch_size, train_count, lr, momentum, values, velocity }
-                .save(path)?;
+            Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity }.save(path)?;
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! files are refused with a clear error, never a panic or a huge allocation.
 
 use clap::Parser;
-use models::checkpoint::{Checkpoint, CheckpointError};
+use models::checkpoint::{Checkpoint, CheckpointError, Fingerprint};
 use models::cli::Args;
 use models::Network;
 use std::path::{Path, PathBuf};
@@ -13,15 +13,15 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+fn fingerprint(seed: u64, batch_size: u64, train_count: u64, lr: f32, momentum: f32) -> Fingerprint {
+    Fingerprint { seed, batch_size, train_count, lr, momentum }
+}
+
 fn sample() -> Checkpoint {
     Checkpoint {
         network: "simple_cnn".into(),
         epochs_done: 3,
-        seed: 7,
-        batch_size: 64,
-        train_count: 60000,
-        lr: 0.01,
-        momentum: 0.5,
+        fingerprint: fingerprint(7, 64, 60000, 0.01, 0.5),
         values: (0..100).map(|i| i as f32 * 0.25 - 3.0).collect(),
         velocity: (0..100).map(|i| -(i as f32) * 1e-3).collect(),
     }
@@ -103,18 +103,18 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
 fn a_checkpoint_of_another_network_or_recipe_is_refused() {
     let path = Path::new("x.ckpt");
     let ck = sample();
-    let recipe = (7, 64, 60000, 0.01, 0.5);
-    ck.check_fits(path, "simple_cnn", 100, recipe).unwrap();
+    let recipe = fingerprint(7, 64, 60000, 0.01, 0.5);
+    ck.check_fits(path, "simple_cnn", 100, &recipe).unwrap();
     for (network, len, recipe, says) in [
         ("resnet", 100, recipe, "holds a simple_cnn network, not resnet"),
         ("simple_cnn", 101, recipe, "holds 100 packed parameter values, simple_cnn has 101"),
-        ("simple_cnn", 100, (8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),
-        ("simple_cnn", 100, (7, 32, 60000, 0.01, 0.5), "--batch-size 64"),
-        ("simple_cnn", 100, (7, 64, 5000, 0.01, 0.5), "training images"),
-        ("simple_cnn", 100, (7, 64, 60000, 0.02, 0.5), "--lr 0.01, this run asks for 0.02"),
-        ("simple_cnn", 100, (7, 64, 60000, 0.01, 0.9), "--momentum 0.5"),
+        ("simple_cnn", 100, fingerprint(8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),
+        ("simple_cnn", 100, fingerprint(7, 32, 60000, 0.01, 0.5), "--batch-size 64"),
+        ("simple_cnn", 100, fingerprint(7, 64, 5000, 0.01, 0.5), "training images"),
+        ("simple_cnn", 100, fingerprint(7, 64, 60000, 0.02, 0.5), "--lr 0.01, this run asks for 0.02"),
+        ("simple_cnn", 100, fingerprint(7, 64, 60000, 0.01, 0.9), "--momentum 0.5"),
     ] {
-        let e = ck.check_fits(path, network, len, recipe).expect_err(says).to_string();
+        let e = ck.check_fits(path, network, len, &recipe).expect_err(says).to_string();
         assert!(e.contains(says) && e.contains("x.ckpt"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use engine::graph::plan::{Feed, Parameters, Plan};
 use engine::ops::gather::{GpuImages, Normalization};
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, View};
 use engine::ops::sgd::Sgd;
-use engine::GpuContext;
+use engine::{Dispatch, GpuContext};
 use models::Network;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -52,18 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // stays at 0: each gather reads batch 0.
         let refs: Vec<_> = plan.dispatches.iter().collect();
         ctx.run(&refs)?; // warm up: pipelines compiled, buffers touched
-        let (times, how) = match ctx.time_dispatches(&refs)? {
-            Some(t) => (t, "GPU time, timestamp queries"),
-            None => {
-                let mut t = Vec::new();
-                for d in &refs {
-                    let start = Instant::now();
-                    ctx.run(&[d])?;
-                    t.push(start.elapsed().as_secs_f64());
-                }
-                (t, "wall clock, each alone with submit and wait")
-            }
-        };
+        let (times, how) = dispatch_times(&ctx, &refs)?;
         let mut per_kernel: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
         for (d, t) in refs.iter().zip(&times) {
             if std::env::var("BENCH_EACH").is_ok() {
@@ -103,6 +92,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compare_matmul_kernels(&ctx)
 }
 
+/// Each dispatch's GPU time from timestamp queries where the device has them, else the
+/// wall-clock time of running it alone (submit and wait included), and which of the two.
+fn dispatch_times(ctx: &GpuContext, dispatches: &[&Dispatch]) -> engine::Result<(Vec<f64>, &'static str)> {
+    if let Some(times) = ctx.time_dispatches(dispatches)? {
+        return Ok((times, "GPU time, timestamp queries"));
+    }
+    let mut times = Vec::new();
+    for d in dispatches {
+        let start = Instant::now();
+        ctx.run(&[d])?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok((times, "wall clock, each alone with submit and wait"))
+}
+
 /// Both matmul kernels on products the networks compute at batch 64, where the device runs
 /// both (a CPU driver with 8-lane subgroups): the figures behind choosing matmul_subgroup there.
 fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Error>> {
@@ -110,7 +114,7 @@ fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Er
         println!("\nmatmul kernels: only the tiled kernel runs on this device");
         return Ok(());
     }
-    println!("\nmatmul kernels, GPU time of the best of 3 runs (C = A·B, A m×k, B k×n):");
+    println!("\nmatmul kernels, best of 3 runs (C = A·B, A m×k, B k×n):");
     let products = [
         ("inception conv2 forward", 20, 4096, 2200, false),
         ("inception conv2 input gradient", 2200, 4096, 20, false),
@@ -127,24 +131,17 @@ fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Er
         let a = ctx.upload(&(0..m * k).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), "a")?;
         let b = ctx.upload(&(0..k * n).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(), "b")?;
         let c = ctx.zeros(m * n, "c")?;
-        let mut best = Vec::new();
+        let (mut best, mut how) = (Vec::new(), "");
         for kernel in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
             let d = matmul_with(ctx, kernel, &s, &a, &b, &c)?;
             ctx.run(&[&d])?;
-            let times = match ctx.time_dispatches(&[&d, &d, &d])? {
-                Some(t) => t,
-                None => (0..3)
-                    .map(|_| {
-                        let start = Instant::now();
-                        ctx.run(&[&d]).map(|_| start.elapsed().as_secs_f64())
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
+            let (times, measured) = dispatch_times(ctx, &[&d, &d, &d])?;
             best.push(times.into_iter().fold(f64::MAX, f64::min));
+            how = measured;
         }
         let gflops = |t: f64| 2.0 * (m * n * k) as f64 / t / 1e9;
         println!(
-            "  {what:48} {m:5}x{n:5}x{k:5}: tiled {:7.2} ms ({:4.1} GFLOP/s), subgroup {:7.2} ms ({:4.1} GFLOP/s), {:.2}x",
+            "  {what:48} {m:5}x{n:5}x{k:5}: tiled {:7.2} ms ({:4.1} GFLOP/s), subgroup {:7.2} ms ({:4.1} GFLOP/s), {:.2}x ({how})",
             1e3 * best[0],
             gflops(best[0]),
             1e3 * best[1],
