@@ -1,19 +1,17 @@
 //! Loads MNIST, or any data set laid out the same way, from IDX files: finds the data
 //! directory, downloads missing files with checksum verification, reads raw or gzip IDX files
-//! with strict structural checks, and provides the epoch order, batch boundaries and a CPU
-//! reference of the normalized batch the GPU builds.
+//! with strict structural checks. It knows nothing of GPUs or training: the caller normalizes
+//! (see [`MEAN`] and [`STD`]), shuffles, batches and uploads.
 //!
 //! Files are checked structurally whenever they are read; MD5 checksums apply only to
 //! downloads, so other IDX data sets (Fashion-MNIST, for one) can be used from a data directory.
 
-mod batch;
 mod download;
 mod error;
 mod idx;
 
 use std::path::{Path, PathBuf};
 
-pub use batch::{batch_ranges, cpu_batch, epoch_permutation, Normalization};
 pub use download::{download, MIRRORS};
 pub use error::LoadError;
 pub use idx::{read_images, read_labels};
@@ -23,6 +21,12 @@ pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// Mean of MNIST's training pixels scaled to 0..1, for normalizing as
+/// `(pixel / 255 - MEAN) / STD`; the values the PyTorch MNIST example uses.
+pub const MEAN: f32 = 0.1307;
+/// Standard deviation of MNIST's training pixels scaled to 0..1 (see [`MEAN`]).
+pub const STD: f32 = 0.3081;
 
 /// Number of classes of MNIST (digits 0 to 9); labels must be below it.
 pub const NUM_CLASSES: usize = 10;
@@ -45,12 +49,6 @@ impl Split {
     /// Bytes (pixels) per image.
     pub fn image_len(&self) -> usize {
         self.rows * self.cols
-    }
-
-    /// Uploads the raw pixels (packed four to a u32) and labels to the GPU once, for the
-    /// gather kernel to build every batch from.
-    pub fn upload(&self, ctx: &engine::GpuContext) -> engine::Result<engine::ops::gather::GpuImages> {
-        engine::ops::gather::GpuImages::upload(ctx, &self.images, &self.labels, self.image_len())
     }
 
     /// A copy holding only the first `n` samples (all of them if `n >= count`).
