@@ -1,8 +1,11 @@
 //! Streaming reader for IDX files, raw or gzip-compressed.
 //!
-//! The header is checked before any payload memory is reserved, the reservation is bounded by
-//! what the file on disk can hold, and reading stops at the declared size plus one probe byte,
-//! so a corrupt or hostile file costs at most its own size in memory and time.
+//! A file is opened by reading and checking only its header (for gzip, only the first few
+//! decompressed bytes), including that the file could hold the payload the header declares.
+//! The payload is read afterwards, whole or as a prefix of it: the reservation is bounded by
+//! what the file on disk can hold, and reading stops at the requested size (plus one probe
+//! byte for a whole payload), so a corrupt or hostile file costs at most its own size in memory
+//! and time, and a prefix read costs only the prefix even of a decompression bomb.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -167,9 +170,9 @@ impl IdxStream {
         Ok(sizes)
     }
 
-    /// Reads exactly the `len` payload bytes the header declared (`declared` describes them
-    /// in words), then checks that the data ends there.
-    fn read_payload(&mut self, len: u64, declared: &str) -> Result<Vec<u8>, LoadError> {
+    /// Refuses a payload of `len` bytes (`declared` describes it in words) that the rest of the
+    /// stream cannot hold; costs nothing, so it runs as soon as the header is read.
+    fn check_capacity(&self, len: u64, declared: &str) -> Result<(), LoadError> {
         if len > self.capacity {
             let room = if self.gzip {
                 "which is more than the whole gzip file could hold"
@@ -181,29 +184,118 @@ impl IdxStream {
                  the header is corrupt or the file is cut short"
             )));
         }
+        Ok(())
+    }
+
+    /// Reads the first `len` of the `total` payload bytes the header declared (`declared`
+    /// describes them in words). When that is the whole payload, also checks that the data ends
+    /// there; a shorter prefix leaves the rest unread and unchecked.
+    fn read_payload(&mut self, len: u64, total: u64, declared: &str) -> Result<Vec<u8>, LoadError> {
+        debug_assert!(len <= total);
         let reserve = usize::try_from(len.min(self.reserve_limit)).unwrap_or(usize::MAX);
         let mut payload = Vec::new();
         payload.try_reserve_exact(reserve).map_err(|_| {
-            self.error(format!("not enough memory for the {declared} ({len} bytes) its header declares"))
+            self.error(format!("not enough memory for the {declared} ({total} bytes) its header declares"))
         })?;
         self.read_into(&mut payload, len)?;
         if (payload.len() as u64) < len {
             return Err(self.error(format!(
-                "fewer bytes than declared: the header declares {declared} ({len} bytes), \
+                "fewer bytes than declared: the header declares {declared} ({total} bytes), \
                  but only {} bytes follow; the file is cut short",
                 payload.len()
             )));
+        }
+        if len < total {
+            return Ok(payload);
         }
         // One probe byte, which also makes the gzip decoder check its CRC at the end.
         let mut probe = Vec::new();
         self.read_into(&mut probe, 1)?;
         if !probe.is_empty() {
             return Err(self.error(format!(
-                "the data goes on past the {declared} ({len} bytes) its header declares; \
+                "the data goes on past the {declared} ({total} bytes) its header declares; \
                  the header is wrong or the file has extra data appended"
             )));
         }
         Ok(payload)
+    }
+}
+
+/// An IDX image file whose header has been read and checked (including that the file could
+/// hold the declared pixels), positioned at its first pixel.
+pub(crate) struct ImageFile {
+    stream: IdxStream,
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl ImageFile {
+    /// Opens `path` and reads only its header; a gzip file is decompressed no further.
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let mut stream = IdxStream::open(path)?;
+        let sizes = stream.read_header(Kind::Images)?;
+        let [count, rows, cols] = [sizes[0], sizes[1], sizes[2]].map(u64::from);
+        let declared = format!("{count} images of {rows}x{cols} pixels");
+        let len = count.checked_mul(rows).and_then(|n| n.checked_mul(cols));
+        let len = len.and_then(|len| usize::try_from(len).ok()).ok_or_else(|| {
+            stream.error(format!("the header declares {declared}, a size too large to address; the header is corrupt"))
+        })?;
+        stream.check_capacity(len as u64, &declared)?;
+        // Each size is a factor of `len`, which fits a usize.
+        Ok(ImageFile { stream, count: count as usize, rows: rows as usize, cols: cols as usize })
+    }
+
+    /// The file's path, as given to `open`.
+    pub fn path(&self) -> &Path {
+        &self.stream.path
+    }
+
+    /// Reads the pixels of the first `limit` images (all of them if `limit >= count`), checking
+    /// for data past the payload only when reading all of them.
+    pub fn read(mut self, limit: usize) -> Result<Vec<u8>, LoadError> {
+        let image_len = (self.rows * self.cols) as u64;
+        let total = self.count as u64 * image_len;
+        let len = limit.min(self.count) as u64 * image_len;
+        let declared = format!("{} images of {}x{} pixels", self.count, self.rows, self.cols);
+        self.stream.read_payload(len, total, &declared)
+    }
+}
+
+/// An IDX label file whose header has been read and checked, positioned at its first label.
+pub(crate) struct LabelFile {
+    stream: IdxStream,
+    pub count: usize,
+}
+
+impl LabelFile {
+    /// Opens `path` and reads only its header; a gzip file is decompressed no further.
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let mut stream = IdxStream::open(path)?;
+        let count = stream.read_header(Kind::Labels)?[0];
+        stream.check_capacity(u64::from(count), &format!("{count} labels"))?;
+        // A u32 fits a usize on every target this crate builds for (it needs 32-bit pointers).
+        Ok(LabelFile { stream, count: count as usize })
+    }
+
+    /// The file's path, as given to `open`.
+    pub fn path(&self) -> &Path {
+        &self.stream.path
+    }
+
+    /// Reads the first `limit` labels (all of them if `limit >= count`), checking for data past
+    /// the payload only when reading all of them, and that every label read is below
+    /// `num_classes`.
+    pub fn read(mut self, limit: usize, num_classes: usize) -> Result<Vec<u8>, LoadError> {
+        let len = limit.min(self.count) as u64;
+        let labels = self.stream.read_payload(len, self.count as u64, &format!("{} labels", self.count))?;
+        if let Some((index, label)) = labels.iter().enumerate().find(|&(_, &label)| usize::from(label) >= num_classes) {
+            return Err(self.stream.error(format!(
+                "label {label} at index {index} is out of range: labels must be below the number \
+                 of classes, {num_classes}; the file is corrupt or not a {num_classes}-class label file"
+            )));
+        }
+        Ok(labels)
     }
 }
 
@@ -218,32 +310,15 @@ fn join_sizes(sizes: &[u32]) -> String {
 /// Refuses (never panics on) empty, truncated, mislabelled, corrupt or oversized files, and
 /// files with data beyond the declared images.
 pub fn read_images(path: &Path) -> Result<(Vec<u8>, usize, usize, usize), LoadError> {
-    let mut stream = IdxStream::open(path)?;
-    let sizes = stream.read_header(Kind::Images)?;
-    let [count, rows, cols] = [sizes[0], sizes[1], sizes[2]].map(u64::from);
-    let declared = format!("{count} images of {rows}x{cols} pixels");
-    let len = count.checked_mul(rows).and_then(|n| n.checked_mul(cols)).ok_or_else(|| {
-        stream.error(format!(
-            "the header declares {declared}, a size too large to address; \
-                 the header is corrupt"
-        ))
-    })?;
-    let pixels = stream.read_payload(len, &declared)?;
-    // Each size came from a u32 and their product fitted in memory, so each fits a usize.
-    Ok((pixels, count as usize, rows as usize, cols as usize))
+    let file = ImageFile::open(path)?;
+    let (count, rows, cols) = (file.count, file.rows, file.cols);
+    Ok((file.read(count)?, count, rows, cols))
 }
 
 /// Reads an IDX label file (magic 0x00000801), raw or gzip-compressed, and checks that every
 /// label is below `num_classes`.
 pub fn read_labels(path: &Path, num_classes: usize) -> Result<Vec<u8>, LoadError> {
-    let mut stream = IdxStream::open(path)?;
-    let count = stream.read_header(Kind::Labels)?[0];
-    let labels = stream.read_payload(u64::from(count), &format!("{count} labels"))?;
-    if let Some((index, label)) = labels.iter().enumerate().find(|&(_, &label)| usize::from(label) >= num_classes) {
-        return Err(stream.error(format!(
-            "label {label} at index {index} is out of range: labels must be below the number \
-             of classes, {num_classes}; the file is corrupt or not a {num_classes}-class label file"
-        )));
-    }
-    Ok(labels)
+    let file = LabelFile::open(path)?;
+    let count = file.count;
+    file.read(count, num_classes)
 }

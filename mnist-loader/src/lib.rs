@@ -16,6 +16,8 @@ pub use download::{download, MIRRORS};
 pub use error::LoadError;
 pub use idx::{read_images, read_labels};
 
+use idx::{ImageFile, LabelFile};
+
 /// Base names of the four files; each may be stored as `NAME.gz` (gzip) or `NAME` (raw).
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
@@ -50,18 +52,6 @@ impl Split {
     pub fn image_len(&self) -> usize {
         self.rows * self.cols
     }
-
-    /// A copy holding only the first `n` samples (all of them if `n >= count`).
-    pub fn truncated(&self, n: usize) -> Split {
-        let count = n.min(self.count);
-        Split {
-            images: self.images[..count * self.image_len()].to_vec(),
-            labels: self.labels[..count].to_vec(),
-            count,
-            rows: self.rows,
-            cols: self.cols,
-        }
-    }
 }
 
 /// The training and test splits; both have images of the same size.
@@ -69,6 +59,98 @@ impl Split {
 pub struct Dataset {
     pub train: Split,
     pub test: Split,
+    pub num_classes: usize,
+}
+
+/// One split's files with their headers read and cross-checked; no payload read yet.
+///
+/// `count` images of `rows x cols` pixels in `images_path`, and as many labels in
+/// `labels_path`. The headers were checked as [`read_images`] and [`read_labels`] check them,
+/// including that each file could hold the payload its header declares (exactly for a raw
+/// file; for gzip, within what DEFLATE can expand the file to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitInfo {
+    pub images_path: PathBuf,
+    pub labels_path: PathBuf,
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl SplitInfo {
+    /// Cross-checks the headers of an image file and its label file.
+    fn from_headers(images: &ImageFile, labels: &LabelFile) -> Result<Self, LoadError> {
+        let (images_path, labels_path) = (images.path().to_owned(), labels.path().to_owned());
+        if images.count != labels.count {
+            return Err(LoadError::Mismatch {
+                first: images_path,
+                second: labels_path,
+                fault: format!("{} images but {} labels", images.count, labels.count),
+            });
+        }
+        let (count, rows, cols) = (images.count, images.rows, images.cols);
+        Ok(SplitInfo { images_path, labels_path, count, rows, cols })
+    }
+
+    /// Bytes (pixels) per image.
+    pub fn image_len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Bytes of pixels the whole split holds (`count * rows * cols`), as u64: what
+    /// [`read(None)`](Self::read) will allocate for the images, known before reading them.
+    pub fn pixel_bytes(&self) -> u64 {
+        self.count as u64 * self.rows as u64 * self.cols as u64
+    }
+
+    /// Reads the first `min(limit, count)` images and labels (all of them when `limit` is
+    /// `None`).
+    ///
+    /// With a limit below `count` only that prefix is read (and decompressed), so time and
+    /// memory are those of the prefix whatever the header declares; the rest of each file is
+    /// left unchecked: data after the declared payload, a truncation or corruption past the
+    /// prefix, and (for gzip) the CRC go unnoticed. Reading all of them also checks that no data
+    /// follows the declared payload and that the gzip CRC matches. Every label read must be below
+    /// [`NUM_CLASSES`].
+    ///
+    /// The headers are read again and must still match this `SplitInfo`; a file changed since
+    /// [`inspect`] is refused.
+    pub fn read(&self, limit: Option<usize>) -> Result<Split, LoadError> {
+        let images = ImageFile::open(&self.images_path)?;
+        let labels = LabelFile::open(&self.labels_path)?;
+        if (images.count, images.rows, images.cols) != (self.count, self.rows, self.cols) {
+            return Err(LoadError::format(
+                &self.images_path,
+                format!(
+                    "the header now declares {} images of {}x{} pixels, but {} images of {}x{} when the \
+                     split was inspected; the file changed in between",
+                    images.count, images.rows, images.cols, self.count, self.rows, self.cols
+                ),
+            ));
+        }
+        if labels.count != self.count {
+            return Err(LoadError::format(
+                &self.labels_path,
+                format!(
+                    "the header now declares {} labels, but {} when the split was inspected; the \
+                     file changed in between",
+                    labels.count, self.count
+                ),
+            ));
+        }
+        let count = limit.map_or(self.count, |limit| limit.min(self.count));
+        let images = images.read(count)?;
+        let labels = labels.read(count, NUM_CLASSES)?;
+        Ok(Split { images, labels, count, rows: self.rows, cols: self.cols })
+    }
+}
+
+/// The four headers of a data directory read and cross-checked; no payload read yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetInfo {
+    pub dir: PathBuf,
+    pub train: SplitInfo,
+    pub test: SplitInfo,
     pub num_classes: usize,
 }
 
@@ -93,12 +175,16 @@ fn require(dir: &Path, name: &str) -> Result<PathBuf, LoadError> {
     locate(dir, name).ok_or_else(|| LoadError::Missing { dir: dir.to_owned(), files: vec![name.to_owned()] })
 }
 
-/// Loads the training and test splits from `dir`.
+/// Reads and cross-checks the headers of the four files in `dir`, reading no payload.
 ///
 /// Each file may be `NAME.gz` or raw `NAME` (the .gz is preferred when both exist). Missing
 /// files are downloaded from [`MIRRORS`] first if `allow_download` is true; otherwise the
-/// error lists them.
-pub fn load(dir: &Path, allow_download: bool) -> Result<Dataset, LoadError> {
+/// error lists them. All four headers are read and checked before any cross-check: the image
+/// and label counts of each split must be equal, and training and test images of the same size.
+/// A header costs a few bytes to read even of a gzip file, so a hostile header is refused (or,
+/// if consistent, reported in the sizes, e.g. [`SplitInfo::pixel_bytes`]) before its payload
+/// costs any memory or time.
+pub fn inspect(dir: &Path, allow_download: bool) -> Result<DatasetInfo, LoadError> {
     let missing: Vec<String> = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
         .into_iter()
         .filter(|name| locate(dir, name).is_none())
@@ -110,32 +196,32 @@ pub fn load(dir: &Path, allow_download: bool) -> Result<Dataset, LoadError> {
         }
         download(dir, MIRRORS)?;
     }
-    let train = read_split(dir, TRAIN_IMAGES, TRAIN_LABELS)?;
-    let test = read_split(dir, TEST_IMAGES, TEST_LABELS)?;
+    // Every header first, then the cross-checks; no payload is read.
+    let train_images = ImageFile::open(&require(dir, TRAIN_IMAGES)?)?;
+    let train_labels = LabelFile::open(&require(dir, TRAIN_LABELS)?)?;
+    let test_images = ImageFile::open(&require(dir, TEST_IMAGES)?)?;
+    let test_labels = LabelFile::open(&require(dir, TEST_LABELS)?)?;
+    let train = SplitInfo::from_headers(&train_images, &train_labels)?;
+    let test = SplitInfo::from_headers(&test_images, &test_labels)?;
     if (train.rows, train.cols) != (test.rows, test.cols) {
         return Err(LoadError::Mismatch {
-            first: require(dir, TRAIN_IMAGES)?,
-            second: require(dir, TEST_IMAGES)?,
+            first: train.images_path,
+            second: test.images_path,
             fault: format!(
                 "training images are {}x{} pixels but test images are {}x{}",
                 train.rows, train.cols, test.rows, test.cols
             ),
         });
     }
-    Ok(Dataset { train, test, num_classes: NUM_CLASSES })
+    Ok(DatasetInfo { dir: dir.to_owned(), train, test, num_classes: NUM_CLASSES })
 }
 
-fn read_split(dir: &Path, images_name: &str, labels_name: &str) -> Result<Split, LoadError> {
-    let images_path = require(dir, images_name)?;
-    let labels_path = require(dir, labels_name)?;
-    let (images, count, rows, cols) = read_images(&images_path)?;
-    let labels = read_labels(&labels_path, NUM_CLASSES)?;
-    if labels.len() != count {
-        return Err(LoadError::Mismatch {
-            first: images_path,
-            second: labels_path,
-            fault: format!("{count} images but {} labels", labels.len()),
-        });
-    }
-    Ok(Split { images, labels, count, rows, cols })
+/// Loads the training and test splits from `dir` whole: [`inspect`], then
+/// [`SplitInfo::read`] of each split with no limit. Check [`SplitInfo::pixel_bytes`] first
+/// (through [`inspect`]) where the directory is not trusted to hold data of a sensible size.
+pub fn load(dir: &Path, allow_download: bool) -> Result<Dataset, LoadError> {
+    let info = inspect(dir, allow_download)?;
+    let train = info.train.read(None)?;
+    let test = info.test.read(None)?;
+    Ok(Dataset { train, test, num_classes: info.num_classes })
 }
