@@ -252,6 +252,13 @@ fn real_mnist_dir(test: &str) -> Option<PathBuf> {
     panic!("{reason}; put the four .gz files there, or set MNIST_SKIP_REAL=1 to skip the tests that need them");
 }
 
+/// A file's header followed by only half of its gzip stream: the header reads fine, the payload
+/// is cut short.
+fn gzip_cut_in_half(bytes: &[u8]) -> Vec<u8> {
+    let compressed = gzip(bytes);
+    compressed[..compressed.len() / 2].to_vec()
+}
+
 /// Same sequence everywhere, no extra crate: xorshift64*.
 struct TestRng(u64);
 
@@ -342,6 +349,182 @@ fn load_accepts_other_idx_datasets_without_checksums() {
     let data = load(dir.path(), true).unwrap();
     assert_eq!((data.train.count, data.test.count), (20, 8));
     assert_eq!(dir.file_names().len(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inspecting headers, then reading whole splits or prefixes
+
+#[test]
+fn inspect_reports_the_headers_without_reading_the_payloads() {
+    for gz in [false, true] {
+        let dir = TempDir::new("inspect");
+        write_dataset(&dir, gz, 12, 5, 6, 7);
+        let suffix = if gz { ".gz" } else { "" };
+        // Replace the training images by a file whose header is intact but whose payload is cut
+        // short (raw: its end is filled with data past the payload instead, since a raw file too
+        // short for its header is refused by the header check).
+        let broken = if gz {
+            gzip_cut_in_half(&idx_images(12, 6, 7))
+        } else {
+            let mut bytes = idx_images(12, 6, 7);
+            bytes.extend_from_slice(b"trailing");
+            bytes
+        };
+        let train_images = dir.write(&format!("{TRAIN_IMAGES}{suffix}"), &broken);
+
+        let info = inspect(dir.path(), false).unwrap();
+        assert_eq!(info.dir, dir.path());
+        assert_eq!(info.num_classes, NUM_CLASSES);
+        let expected_train = SplitInfo {
+            images_path: train_images.clone(),
+            labels_path: dir.path().join(format!("{TRAIN_LABELS}{suffix}")),
+            count: 12,
+            rows: 6,
+            cols: 7,
+        };
+        assert_eq!(info.train, expected_train);
+        assert_eq!((info.test.count, info.test.rows, info.test.cols), (5, 6, 7));
+        assert_eq!(info.test.images_path, dir.path().join(format!("{TEST_IMAGES}{suffix}")));
+        assert_eq!(info.train.image_len(), 42);
+        assert_eq!(info.train.pixel_bytes(), 12 * 42);
+        assert_eq!(info.test.pixel_bytes(), 5 * 42);
+
+        // The payload fault shows only once the payload is read.
+        let words: &[&str] = if gz { &["gzip", "cut short"] } else { &["goes on past"] };
+        error_message(info.train.read(None), &train_images, words);
+        error_message(load(dir.path(), false), &train_images, words);
+        assert_eq!(info.test.read(None).unwrap().labels, labels_for(5));
+    }
+}
+
+#[test]
+fn inspect_refuses_a_count_mismatch_before_reading_any_payload() {
+    for gz in [false, true] {
+        let dir = TempDir::new("inspect-count");
+        write_dataset(&dir, gz, 10, 4, 5, 5);
+        let suffix = if gz { ".gz" } else { "" };
+        let name = |base: &str| format!("{base}{suffix}");
+        let encode = |bytes: Vec<u8>| if gz { gzip(&bytes) } else { bytes };
+        // Every payload of the training split is bad: the images cut short (gzip) or followed by
+        // extra data (raw), and the labels out of range. Only the counts in the headers differ.
+        let images = if gz {
+            gzip_cut_in_half(&idx_images(10, 5, 5))
+        } else {
+            let mut bytes = idx_images(10, 5, 5);
+            bytes.push(0);
+            bytes
+        };
+        let images_path = dir.write(&name(TRAIN_IMAGES), &images);
+        let labels_path = dir.write(&name(TRAIN_LABELS), &encode(idx_labels(&[200; 9])));
+
+        for result in [inspect(dir.path(), false).map(drop), load(dir.path(), false).map(drop)] {
+            let message = error_message(result, &images_path, &["10 images but 9 labels", "do not belong together"]);
+            assert!(message.contains(&name(TRAIN_LABELS)), "{message}");
+        }
+
+        // With the counts agreeing, the same payloads are refused, but only when read.
+        dir.write(&name(TRAIN_LABELS), &encode(idx_labels(&[200; 10])));
+        let info = inspect(dir.path(), false).unwrap();
+        let message = info.train.read(None).unwrap_err().to_string();
+        assert!(!message.contains("do not belong together"), "{message}");
+        let words: &[&str] = if gz { &["gzip", "cut short"] } else { &["goes on past"] };
+        error_message(info.train.read(None), &images_path, words);
+        // A prefix stops short of the broken end of the images, but reads the labels.
+        error_message(info.train.read(Some(2)), &labels_path, &["label 200 at index 0", "out of range"]);
+    }
+}
+
+#[test]
+fn inspect_refuses_train_and_test_images_of_different_sizes_before_reading_any_payload() {
+    let dir = TempDir::new("inspect-size");
+    write_dataset(&dir, true, 6, 3, 28, 28);
+    // Test images of another size, whose gzip stream is cut short past the header.
+    let test_images = dir.write(&format!("{TEST_IMAGES}.gz"), &gzip_cut_in_half(&idx_images(3, 32, 32)));
+    let train_images = dir.path().join(format!("{TRAIN_IMAGES}.gz"));
+    for result in [inspect(dir.path(), false).map(drop), load(dir.path(), false).map(drop)] {
+        let message = error_message(result, &train_images, &["28x28", "32x32", "do not belong together"]);
+        assert!(message.contains(TEST_IMAGES), "{message}");
+    }
+    // Of the right size, the same cut is refused when the payload is read.
+    dir.write(&format!("{TEST_IMAGES}.gz"), &gzip_cut_in_half(&idx_images(3, 28, 28)));
+    let info = inspect(dir.path(), false).unwrap();
+    error_message(info.test.read(None), &test_images, &["gzip", "cut short"]);
+    assert_eq!(info.train.read(None).unwrap().images, image_pixels(6, 28, 28));
+}
+
+#[test]
+fn inspect_refuses_a_header_the_file_cannot_hold() {
+    let dir = TempDir::new("inspect-capacity");
+    write_dataset(&dir, false, 10, 4, 28, 28);
+    // Ten images declared, one present: a raw file's size is checked with its header.
+    let path = dir.write(TRAIN_IMAGES, &idx_images_raw(0x803, 10, 28, 28, &image_pixels(1, 28, 28)));
+    error_message(inspect(dir.path(), false), &path, &["10 images of 28x28", "not that long"]);
+    // A gzip file cannot expand by more than DEFLATE allows.
+    let path = dir.write(&format!("{TRAIN_IMAGES}.gz"), &gzip(&idx_images_raw(0x803, 1 << 30, 28, 28, &[])));
+    error_message(inspect(dir.path(), false), &path, &["1073741824 images", "could hold"]);
+    std::fs::remove_file(dir.path().join(format!("{TRAIN_IMAGES}.gz"))).unwrap();
+    dir.write(TRAIN_IMAGES, &idx_images(10, 28, 28));
+    let path = dir.write(&format!("{TEST_LABELS}.gz"), &gzip(&idx_labels_raw(0x801, u32::MAX, &[1])));
+    error_message(inspect(dir.path(), false), &path, &["4294967295 labels", "could hold"]);
+}
+
+#[test]
+fn read_with_a_limit_returns_the_prefix_of_the_full_read() {
+    for gz in [false, true] {
+        let dir = TempDir::new("prefix");
+        write_dataset(&dir, gz, 12, 5, 6, 7);
+        let info = inspect(dir.path(), false).unwrap();
+        let full = info.train.read(None).unwrap();
+        assert_eq!(full.images, image_pixels(12, 6, 7));
+        assert_eq!(full.labels, labels_for(12));
+        for limit in [0, 1, 5, 11, 12, 13, 1000, usize::MAX] {
+            let prefix = info.train.read(Some(limit)).unwrap();
+            let n = limit.min(12);
+            assert_eq!(prefix.count, n, "limit {limit}");
+            assert_eq!((prefix.rows, prefix.cols, prefix.image_len()), (6, 7, 42));
+            assert_eq!(prefix.images, full.images[..n * 42], "limit {limit}");
+            assert_eq!(prefix.labels, full.labels[..n], "limit {limit}");
+        }
+        assert_eq!(info.train.read(Some(12)).unwrap(), full);
+        assert_eq!(info.train.read(Some(99)).unwrap(), full);
+        assert_eq!(info.test.read(Some(3)).unwrap().images, image_pixels(3, 6, 7));
+    }
+}
+
+#[test]
+fn a_prefix_read_leaves_the_rest_of_the_file_unchecked() {
+    let dir = TempDir::new("prefix-unchecked");
+    write_dataset(&dir, false, 4, 2, 3, 3);
+    let mut images = idx_images(4, 3, 3);
+    images.extend_from_slice(b"extra");
+    let images_path = dir.write(TRAIN_IMAGES, &images);
+    let labels_path = dir.write(TRAIN_LABELS, &idx_labels(&[1, 2, 10, 3]));
+    let info = inspect(dir.path(), false).unwrap();
+    // The first two labels are in range, and the extra data lies past them.
+    let prefix = info.train.read(Some(2)).unwrap();
+    assert_eq!((prefix.images, prefix.labels), (image_pixels(2, 3, 3), vec![1, 2]));
+    // The label check applies to every label read.
+    error_message(info.train.read(Some(3)), &labels_path, &["label 10 at index 2"]);
+    dir.write(TRAIN_LABELS, &idx_labels(&[1, 2, 4, 3]));
+    assert_eq!(info.train.read(Some(3)).unwrap().labels, vec![1, 2, 4]);
+    // Reading every image reaches the end, where the extra data is found.
+    for limit in [Some(4), None] {
+        error_message(info.train.read(limit), &images_path, &["goes on past", "4 images of 3x3"]);
+    }
+}
+
+#[test]
+fn read_refuses_files_changed_since_they_were_inspected() {
+    let dir = TempDir::new("changed");
+    write_dataset(&dir, true, 6, 3, 4, 4);
+    let info = inspect(dir.path(), false).unwrap();
+    let images = dir.write(&format!("{TRAIN_IMAGES}.gz"), &gzip(&idx_images(7, 4, 4)));
+    error_message(info.train.read(Some(1)), &images, &["now declares 7 images of 4x4", "6 images of 4x4", "changed"]);
+    let labels = dir.write(&format!("{TEST_LABELS}.gz"), &gzip(&idx_labels(&labels_for(2))));
+    error_message(info.test.read(None), &labels, &["now declares 2 labels", "changed"]);
+    // A SplitInfo built by hand is held to the files just the same.
+    let made_up = SplitInfo { count: 6, rows: 2, cols: 8, ..info.train.clone() };
+    error_message(made_up.read(None), &images, &["now declares 7 images of 4x4", "6 images of 2x8"]);
 }
 
 // ---------------------------------------------------------------------------------------------
