@@ -1,10 +1,21 @@
-//! Loads MNIST, or any data set laid out the same way, from IDX files: finds the data
-//! directory, downloads missing files with checksum verification, reads raw or gzip IDX files
-//! with strict structural checks. It knows nothing of GPUs or training: the caller normalizes
-//! (see [`MEAN`] and [`STD`]), shuffles, batches and uploads.
+//! Reads MNIST, or any data set laid out the same way, from IDX files: a pure file-format
+//! crate, with no GPU or training code (the caller normalizes with [`MEAN`] and [`STD`],
+//! shuffles, batches and uploads).
 //!
-//! Files are checked structurally whenever they are read; MD5 checksums apply only to
-//! downloads, so other IDX data sets (Fashion-MNIST, for one) can be used from a data directory.
+//! - [`resolve_data_dir`] finds the data directory (`--data-dir`, `$MNIST_DIR`, `data/mnist`).
+//! - [`inspect`] downloads missing files when allowed ([`download`], MD5-checked), then reads
+//!   only the four headers, a few bytes each even of gzip, and cross-checks them: equal image
+//!   and label counts in each split, training and test images of the same size, each file able
+//!   to hold what its header declares. No payload is read, so a hostile header is refused, or
+//!   its size reported ([`SplitInfo::pixel_bytes`]), before it costs memory or time.
+//! - [`SplitInfo::read`] then reads a split whole, or only its first `n` samples, which
+//!   decompresses only that prefix; [`load`] is [`inspect`] plus whole reads of both splits.
+//! - [`read_images`] and [`read_labels`] read a single IDX file, raw or gzip.
+//!
+//! Files are checked structurally whenever they are read (magic number, element type,
+//! truncation, declared sizes the file cannot hold, data past the payload, labels out of range),
+//! with errors that name the file and never panics; MD5 checksums apply only to downloads, so
+//! other IDX data sets (Fashion-MNIST, for one) can be used from a data directory.
 
 mod download;
 mod error;
@@ -107,11 +118,12 @@ impl SplitInfo {
     /// `None`).
     ///
     /// With a limit below `count` only that prefix is read (and decompressed), so time and
-    /// memory are those of the prefix whatever the header declares; the rest of each file is
-    /// left unchecked: data after the declared payload, a truncation or corruption past the
-    /// prefix, and (for gzip) the CRC go unnoticed. Reading all of them also checks that no data
-    /// follows the declared payload and that the gzip CRC matches. Every label read must be below
-    /// [`NUM_CLASSES`].
+    /// memory are those of the prefix whatever the header declares. The rest of each file then
+    /// goes unchecked: data after the declared payload is not detected, nor, in a gzip file, a
+    /// truncation or corruption past the prefix or a wrong CRC (a raw file too short for its
+    /// header is refused by the header check). Reading all of them checks those too, as
+    /// [`read_images`] does. Every label read must be below [`NUM_CLASSES`]; those not read are
+    /// not checked.
     ///
     /// The headers are read again and must still match this `SplitInfo`; a file changed since
     /// [`inspect`] is refused.
