@@ -274,7 +274,7 @@ impl LabelFile {
         let mut stream = IdxStream::open(path)?;
         let count = stream.read_header(Kind::Labels)?[0];
         stream.check_capacity(u64::from(count), &format!("{count} labels"))?;
-        // A u32 fits a usize on every target this crate builds for (it needs 32-bit pointers).
+        // A u32 fits the usize of any target with pointers of 32 bits or more.
         Ok(LabelFile { stream, count: count as usize })
     }
 
