@@ -1,21 +1,24 @@
 // add: elementwise sum for residual connections, the in-place accumulate that sums the
 // gradients of a tensor read by several consumers (the Inception branches, the residual skip),
-// and the sum of equal slices that finishes a split-K matmul.
+// the sum of equal slices that finishes a split-K matmul, and the copy that hands an add's
+// output gradient to the first of its inputs that needs it.
 //
 //   add:        out[i] = first[i] + second[i]
 //   add_assign: out[i] = out[i] + first[i]
 //   sum_slices: out[i] = sum over s < slices of first[s * total + i]
+//   copy:       out[i] = first[i]
 //
-// add         bindings: 0 uniform Params, 1 first (read), 2 second (read), 3 out (read_write).
-// add_assign  bindings: 0 uniform Params, 1 first (read), 3 out (read_write).
-// sum_slices  bindings: 0 uniform Params, 1 first (read), 3 out (read_write).
+// add         bindings: 0 uniform AddParams, 1 first (read), 2 second (read), 3 out (read_write).
+// add_assign  bindings: 0 uniform AddParams, 1 first (read), 3 out (read_write).
+// sum_slices  bindings: 0 uniform AddParams, 1 first (read), 3 out (read_write).
+// copy        bindings: 0 uniform AddParams, 1 first (read), 3 out (read_write).
 // Dispatch: one thread per element of out, workgroups of 256, folded into y past 65535 groups.
 
-struct Params {
-    total: u32, slices: u32, _pad1: u32, _pad2: u32,
+struct AddParams {
+    total: u32, slices: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: AddParams;
 @group(0) @binding(1) var<storage, read> first: array<f32>;
 @group(0) @binding(2) var<storage, read> second: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
@@ -26,7 +29,7 @@ fn add(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx < p.total) {
         out[idx] = first[idx] + second[idx];
     }
@@ -38,7 +41,7 @@ fn add_assign(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx < p.total) {
         out[idx] = out[idx] + first[idx];
     }
@@ -50,12 +53,24 @@ fn sum_slices(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx < p.total) {
         var sum = 0.0;
         for (var s = 0u; s < p.slices; s++) {
             sum += first[s * p.total + idx];
         }
         out[idx] = sum;
+    }
+}
+
+@compute @workgroup_size(256)
+fn copy(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = flat_index(wg, groups, lid);
+    if (idx < p.total) {
+        out[idx] = first[idx];
     }
 }

@@ -5,15 +5,11 @@
 //   avg_pool_backward: dx[n, c, iy, ix] = sum over the windows containing (iy, ix) of dy / (k*k),
 //   a gather, so no atomics are needed.
 //
-// Bindings (both): 0 uniform Params, 1 source (read), 2 destination (read_write).
+// Bindings (both): 0 uniform PoolParams, 1 source (read), 2 destination (read_write).
+// PoolParams is declared in prelude/pool_params.wgsl (shared with max_pool.wgsl).
 // Dispatch: one thread per destination element, workgroups of 256, folded into y past 65535 groups.
 
-struct Params {
-    planes: u32, h: u32, w: u32, k: u32,
-    stride: u32, pad: u32, oh: u32, ow: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
@@ -23,7 +19,7 @@ fn avg_pool_forward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx >= p.planes * p.oh * p.ow) {
         return;
     }
@@ -49,7 +45,7 @@ fn avg_pool_backward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx >= p.planes * p.h * p.w) {
         return;
     }

@@ -4,19 +4,12 @@
 //   bias_add:  y[n, c, s] = y[n, c, s] + bias[c], then max(·, 0) when relu != 0 (in place)
 //   bias_grad: dbias[c] = sum over n, s of dy[n, c, s]
 //
-// bias_add   bindings: 0 uniform Params, 1 bias (read), 2 y (read_write).
+// bias_add   bindings: 0 uniform BiasParams, 1 bias (read), 2 y (read_write).
 //            Dispatch: one thread per element of y, workgroups of 256, folded into y past 65535.
-// bias_grad  bindings: 0 uniform Params, 1 dy (read), 2 dbias (read_write).
+// bias_grad  bindings: 0 uniform BiasParams, 1 dy (read), 2 dbias (read_write).
 //            Dispatch: (C, 1, 1) workgroups of 256; each reduces one channel in workgroup memory.
 //            (bias_subgroup.wgsl does the same with subgroup operations where the device has them.)
-
-struct Params {
-    n: u32, c: u32, s: u32, relu: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// Params and bindings are declared in prelude/bias_params.wgsl (shared with bias_subgroup.wgsl).
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -26,7 +19,7 @@ fn bias_add(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx >= p.n * p.c * p.s) {
         return;
     }

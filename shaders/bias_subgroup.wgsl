@@ -1,20 +1,14 @@
 // bias_subgroup: the bias gradient reduced with subgroup operations, used when the device has
 // the SUBGROUP feature (bias.wgsl's bias_grad, a workgroup-memory tree, is the fallback).
-// No `enable subgroups;` directive: naga 30 rejects it; the feature is requested on the device.
+// No `enable subgroups;` directive: naga 30 rejects it, so shaders::browser_source adds it for
+// browsers (whose compiler requires it); natively the feature is requested on the device.
 //
 //   bias_grad_subgroup: dbias[c] = sum over n, s of dy[n, c, s],  dy: [N, C, S]
 //
-// Bindings: 0 uniform Params (bias.wgsl's), 1 dy (read), 2 dbias (read_write).
+// Bindings: 0 uniform BiasParams, 1 dy (read), 2 dbias (read_write), declared in
+// prelude/bias_params.wgsl (shared with bias.wgsl).
 // Dispatch: (C, 1, 1) workgroups of 256: each sums one channel, first within each subgroup
 // (subgroupAdd), then across the subgroups through workgroup memory.
-
-struct Params {
-    n: u32, c: u32, s: u32, relu: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 // One slot per subgroup: subgroups have at least 4 invocations, so 256 / 4 slots suffice.
 var<workgroup> subgroup_sums: array<f32, 64>;

@@ -6,7 +6,7 @@
 // col2im is a gather: each input pixel sums every column entry that read it (no atomics, so it
 // runs on DX12, which has no float atomics).
 //
-// Bindings: 0 uniform Params, 1 source (read), 2 destination (read_write).
+// Bindings: 0 uniform ConvParams, 1 source (read), 2 destination (read_write).
 // Dispatch: workgroups of 64 threads in a grid (min(G, 65535), ceil(G / 65535), N): one image
 // per z, one thread per destination element of that image, G = ceil(elements / 64) with
 //   im2col: C*KH*KW*OH*OW elements (the image's column matrix), col2im: C*H*W (its pixels).
@@ -14,13 +14,13 @@
 // Divisions are kept few: on a CPU driver each one of a per-thread value is a division per
 // SIMD lane.
 
-struct Params {
+struct ConvParams {
     n: u32, c: u32, h: u32, w: u32,
     kh: u32, kw: u32, stride: u32, pad: u32,
-    oh: u32, ow: u32, _pad0: u32, _pad1: u32,
+    oh: u32, ow: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 

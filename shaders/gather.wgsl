@@ -8,17 +8,17 @@
 //                  y[r]    = labels[order[step * stride + r]]
 //   advance_step:  step[0] += 1
 //
-// gather_batch  bindings: 0 uniform Params, 1 pixels (read, u32), 2 labels (read, u32),
+// gather_batch  bindings: 0 uniform GatherParams, 1 pixels (read, u32), 2 labels (read, u32),
 //               3 order (read, u32), 4 step (read, u32), 5 x (read_write), 6 y (read_write, u32).
 //               Dispatch: one thread per element of x, workgroups of 256, folded into y past 65535.
 // advance_step  bindings: 7 step (read_write, u32). Dispatch: (1, 1, 1).
 
-struct Params {
-    rows: u32, image_len: u32, stride: u32, _pad: u32,
-    mean: f32, std_dev: f32, _pad1: u32, _pad2: u32,
+struct GatherParams {
+    rows: u32, image_len: u32, stride: u32,
+    mean: f32, std_dev: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: GatherParams;
 @group(0) @binding(1) var<storage, read> pixels: array<u32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> order: array<u32>;
@@ -33,7 +33,7 @@ fn gather_batch(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx >= p.rows * p.image_len) {
         return;
     }

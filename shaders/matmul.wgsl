@@ -10,26 +10,14 @@
 //   B(k, j) at b[b*b_bs + r*b_rs + k*b_ks + ji*b_ns + jo*b_no]
 //   C(m, j) at c[b*c_bs + m*c_ms + ji + jo*c_no]
 //
-// Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write).
+// Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), declared in
+// prelude/matmul_params.wgsl (shared with matmul_subgroup.wgsl).
 // Dispatch: (min(T, 65535), ceil(M / 32), batch * col_folds) workgroups of 16×8 threads, where
 // T = ceil(N / 64) column tiles are folded into z as col_folds = ceil(T / 65535) when there are
 // more than 65535 (workgroups past the last tile return at once). Each workgroup owns a
 // 32×64 tile of C; thread (tx, ty) accumulates rows 4ty..4ty+3 × columns 4tx..4tx+3 as four vec4
 // registers while 16-deep slices of A and B are staged in workgroup memory as vec4s.
 // (a_tile[lid] below relies on THREADS == BK * BM / 4.)
-
-struct Params {
-    m: u32, n: u32, k: u32, reduce: u32,
-    a_ms: u32, a_ks: u32, a_rs: u32, a_bs: u32,
-    b_ks: u32, b_ns: u32, b_rs: u32, b_bs: u32,
-    c_ms: u32, c_bs: u32, accumulate: u32, n_inner: u32,
-    b_no: u32, c_no: u32, col_folds: u32, _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 const BM: u32 = 32u;
 const BN: u32 = 64u;

@@ -9,28 +9,17 @@
 // and stage each element twice. Here each lane loads only elements no other lane needs (two rows
 // of A, its own two columns of B), the A values reach every lane through subgroupBroadcast (a
 // register shuffle), there is no workgroup memory and no barrier, and K is not padded to a tile.
-// No `enable subgroups;` directive: naga 30 rejects it; the feature is requested on the device.
+// No `enable subgroups;` directive: naga 30 rejects it, so shaders::browser_source adds it for
+// browsers (whose compiler requires it); natively the feature is requested on the device.
 //
-// Bindings: 0 uniform Params, 1 A (read), 2 B (read), 3 C (read_write).
+// Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), declared in
+// prelude/matmul_params.wgsl.
 // Dispatch: (min(T, 65535), ceil(M / 16), batch * col_folds) workgroups of 64 invocations, which
 // must form 8 subgroups of 8 (launch only where the subgroup size is 8), T = ceil(N / 128)
 // column tiles folded into z as in matmul.wgsl. Each subgroup owns a 16×16 tile of C, the 8
 // subgroups of a workgroup side by side (fewer, larger workgroups cost a CPU driver less to
 // launch): lane l loads rows l and l + 8 of A and computes all 16 rows of columns l and l + 8
 // of its tile.
-
-struct Params {
-    m: u32, n: u32, k: u32, reduce: u32,
-    a_ms: u32, a_ks: u32, a_rs: u32, a_bs: u32,
-    b_ks: u32, b_ns: u32, b_rs: u32, b_bs: u32,
-    c_ms: u32, c_bs: u32, accumulate: u32, n_inner: u32,
-    b_no: u32, c_no: u32, col_folds: u32, _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 const LANES: u32 = 8u;
 const ROWS: u32 = 16u;

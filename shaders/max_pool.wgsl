@@ -6,17 +6,13 @@
 //   max_pool_backward: dx[n, c, iy, ix] = sum of dy over the windows whose argmax is (iy, ix),
 //   a gather over the windows that contain the pixel, so no atomics are needed.
 //
-// max_pool_forward   bindings: 0 uniform Params, 1 x (read), 2 y (read_write), 3 argmax (read_write, u32).
-// max_pool_backward  bindings: 0 uniform Params, 4 dy (read), 5 argmax (read, u32), 6 dx (read_write).
+// max_pool_forward   bindings: 0 uniform PoolParams, 1 x (read), 2 y (read_write), 3 argmax (read_write, u32).
+// max_pool_backward  bindings: 0 uniform PoolParams, 4 dy (read), 5 argmax (read, u32), 6 dx (read_write).
+// PoolParams is declared in prelude/pool_params.wgsl (shared with avg_pool.wgsl).
 // Dispatch: one thread per output element (forward) or input element (backward), workgroups
 // of 256, folded into y past 65535 groups.
 
-struct Params {
-    planes: u32, h: u32, w: u32, k: u32,
-    stride: u32, pad: u32, oh: u32, ow: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax_out: array<u32>;
@@ -30,7 +26,7 @@ fn max_pool_forward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx >= p.planes * p.oh * p.ow) {
         return;
     }
@@ -38,7 +34,8 @@ fn max_pool_forward(
     let oy = (idx / p.ow) % p.oh;
     let plane = idx / (p.ow * p.oh);
     let base = plane * p.h * p.w;
-    var best = -3.4028235e38;
+    // The lowest finite f32, written as bits: Tint refuses the decimal literal -3.4028235e38.
+    var best = bitcast<f32>(0xff7fffffu);
     var best_at = 0u;
     var found = false;
     for (var ky = 0u; ky < p.k; ky++) {
@@ -70,7 +67,7 @@ fn max_pool_backward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx >= p.planes * p.h * p.w) {
         return;
     }

@@ -7,14 +7,14 @@
 //   param = param - lr * velocity
 //   param, grad, velocity: [count], the network's parameters packed in one buffer.
 //
-// Bindings: 0 uniform Params, 1 grad (read), 2 param (read_write), 3 velocity (read_write).
+// Bindings: 0 uniform SgdParams, 1 grad (read), 2 param (read_write), 3 velocity (read_write).
 // Dispatch: one thread per parameter, workgroups of 256, folded into y past 65535 groups.
 
-struct Params {
+struct SgdParams {
     count: u32, lr: f32, momentum: f32, weight_decay: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: SgdParams;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> param: array<f32>;
 @group(0) @binding(3) var<storage, read_write> velocity: array<f32>;
@@ -25,7 +25,7 @@ fn sgd_momentum(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let idx = (wg.y * groups.x + wg.x) * 256u + lid;
+    let idx = flat_index(wg, groups, lid);
     if (idx >= p.count) {
         return;
     }

@@ -12,15 +12,15 @@
 //     [2] rows seen                              [3] 1 + the step of the first non-finite loss, 0 if none
 //   step[0] is the index of the current step (advanced by gather.wgsl's advance_step).
 //
-// Bindings: 0 uniform Params, 1 logits (read), 2 labels (read, u32), 3 step (read, u32),
+// Bindings: 0 uniform SoftmaxCrossEntropyParams, 1 logits (read), 2 labels (read, u32), 3 step (read, u32),
 //           4 dlogits (read_write), 5 metrics (read_write, u32).
 // Dispatch: (1, 1, 1): one workgroup of 256 threads strides over the rows, then reduces.
 
-struct Params {
+struct SoftmaxCrossEntropyParams {
     rows: u32, classes: u32, write_grad: u32, samples: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: SoftmaxCrossEntropyParams;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> step: array<u32>;

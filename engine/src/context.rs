@@ -2,7 +2,7 @@
 //! buffer upload and readback, and submission of recorded dispatches.
 
 use crate::error::{Error, Result};
-use crate::kernel::{Dispatch, Kernel, KernelSpec};
+use crate::kernel::{Dispatch, GpuParams, Kernel, KernelSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
@@ -42,6 +42,60 @@ impl Tensor {
             // A zero-sized binding is invalid; empty tensors are given one element at allocation.
             size: wgpu::BufferSize::new(self.bytes().max(4)),
         })
+    }
+}
+
+/// A submitted command buffer, to wait for.
+pub struct Submission(wgpu::SubmissionIndex);
+
+/// A small buffer read back while the queue runs on: [`GpuContext::submit`] records a copy of
+/// `source` after its work and maps it asynchronously; `take` returns the copy once it has
+/// arrived, and only then may another be requested.
+pub struct AsyncRead {
+    source: Tensor,
+    staging: wgpu::Buffer,
+    /// Set by the map callback: Some(mapped successfully) once the copy has arrived.
+    arrived: Arc<Mutex<Option<bool>>>,
+    pending: bool,
+}
+
+impl AsyncRead {
+    pub fn new(ctx: &GpuContext, source: &Tensor) -> AsyncRead {
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("async read"),
+            size: source.bytes().max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        AsyncRead { source: source.clone(), staging, arrived: Arc::new(Mutex::new(None)), pending: false }
+    }
+
+    /// Whether a requested copy has not been taken yet.
+    pub fn pending(&self) -> bool {
+        self.pending
+    }
+
+    fn map(&mut self) {
+        self.pending = true;
+        let arrived = self.arrived.clone();
+        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| *arrived.lock().unwrap() = Some(r.is_ok()));
+    }
+
+    /// The copied words, if the requested copy has arrived (the queue's progress is noticed when
+    /// the context next submits or waits).
+    pub fn take<T: bytemuck::Pod>(&mut self) -> Result<Option<Vec<T>>> {
+        match self.arrived.lock().unwrap().take() {
+            None => return Ok(None),
+            Some(false) => return Err(Error::Readback("mapping the copy failed".into())),
+            Some(true) => {}
+        }
+        let words = {
+            let view = self.staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::cast_slice(&view).to_vec()
+        };
+        self.staging.unmap();
+        self.pending = false;
+        Ok(Some(words))
     }
 }
 
@@ -223,14 +277,27 @@ impl GpuContext {
 
     /// A zero-filled buffer of `len` 4-byte elements.
     pub fn zeros(&self, len: usize, label: &str) -> Result<Tensor> {
+        self.check_fits(len, label)?;
+        Ok(Tensor { buffer: Arc::new(self.new_buffer(len as u64 * 4, label)), offset: 0, len })
+    }
+
+    /// Refuses a buffer of `len` elements that this device cannot bind, or whose indices would
+    /// overflow the shaders' u32 arithmetic (some devices allow buffers far past 2^32 bytes).
+    pub fn check_fits(&self, len: usize, label: &str) -> Result<()> {
+        if len > u32::MAX as usize {
+            return Err(Error::Shape(format!(
+                "buffer `{label}` of {len} elements exceeds the {} elements the shaders can index",
+                u32::MAX
+            )));
+        }
         let bytes = len as u64 * 4;
         if bytes > self.limits.max_buffer_size || bytes > self.limits.max_storage_buffer_binding_size {
             return Err(Error::Shape(format!(
-                "buffer `{label}` of {bytes} bytes exceeds this device's limit ({} bytes per binding); use a smaller batch",
+                "buffer `{label}` of {bytes} bytes exceeds this device's limit ({} bytes per binding)",
                 self.limits.max_storage_buffer_binding_size
             )));
         }
-        Ok(Tensor { buffer: Arc::new(self.new_buffer(bytes, label)), offset: 0, len })
+        Ok(())
     }
 
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T], label: &str) -> Result<Tensor> {
@@ -242,15 +309,19 @@ impl GpuContext {
 
     /// Queues a write of `data` into `t` (ordered before the next submission).
     pub fn write<T: bytemuck::Pod>(&self, t: &Tensor, data: &[T]) {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.write_bytes(t, 0, bytemuck::cast_slice(data));
+    }
+
+    /// Queues a write of raw bytes into `t` at byte `offset` (both a multiple of 4 bytes long).
+    pub fn write_bytes(&self, t: &Tensor, offset: u64, bytes: &[u8]) {
         assert!(
-            bytes.len() as u64 <= t.bytes().max(4),
-            "write of {} bytes into a {}-byte tensor",
+            offset + bytes.len() as u64 <= t.bytes(),
+            "write of {} bytes at {offset} into a {}-byte tensor",
             bytes.len(),
             t.bytes()
         );
         if !bytes.is_empty() {
-            self.queue.write_buffer(&t.buffer, t.offset, bytes);
+            self.queue.write_buffer(&t.buffer, t.offset + offset, bytes);
         }
     }
 
@@ -282,17 +353,29 @@ impl GpuContext {
         Ok(out)
     }
 
-    /// Submits a recorded encoder without waiting; the index can be waited for.
-    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+    /// Submits `passes` compute passes of the given dispatches in one command buffer, then the
+    /// copy that `read` requests (if any), without waiting; the submission can be waited for.
+    pub fn submit(&self, dispatches: &[Dispatch], passes: usize, read: Option<&mut AsyncRead>) -> Result<Submission> {
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        for _ in 0..passes {
+            crate::kernel::record(&mut encoder, dispatches);
+        }
+        if let Some(read) = &read {
+            let source = &read.source;
+            encoder.copy_buffer_to_buffer(&source.buffer, source.offset, &read.staging, 0, source.bytes());
+        }
         let index = self.queue.submit([encoder.finish()]);
+        if let Some(read) = read {
+            read.map();
+        }
         self.check()?;
-        Ok(index)
+        Ok(Submission(index))
     }
 
     /// Blocks until the given submission has finished (earlier ones too).
-    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+    pub fn wait_for(&self, submission: Submission) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission.0), timeout: None })
             .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
         self.check()
     }
@@ -301,7 +384,7 @@ impl GpuContext {
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         crate::kernel::record(&mut encoder, dispatches.iter().copied());
-        self.submit(encoder)?;
+        self.queue.submit([encoder.finish()]);
         self.wait()
     }
 
@@ -342,7 +425,7 @@ impl GpuContext {
             d.record(&mut pass);
         }
         encoder.resolve_query_set(&set, 0..count, &resolved, 0);
-        self.submit(encoder)?;
+        self.queue.submit([encoder.finish()]);
         let words: Vec<u32> = self.read(&Tensor { buffer: Arc::new(resolved), offset: 0, len: count as usize * 2 })?;
         let ticks: Vec<u64> = words.chunks(2).map(|w| w[0] as u64 | (w[1] as u64) << 32).collect();
         let seconds_per_tick = self.queue.get_timestamp_period() as f64 * 1e-9;
@@ -369,40 +452,46 @@ impl GpuContext {
     }
 
     /// Creates a dispatch of a kernel over the given storage tensors (in the spec's binding
-    /// order) with `params` as its uniform block.
-    pub fn dispatch(
+    /// order) with `params` as its uniform block (`&()` for a kernel without one).
+    pub fn dispatch<P: GpuParams>(
         &self,
         spec: &'static KernelSpec,
-        params: &[u32],
+        params: &P,
         tensors: &[&Tensor],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
+        let fail = |message: String| Error::Kernel { kernel: spec.entry.into(), message };
+        let declared = spec.params.as_ref().map(|l| l.name);
+        let given = (std::mem::size_of::<P>() > 0).then_some(P::LAYOUT.name);
+        if declared != given {
+            return Err(fail(format!("declared with parameters {declared:?}, launched with {given:?}")));
+        }
         let kernel = self.kernel(spec)?;
         let limit = self.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > limit) {
-            return Err(Error::Kernel {
-                kernel: spec.entry.into(),
-                message: format!("{workgroups:?} workgroups exceed this device's {limit} per dimension"),
-            });
+            return Err(fail(format!("{workgroups:?} workgroups exceed this device's {limit} per dimension")));
         }
         if tensors.len() != spec.storage.len() {
-            return Err(Error::Kernel {
-                kernel: spec.entry.into(),
-                message: format!("takes {} buffers, given {}", spec.storage.len(), tensors.len()),
-            });
+            return Err(fail(format!("takes {} buffers, given {}", spec.storage.len(), tensors.len())));
         }
         // Uniform blocks are padded to 16 bytes, the strictest alignment any backend asks for.
-        let mut words = params.to_vec();
-        words.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(spec.entry),
-            contents: bytemuck::cast_slice(&words),
-            usage: wgpu::BufferUsages::UNIFORM,
+        let uniform = given.map(|_| {
+            let mut bytes = bytemuck::bytes_of(params).to_vec();
+            bytes.resize(bytes.len().next_multiple_of(16), 0);
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(spec.entry),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
         });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for ((binding, _), t) in spec.storage.iter().zip(tensors) {
-            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
-        }
+        let uniform_entry =
+            uniform.as_ref().map(|u| wgpu::BindGroupEntry { binding: 0, resource: u.as_entire_binding() });
+        let storage_entries = spec
+            .storage
+            .iter()
+            .zip(tensors)
+            .map(|((binding, _), t)| wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
+        let entries: Vec<_> = uniform_entry.into_iter().chain(storage_entries).collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(spec.entry),
@@ -410,7 +499,7 @@ impl GpuContext {
             entries: &entries,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Kernel { kernel: spec.entry.into(), message: e.to_string() });
+            return Err(fail(e.to_string()));
         }
         Ok(Dispatch { kernel, bind_group, workgroups, _uniform: uniform })
     }

@@ -10,14 +10,66 @@ pub enum Access {
     ReadWrite,
 }
 
-/// A compute entry point and its storage bindings. Binding 0 is always the uniform parameter
-/// block; `storage` lists (binding, access) in the order a launcher passes its tensors.
-#[derive(Debug)]
+/// The layout of a kernel's uniform parameter block as the Rust struct that mirrors the WGSL
+/// struct lays it out: its name, its size and each field's (name, byte offset, type); the shader
+/// tests compare it with the WGSL module.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamsLayout {
+    pub name: &'static str,
+    pub size: usize,
+    pub fields: &'static [(&'static str, usize, &'static str)],
+}
+
+/// A `#[repr(C)]` struct that mirrors a WGSL parameter struct of the same name.
+pub trait GpuParams: bytemuck::Pod {
+    const LAYOUT: ParamsLayout;
+}
+
+/// Kernels without a uniform block are launched with `&()`.
+impl GpuParams for () {
+    const LAYOUT: ParamsLayout = ParamsLayout { name: "()", size: 0, fields: &[] };
+}
+
+/// Declares a kernel parameter struct: `#[repr(C)]`, `Pod`, and its [`ParamsLayout`].
+#[macro_export]
+macro_rules! gpu_params {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name { $($(#[$field_meta])* pub $field: $ty,)* }
+
+        impl $crate::kernel::GpuParams for $name {
+            const LAYOUT: $crate::kernel::ParamsLayout = $crate::kernel::ParamsLayout {
+                name: stringify!($name),
+                size: std::mem::size_of::<$name>(),
+                fields: &[$((stringify!($field), std::mem::offset_of!($name, $field), stringify!($ty))),*],
+            };
+        }
+    };
+}
+
+/// A compute entry point and its bindings: binding 0 is the uniform parameter block (when the
+/// kernel has one); `storage` lists (binding, access) in the order a launcher passes its tensors.
+#[derive(Clone, Copy, Debug)]
 pub struct KernelSpec {
     /// Shader file stem in `shaders/`.
     pub file: &'static str,
     pub entry: &'static str,
+    pub params: Option<ParamsLayout>,
     pub storage: &'static [(u32, Access)],
+}
+
+impl KernelSpec {
+    /// A kernel whose uniform block is `P`.
+    pub const fn new<P: GpuParams>(file: &'static str, entry: &'static str, storage: &'static [(u32, Access)]) -> Self {
+        KernelSpec { file, entry, params: Some(P::LAYOUT), storage }
+    }
+
+    /// A kernel without a uniform block.
+    pub const fn without_params(file: &'static str, entry: &'static str, storage: &'static [(u32, Access)]) -> Self {
+        KernelSpec { file, entry, params: None, storage }
+    }
 }
 
 pub struct Kernel {
@@ -49,28 +101,17 @@ impl Kernel {
     ) -> Result<Kernel> {
         let fail = |message: String| Error::Kernel { kernel: spec.entry.into(), message };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
+        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+            binding,
             visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
+            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
             count: None,
-        }];
-        for &(binding, access) in spec.storage {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: access == Access::Read },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            });
-        }
+        };
+        let uniform = spec.params.is_some().then(|| entry(0, wgpu::BufferBindingType::Uniform));
+        let storage = spec.storage.iter().map(|&(binding, access)| {
+            entry(binding, wgpu::BufferBindingType::Storage { read_only: access == Access::Read })
+        });
+        let entries: Vec<_> = uniform.into_iter().chain(storage).collect();
         let layout = device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(spec.entry), entries: &entries });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -98,11 +139,11 @@ pub struct Dispatch {
     pub kernel: Arc<Kernel>,
     pub(crate) bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
-    pub(crate) _uniform: wgpu::Buffer,
+    pub(crate) _uniform: Option<wgpu::Buffer>,
 }
 
 impl Dispatch {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.kernel.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
@@ -111,7 +152,7 @@ impl Dispatch {
 }
 
 /// Records dispatches, in order, into one compute pass of `encoder`.
-pub fn record<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
+pub(crate) fn record<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
     for d in dispatches {
         d.record(&mut pass);

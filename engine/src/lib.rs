@@ -11,6 +11,6 @@ pub mod kernel;
 pub mod ops;
 pub mod rng;
 
-pub use context::{grid_1d, AdapterReport, GpuContext, Tensor};
+pub use context::{grid_1d, AdapterReport, AsyncRead, GpuContext, Submission, Tensor};
 pub use error::{Error, Result};
 pub use kernel::{Dispatch, Kernel, KernelSpec};

@@ -2,7 +2,7 @@
 
 use crate::checkpoint::{Checkpoint, Fingerprint};
 use crate::networks::Network;
-use crate::train::{Recipe, Trainer};
+use crate::train::{check_device_fits, Recipe, Trainer};
 use clap::Parser;
 use engine::ops::sgd::Sgd;
 use engine::GpuContext;
@@ -80,15 +80,57 @@ pub fn main(network: Network) -> ExitCode {
     }
 }
 
+/// How many of a split's `count` images the run uses: `limit` of them, or all (saying so when
+/// the limit asked for more than there are).
+fn images_used(what: &str, limit: Option<usize>, count: usize) -> usize {
+    match limit {
+        Some(n) if n > count => {
+            println!("note: --limit-{what} {n} is more than the {count} {what} images; using all of them");
+            count
+        }
+        Some(n) => n,
+        None => count,
+    }
+}
+
 pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Headers first: nothing is decompressed until the run is known to fit the device.
     let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
-    let data = mnist_loader::load(&dir, !args.no_download)?;
-    let train = args.limit_train.map_or(data.train.clone(), |n| data.train.truncated(n));
-    let test = args.limit_test.map_or(data.test.clone(), |n| data.test.truncated(n));
+    let info = mnist_loader::inspect(&dir, !args.no_download)?;
+    let train_count = images_used("train", args.limit_train, info.train.count);
+    let test_count = images_used("test", args.limit_test, info.test.count);
+    let graph = network.build([1, info.train.rows, info.train.cols], info.num_classes)?;
+    let fingerprint = Fingerprint {
+        seed: args.seed,
+        batch_size: args.batch_size as u64,
+        train_count: train_count as u64,
+        lr: args.lr,
+        momentum: args.momentum,
+    };
+    if let Some(path) = &args.checkpoint {
+        Checkpoint::check_writable(path)?;
+    }
+    // A checkpoint is read and checked before anything is uploaded.
+    let resume = match &args.resume {
+        Some(path) => {
+            let saved = Checkpoint::load(path)?;
+            saved.check_fits(path, network.name(), graph.param_buffer_len(), &fingerprint)?;
+            Some((path, saved))
+        }
+        None => None,
+    };
 
     let ctx = GpuContext::new()?;
     println!("{}: adapter {}", network.name(), ctx.report);
-    let graph = network.build([1, train.rows, train.cols], data.num_classes)?;
+    let image_len = info.train.image_len();
+    check_device_fits(
+        &ctx,
+        &graph,
+        args.batch_size,
+        [("train", train_count, image_len), ("test", test_count, image_len)],
+    )?;
+    let train = info.train.read(Some(train_count))?;
+    let test = info.test.read(Some(test_count))?;
     println!(
         "{}: {} parameters; {} training and {} test images of {}×{} from {}",
         network.name(),
@@ -106,26 +148,6 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         seed: args.seed,
         ..Recipe::default()
     };
-    let epochs = recipe.epochs;
-    let fingerprint = Fingerprint {
-        seed: args.seed,
-        batch_size: args.batch_size as u64,
-        train_count: train.count as u64,
-        lr: args.lr,
-        momentum: args.momentum,
-    };
-    if let Some(path) = &args.checkpoint {
-        Checkpoint::check_writable(path)?;
-    }
-    // A checkpoint is read and checked before anything is uploaded.
-    let resume = match &args.resume {
-        Some(path) => {
-            let saved = Checkpoint::load(path)?;
-            saved.check_fits(path, network.name(), graph.param_buffer_len(), &fingerprint)?;
-            Some((path, saved))
-        }
-        None => None,
-    };
     let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
     let mut first_epoch = 1;
     if let Some((path, saved)) = resume {
@@ -133,43 +155,58 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         // Header::parse keeps epochs_done within 1..=2^31.
         first_epoch = saved.epochs_done as usize + 1;
         println!("{}: resumed from {} after epoch {}", network.name(), path.display(), saved.epochs_done);
-        if first_epoch > epochs {
-            println!("{}: the checkpoint already holds {epochs} or more epochs; nothing to train", network.name());
+        if first_epoch > args.epochs {
+            println!(
+                "{}: the checkpoint already holds {} or more epochs; nothing to train",
+                network.name(),
+                args.epochs
+            );
         }
     }
-    let interactive = std::io::stdout().is_terminal();
-    for epoch in first_epoch..=epochs {
-        let bar = interactive.then(|| {
-            let bar = ProgressBar::new(train.count.div_ceil(args.batch_size) as u64);
-            bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                    .expect("a valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(epoch.to_string());
-            bar
-        });
-        let report = trainer.epoch(epoch, |step, _, loss, rate| {
-            if let Some(bar) = &bar {
-                bar.set_position(step as u64);
-                bar.set_message(format!("loss {loss:.4}, {rate:.0} images/s"));
-            }
-        })?;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        println!(
-            "Accuracy on test set: {:.2}%  (epoch {epoch}/{epochs}: train loss {:.4}, {:.1} s, {:.0} images/s)",
-            report.test_accuracy(),
-            report.train_loss,
-            report.train_seconds,
-            report.images_per_second
-        );
+    for epoch in first_epoch..=args.epochs {
+        train_epoch(&mut trainer, args, epoch, train.count)?;
         if let Some(path) = &args.checkpoint {
             let (values, velocity) = trainer.state()?;
             let network = network.name().to_string();
             Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity }.save(path)?;
         }
     }
+    Ok(())
+}
+
+/// Trains one epoch with a progress bar on a terminal, then prints the test accuracy.
+fn train_epoch(
+    trainer: &mut Trainer,
+    args: &Args,
+    epoch: usize,
+    train_count: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = ProgressBar::new(train_count.div_ceil(args.batch_size) as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(epoch.to_string());
+        bar
+    });
+    let report = trainer.epoch(epoch, |step, _, loss, rate| {
+        if let Some(bar) = &bar {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}, {rate:.0} images/s"));
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    println!(
+        "Accuracy on test set: {:.2}%  (epoch {epoch}/{}: train loss {:.4}, {:.1} s, {:.0} images/s)",
+        report.test_accuracy(),
+        args.epochs,
+        report.train_loss,
+        report.train_seconds,
+        report.images_per_second
+    );
     Ok(())
 }

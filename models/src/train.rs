@@ -7,13 +7,30 @@ use engine::graph::Graph;
 use engine::ops::gather::{GpuImages, Normalization};
 use engine::ops::sgd::Sgd;
 use engine::ops::softmax_cross_entropy::{Metrics, METRICS_WORDS};
-use engine::{GpuContext, Tensor};
-use mnist_loader::{epoch_permutation, Split};
+use engine::rng::Rng;
+use engine::{AsyncRead, GpuContext, Tensor};
+use mnist_loader::Split;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
+
+/// The inputs' normalization: MNIST's pixel mean and standard deviation, as the seed uses.
+pub const MNIST_NORMALIZATION: Normalization = Normalization { mean: mnist_loader::MEAN, std: mnist_loader::STD };
+
+/// A seeded permutation of `0..n`, the sample order of one epoch.
+///
+/// The same `(seed, epoch)` always gives the same order, whatever happened before (so a resumed
+/// run trains on the same batches); for one seed, every epoch gets a different order.
+pub fn epoch_permutation(n: u32, seed: u64, epoch: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n).collect();
+    // SplitMix64's output is a bijection of its state, so distinct epochs give distinct seeds.
+    let mut rng = Rng::new(seed ^ Rng::new(epoch).next_u64());
+    // Fisher–Yates.
+    for i in (1..n).rev() {
+        order.swap(i as usize, rng.below(i + 1) as usize);
+    }
+    order
+}
 
 /// The seed's recipe by default: 10 epochs, batch 64, SGD lr 0.01 momentum 0.5.
 #[derive(Clone, Debug)]
@@ -32,7 +49,7 @@ impl Default for Recipe {
             batch_size: 64,
             sgd: Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 },
             seed: 1,
-            norm: Normalization::default(),
+            norm: MNIST_NORMALIZATION,
         }
     }
 }
@@ -57,6 +74,8 @@ impl EpochReport {
 #[derive(Debug)]
 pub enum TrainError {
     Engine(engine::Error),
+    /// A buffer of the run does not fit this device; says which flag to change.
+    TooLarge(String),
     /// The loss became NaN or infinite; step counts from 1 within the epoch.
     NonFinite {
         epoch: usize,
@@ -68,6 +87,7 @@ impl fmt::Display for TrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrainError::Engine(e) => write!(f, "{e}"),
+            TrainError::TooLarge(m) => write!(f, "too large for this device: {m}"),
             TrainError::NonFinite { epoch, step } => write!(
                 f,
                 "the training loss became NaN or infinite at epoch {epoch}, step {step}; training stopped. \
@@ -83,6 +103,36 @@ impl From<engine::Error> for TrainError {
     fn from(e: engine::Error) -> Self {
         TrainError::Engine(e)
     }
+}
+
+/// Refuses, before anything is read or allocated, a run whose buffers this device cannot hold:
+/// each split's images, labels and sample order (`(what, images, pixels an image)`), and every
+/// buffer of the training and evaluation programs at `batch`. Names the flag to change.
+pub fn check_device_fits(
+    ctx: &GpuContext,
+    graph: &Graph,
+    batch: usize,
+    splits: [(&str, usize, usize); 2],
+) -> Result<(), TrainError> {
+    let too_large = |flag: &str, e: engine::Error| TrainError::TooLarge(format!("{e}; {flag}"));
+    for (what, count, image_len) in splits {
+        let flag = format!("use --limit-{what} to use fewer of the {count} {what} images");
+        let pixels = count.saturating_mul(image_len).div_ceil(4);
+        for (len, name) in [(pixels, format!("{what} images")), (count, format!("{what} labels"))] {
+            ctx.check_fits(len, &name).map_err(|e| too_large(&flag, e))?;
+        }
+        let order = count.div_ceil(batch).saturating_mul(batch);
+        ctx.check_fits(order, &format!("{what} sample order"))
+            .map_err(|e| too_large("use a smaller --batch-size", e))?;
+    }
+    ctx.check_fits(graph.param_buffer_len(), "parameters").map_err(|e| too_large("this network is too large", e))?;
+    for training in [true, false] {
+        let program = engine::graph::program::Program::build(graph, batch, training)?;
+        for b in &program.buffers {
+            ctx.check_fits(b.len, &b.name).map_err(|e| too_large("use a smaller --batch-size", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// One split on the GPU with its order (padded to whole batches), step counter, metrics and
@@ -103,7 +153,7 @@ impl Stage {
         let mut order: Vec<u32> = (0..split.count as u32).collect();
         order.resize(steps * batch, 0);
         Ok(Stage {
-            images: split.upload(ctx)?,
+            images: GpuImages::upload(ctx, &split.images, &split.labels, split.image_len())?,
             order: ctx.upload(&order, "order")?,
             step: ctx.zeros(1, "step")?,
             metrics: Feed::new_metrics(ctx)?,
@@ -130,56 +180,6 @@ impl Stage {
     }
 }
 
-/// Reads the metrics buffer back while training runs: a copy is recorded into a step's command
-/// buffer and mapped asynchronously, so the queue never waits for the host.
-struct MetricsReader {
-    staging: wgpu::Buffer,
-    ready: Arc<AtomicBool>,
-    /// The number of steps the requested copy covers, while one is in flight.
-    requested: Option<usize>,
-}
-
-impl MetricsReader {
-    fn new(ctx: &GpuContext) -> MetricsReader {
-        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("metrics readback"),
-            size: (METRICS_WORDS * 4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        MetricsReader { staging, ready: Arc::new(AtomicBool::new(false)), requested: None }
-    }
-
-    /// Records a copy of `metrics` after `steps` steps if no read is in flight; call
-    /// `submitted` after submitting.
-    fn request(&mut self, encoder: &mut wgpu::CommandEncoder, metrics: &Tensor, steps: usize) -> bool {
-        if self.requested.is_some() {
-            return false;
-        }
-        encoder.copy_buffer_to_buffer(&metrics.buffer, metrics.offset, &self.staging, 0, metrics.bytes());
-        self.requested = Some(steps);
-        true
-    }
-
-    fn submitted(&self) {
-        let ready = self.ready.clone();
-        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| ready.store(r.is_ok(), Ordering::Release));
-    }
-
-    /// The metrics and the steps they cover, if a requested read has arrived.
-    fn take(&mut self) -> Option<(usize, Metrics)> {
-        if !self.ready.swap(false, Ordering::Acquire) {
-            return None;
-        }
-        let words: Vec<u32> = {
-            let view = self.staging.get_mapped_range(..).ok()?;
-            bytemuck::cast_slice(&view).to_vec()
-        };
-        self.staging.unmap();
-        Some((self.requested.take()?, Metrics::from_words(&words)))
-    }
-}
-
 /// How many steps may be queued ahead of the GPU before the host waits.
 const MAX_IN_FLIGHT: usize = 8;
 /// Steps between progress reads.
@@ -203,8 +203,10 @@ impl<'a> Trainer<'a> {
         test: &Split,
         recipe: Recipe,
     ) -> Result<Trainer<'a>, TrainError> {
-        let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
         let batch = recipe.batch_size;
+        let image_len = train.image_len();
+        check_device_fits(ctx, graph, batch, [("train", train.count, image_len), ("test", test.count, image_len)])?;
+        let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
         let mut train_stage = Stage::new(ctx, train, batch)?;
         train_stage.plan =
             Some(Plan::training(ctx, graph, batch, &params, recipe.sgd, &train_stage.feed(recipe.norm))?);
@@ -233,29 +235,29 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Runs every step of a stage; `on_metrics` sees progress reads (and may stop the run).
+    /// Runs every step of a stage; `on_metrics` sees progress reads (and may stop the run). The
+    /// metrics are read back asynchronously, so the queue never waits for the host.
     fn run_stage(
         ctx: &GpuContext,
         stage: &Stage,
         mut on_metrics: impl FnMut(usize, Metrics) -> Result<(), TrainError>,
     ) -> Result<Metrics, TrainError> {
         stage.reset(ctx);
-        let mut reader = MetricsReader::new(ctx);
+        let mut reader = AsyncRead::new(ctx, &stage.metrics);
+        let mut read_covers = 0;
         let mut in_flight = VecDeque::new();
         let plan = stage.plan.as_ref().expect("plans are built with their stage");
         for step in 0..stage.steps {
-            let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            plan.record(&mut encoder);
-            let requested = (step + 1) % REPORT_EVERY == 0 && reader.request(&mut encoder, &stage.metrics, step + 1);
-            in_flight.push_back(ctx.submit(encoder)?);
-            if requested {
-                reader.submitted();
+            let read = ((step + 1) % REPORT_EVERY == 0 && !reader.pending()).then_some(&mut reader);
+            if read.is_some() {
+                read_covers = step + 1;
             }
+            in_flight.push_back(plan.submit(ctx, 1, read)?);
             if in_flight.len() > MAX_IN_FLIGHT {
                 ctx.wait_for(in_flight.pop_front().unwrap())?;
             }
-            if let Some((steps, m)) = reader.take() {
-                on_metrics(steps, m)?;
+            if let Some(words) = reader.take::<u32>()? {
+                on_metrics(read_covers, Metrics::from_words(&words))?;
             }
         }
         let words: Vec<u32> = ctx.read(&stage.metrics)?;
@@ -268,7 +270,7 @@ impl<'a> Trainer<'a> {
         epoch: usize,
         mut progress: impl FnMut(usize, usize, f64, f64),
     ) -> Result<EpochReport, TrainError> {
-        let order = epoch_permutation(self.train_count, self.recipe.seed, epoch as u64);
+        let order = epoch_permutation(self.train_count as u32, self.recipe.seed, epoch as u64);
         self.ctx.write(&self.train.order, &order);
         let start = Instant::now();
         let steps = self.train.steps;

@@ -2,10 +2,34 @@
 
 use engine::graph::plan::{Feed, Parameters, Plan};
 use engine::graph::Graph;
-use engine::ops::gather::{GpuImages, Normalization};
+use engine::ops::gather::GpuImages;
 use engine::ops::sgd::Sgd;
 use engine::{GpuContext, Tensor};
+use models::train::MNIST_NORMALIZATION;
+use std::io::Write;
 use std::sync::OnceLock;
+
+/// Names a file to which every skipped check appends a line; `.ci/run` sets it and fails when
+/// the file is not empty, since CI must run everything.
+pub const SKIP_LOG_ENV: &str = "ENGINE_SKIP_LOG";
+
+/// Reports that `what` was skipped and why, where `cargo test` shows it (straight to stderr:
+/// libtest captures only the print macros) and in the skip log when one is set.
+pub fn skipped(what: &str, why: &str) {
+    let line = format!("SKIPPED {what}: {why}");
+    let _ = writeln!(std::io::stderr(), "{line}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&path);
+        let written = log.and_then(|mut f| writeln!(f, "{line}"));
+        written.unwrap_or_else(|e| panic!("cannot append to the skip log {}: {e}", path.to_string_lossy()));
+    }
+}
+
+/// Prints a line where `cargo test` shows it: for what a device can or cannot run, which is no
+/// skip (a kernel variant the driver lacks).
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "note: {line}");
+}
 
 /// Set to 1 to let GPU tests pass (printing that they were skipped) on a machine with no adapter.
 pub const SKIP_ENV: &str = "ENGINE_SKIP_GPU_TESTS";
@@ -18,14 +42,14 @@ pub fn gpu() -> Option<&'static GpuContext> {
     let ctx = CONTEXT.get_or_init(|| {
         let ctx = GpuContext::new().map_err(|e| e.to_string());
         if let Ok(c) = &ctx {
-            eprintln!("GPU tests run on {}", c.report);
+            note(&format!("GPU tests run on {}", c.report));
         }
         ctx
     });
     match ctx {
         Ok(c) => Some(c),
         Err(e) if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
-            eprintln!("SKIPPED (no GPU, {SKIP_ENV}=1): {e}");
+            skipped(&test_name(), &format!("no GPU ({SKIP_ENV}=1): {e}"));
             None
         }
         Err(e) => panic!("{e}\n(set {SKIP_ENV}=1 to skip the GPU tests on a machine without one)"),
@@ -40,7 +64,7 @@ pub fn real_mnist_dir() -> Option<std::path::PathBuf> {
         return Some(dir);
     }
     if std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: real MNIST files not found in {}; MNIST_SKIP_REAL=1 is set", dir.display());
+        skipped(&test_name(), &format!("real MNIST files not found in {}; MNIST_SKIP_REAL=1 is set", dir.display()));
         return None;
     }
     panic!(
@@ -48,6 +72,11 @@ pub fn real_mnist_dir() -> Option<std::path::PathBuf> {
          MNIST_SKIP_REAL=1 to skip the tests that need them",
         dir.display()
     );
+}
+
+/// The running test's name (libtest names each test's thread after it).
+fn test_name() -> String {
+    std::thread::current().name().unwrap_or("a test").to_string()
 }
 
 /// Asserts |got - want| <= atol + rtol·|want| elementwise, naming the first offender.
@@ -101,8 +130,7 @@ impl Rig {
         order.resize(order.len().next_multiple_of(batch), 0);
         let order = ctx.upload(&order, "order").unwrap();
         let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
-        let feed =
-            Feed { images, order: &order, step: &step, metrics: &metrics, samples, norm: Normalization::default() };
+        let feed = Feed { images, order: &order, step: &step, metrics: &metrics, samples, norm: MNIST_NORMALIZATION };
         let params = Parameters::upload(ctx, graph, params).unwrap();
         let plan = Plan::training(ctx, graph, batch, &params, sgd, &feed).unwrap();
         Rig { plan, params, metrics }
@@ -110,9 +138,7 @@ impl Rig {
 
     /// Records, submits and waits for one step.
     pub fn step(&self, ctx: &GpuContext) {
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        self.plan.record(&mut encoder);
-        ctx.submit(encoder).unwrap();
+        self.plan.submit(ctx, 1, None).unwrap();
         ctx.wait().unwrap();
     }
 }

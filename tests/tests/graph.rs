@@ -6,7 +6,7 @@
 use engine::graph::cpu;
 use engine::graph::program::Program;
 use engine::graph::Graph;
-use engine::ops::gather::{self, GpuImages, Normalization};
+use engine::ops::gather::{self, GpuImages};
 use engine::ops::sgd::Sgd;
 use engine::rng::Rng;
 use engine::GpuContext;
@@ -36,7 +36,7 @@ fn batch(seed: u64) -> Batch {
         }
     }
     let order: Vec<u32> = (0..BATCH as u32).collect();
-    let (x, y) = gather::cpu::gather_batch(&pixels, &labels, 784, &order, Normalization::default());
+    let (x, y) = gather::cpu::gather_batch(&pixels, &labels, 784, &order, models::train::MNIST_NORMALIZATION);
     Batch { pixels, labels, x, y }
 }
 
@@ -61,8 +61,9 @@ fn norm(v: &[f32]) -> f64 {
     v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
 }
 
+/// The CPU reference's gradients against finite differences (on any machine, GPU or not), then
+/// the GPU's against the CPU reference.
 fn check_network(network: Network) {
-    let Some(ctx) = gpu() else { return };
     let graph = network.build([1, 28, 28], 10).unwrap();
     let params = graph.init_params(7);
     let b = batch(11);
@@ -70,6 +71,24 @@ fn check_network(network: Network) {
     let reference = cpu::run(&graph, &program, &params, &b.x, &b.y);
     assert!(reference.loss.is_finite() && reference.loss > 0.5, "{}: loss {}", network.name(), reference.loss);
 
+    // The CPU reference against finite differences, on two entries of every parameter tensor.
+    let loss = |params: &[f32]| cpu::run(&graph, &program, params, &b.x, &b.y).loss as f64;
+    for p in &graph.params {
+        for i in [p.offset, p.offset + p.len() / 2 + 1] {
+            let eps = 1e-3;
+            let fd = tests::finite_difference(&params, i, eps, loss);
+            let analytic = reference.grads[i] as f64;
+            assert!(
+                (fd - analytic).abs() < 2e-3 + 0.05 * analytic.abs(),
+                "{}: d loss / d {}[{}]: finite difference {fd:.6}, autodiff {analytic:.6}",
+                network.name(),
+                p.name,
+                i - p.offset
+            );
+        }
+    }
+
+    let Some(ctx) = gpu() else { return };
     // GPU gradients against the CPU reference, parameter by parameter. Relative to each
     // tensor's norm: a ReLU or max-pool decision flipped by rounding moves a few entries.
     let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
@@ -97,23 +116,6 @@ fn check_network(network: Network) {
     let diff: Vec<f32> = stepped.iter().zip(&want).map(|(a, b)| a - b).collect();
     let max = diff.iter().fold(0f32, |m, d| m.max(d.abs()));
     assert!(max < 1e-5, "{}: parameters after one SGD step differ from the CPU step by up to {max}", network.name());
-
-    // The CPU reference against finite differences, on two entries of every parameter tensor.
-    let loss = |params: &[f32]| cpu::run(&graph, &program, params, &b.x, &b.y).loss as f64;
-    for p in &graph.params {
-        for i in [p.offset, p.offset + p.len() / 2 + 1] {
-            let eps = 1e-3;
-            let fd = tests::finite_difference(&params, i, eps, loss);
-            let analytic = reference.grads[i] as f64;
-            assert!(
-                (fd - analytic).abs() < 2e-3 + 0.05 * analytic.abs(),
-                "{}: d loss / d {}[{}]: finite difference {fd:.6}, autodiff {analytic:.6}",
-                network.name(),
-                p.name,
-                i - p.offset
-            );
-        }
-    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::program::{Buf, Instr, Program};
 use super::Graph;
-use crate::ops::{add, avg_pool, bias, concat, conv, fill, matmul, max_pool, relu, softmax_cross_entropy};
+use crate::ops::{add, avg_pool, bias, concat, conv, matmul, max_pool, relu, softmax_cross_entropy};
 
 pub struct CpuRun {
     /// The batch's mean loss and correct predictions.
@@ -65,6 +65,112 @@ impl State<'_> {
     }
 }
 
+impl State<'_> {
+    /// Writes buffer `y` with `f(state, y)`, the state lending its other buffers as inputs.
+    fn write(&mut self, y: Buf, f: impl FnOnce(&Self, &mut Vec<f32>)) {
+        let mut out = self.take(y);
+        f(self, &mut out);
+        self.put(y, out);
+    }
+
+    /// Runs one instruction; the loss instruction returns (mean loss, correct predictions).
+    fn exec(&mut self, instr: &Instr) -> Option<(f32, u32)> {
+        match *instr {
+            Instr::Conv { g, oc, x, w, b, y, relu, .. } => self.write(y, |s, out| {
+                conv::cpu::conv2d_forward(&g, oc, s.get(x), s.get(w), s.get(b), out);
+                if relu {
+                    relu::cpu::relu_forward(&out.clone(), out);
+                }
+            }),
+            Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, .. } => {
+                let (mut dwv, mut dbv, mut dxv) = (self.take(dw), self.take(db), vec![0.0; g.input_len()]);
+                conv::cpu::conv2d_backward(
+                    &g,
+                    oc,
+                    self.get(x),
+                    self.get(w),
+                    self.get(dy),
+                    &mut dxv,
+                    &mut dwv,
+                    &mut dbv,
+                );
+                self.put(dw, dwv);
+                self.put(db, dbv);
+                if let Some(dx) = dx {
+                    self.put(dx, dxv);
+                }
+            }
+            Instr::Linear { n, inputs, outputs, x, w, b, y } => self.write(y, |s, out| {
+                let product = matmul::Matmul {
+                    b: matmul::View::row_major(inputs).t(),
+                    ..matmul::Matmul::dense(n, outputs, inputs)
+                };
+                matmul::cpu::matmul(&product, s.get(x), s.get(w), out);
+                bias::cpu::bias_add(n, outputs, 1, false, s.get(b), out);
+            }),
+            Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
+                let weight_grad = matmul::Matmul {
+                    a: matmul::View::row_major(outputs).t(),
+                    ..matmul::Matmul::dense(outputs, inputs, n)
+                };
+                self.write(dw, |s, out| matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), out));
+                self.write(db, |s, out| bias::cpu::bias_grad(n, outputs, 1, s.get(dy), out));
+                if let Some(dx) = dx {
+                    let input_grad = matmul::Matmul::dense(n, inputs, outputs);
+                    self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), out));
+                }
+            }
+            Instr::MaxPool { g, x, y, argmax } => {
+                let ai = self.int(argmax);
+                let mut arg = std::mem::take(&mut self.ints[ai]);
+                self.write(y, |s, out| max_pool::cpu::max_pool_forward(&g, s.get(x), out, &mut arg));
+                self.ints[ai] = arg;
+            }
+            Instr::MaxPoolBack { g, dy, argmax, dx } => {
+                self.write(dx, |s, out| max_pool::cpu::max_pool_backward(&g, s.get(dy), &s.ints[s.int(argmax)], out))
+            }
+            Instr::AvgPool { g, x, y } => self.write(y, |s, out| avg_pool::cpu::avg_pool_forward(&g, s.get(x), out)),
+            Instr::AvgPoolBack { g, dy, dx } => {
+                self.write(dx, |s, out| avg_pool::cpu::avg_pool_backward(&g, s.get(dy), out))
+            }
+            Instr::Relu { len, x, y } => {
+                self.write(y, |s, out| relu::cpu::relu_forward(&s.get(x)[..len], &mut out[..len]))
+            }
+            Instr::ReluBack { len, y, dy, dx } => {
+                self.write(dx, |s, out| relu::cpu::relu_backward(&s.get(y)[..len], &s.get(dy)[..len], &mut out[..len]))
+            }
+            Instr::Add { len, a, b, y } => {
+                self.write(y, |s, out| add::cpu::add(&s.get(a)[..len], &s.get(b)[..len], &mut out[..len]))
+            }
+            Instr::AddAssign { len, a, y } => {
+                self.write(y, |s, out| add::cpu::add_assign(&s.get(a)[..len], &mut out[..len]))
+            }
+            Instr::Copy { len, src, dst } => {
+                self.write(dst, |s, out| add::cpu::copy(&s.get(src)[..len], &mut out[..len]))
+            }
+            Instr::CopyChannels { copy, src, dst } => {
+                self.write(dst, |s, out| concat::cpu::copy_channels(&copy, s.get(src), out))
+            }
+            Instr::Loss { rows, classes, logits, labels, dlogits } => {
+                let mut d = dlogits.map(|b| self.take(b));
+                let labels = &self.ints[self.int(labels)];
+                let result = softmax_cross_entropy::cpu::softmax_cross_entropy(
+                    rows,
+                    classes,
+                    self.get(logits),
+                    labels,
+                    d.as_deref_mut(),
+                );
+                if let (Some(b), Some(d)) = (dlogits, d) {
+                    self.put(b, d);
+                }
+                return Some(result);
+            }
+        }
+        None
+    }
+}
+
 /// Runs `program` on `x` (the normalized batch) and `labels`.
 pub fn run(graph: &Graph, program: &Program, params: &[f32], x: &[f32], labels: &[u32]) -> CpuRun {
     let mut s = State {
@@ -79,118 +185,8 @@ pub fn run(graph: &Graph, program: &Program, params: &[f32], x: &[f32], labels: 
     s.ints[li] = labels.to_vec();
     let (mut loss, mut correct) = (0.0, 0);
     for instr in &program.instrs {
-        match *instr {
-            Instr::Conv { g, oc, x, w, b, y, relu, .. } => {
-                let mut out = s.take(y);
-                conv::cpu::conv2d_forward(&g, oc, s.get(x), s.get(w), s.get(b), &mut out);
-                if relu {
-                    out.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-                s.put(y, out);
-            }
-            Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, .. } => {
-                let (mut dwv, mut dbv) = (s.take(dw), s.take(db));
-                let mut dxv = vec![0.0; g.input_len()];
-                conv::cpu::conv2d_backward(&g, oc, s.get(x), s.get(w), s.get(dy), &mut dxv, &mut dwv, &mut dbv);
-                s.put(dw, dwv);
-                s.put(db, dbv);
-                if let Some(dx) = dx {
-                    s.put(dx, dxv);
-                }
-            }
-            Instr::Linear { n, inputs, outputs, x, w, b, y } => {
-                let mut out = s.take(y);
-                let product = matmul::Matmul {
-                    b: matmul::View::row_major(inputs).t(),
-                    ..matmul::Matmul::dense(n, outputs, inputs)
-                };
-                matmul::cpu::matmul(&product, s.get(x), s.get(w), &mut out);
-                bias::cpu::bias_add(n, outputs, 1, false, s.get(b), &mut out);
-                s.put(y, out);
-            }
-            Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
-                let (mut dwv, mut dbv) = (s.take(dw), s.take(db));
-                let weight_grad = matmul::Matmul {
-                    a: matmul::View::row_major(outputs).t(),
-                    ..matmul::Matmul::dense(outputs, inputs, n)
-                };
-                matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), &mut dwv);
-                bias::cpu::bias_grad(n, outputs, 1, s.get(dy), &mut dbv);
-                s.put(dw, dwv);
-                s.put(db, dbv);
-                if let Some(dx) = dx {
-                    let mut dxv = s.take(dx);
-                    matmul::cpu::matmul(&matmul::Matmul::dense(n, inputs, outputs), s.get(dy), s.get(w), &mut dxv);
-                    s.put(dx, dxv);
-                }
-            }
-            Instr::MaxPool { g, x, y, argmax } => {
-                let mut out = s.take(y);
-                let ai = s.int(argmax);
-                let mut arg = std::mem::take(&mut s.ints[ai]);
-                max_pool::cpu::max_pool_forward(&g, s.get(x), &mut out, &mut arg);
-                s.ints[ai] = arg;
-                s.put(y, out);
-            }
-            Instr::MaxPoolBack { g, dy, argmax, dx } => {
-                let mut out = s.take(dx);
-                max_pool::cpu::max_pool_backward(&g, s.get(dy), &s.ints[s.int(argmax)], &mut out);
-                s.put(dx, out);
-            }
-            Instr::AvgPool { g, x, y } => {
-                let mut out = s.take(y);
-                avg_pool::cpu::avg_pool_forward(&g, s.get(x), &mut out);
-                s.put(y, out);
-            }
-            Instr::AvgPoolBack { g, dy, dx } => {
-                let mut out = s.take(dx);
-                avg_pool::cpu::avg_pool_backward(&g, s.get(dy), &mut out);
-                s.put(dx, out);
-            }
-            Instr::Relu { len, x, y } => {
-                let mut out = s.take(y);
-                relu::cpu::relu_forward(&s.get(x)[..len], &mut out[..len]);
-                s.put(y, out);
-            }
-            Instr::ReluBack { len, y, dy, dx } => {
-                let mut out = s.take(dx);
-                relu::cpu::relu_backward(&s.get(y)[..len], &s.get(dy)[..len], &mut out[..len]);
-                s.put(dx, out);
-            }
-            Instr::Add { len, a, b, y } => {
-                let mut out = s.take(y);
-                add::cpu::add(&s.get(a)[..len], &s.get(b)[..len], &mut out[..len]);
-                s.put(y, out);
-            }
-            Instr::AddAssign { len, a, y } => {
-                let mut out = s.take(y);
-                add::cpu::add_assign(&s.get(a)[..len], &mut out[..len]);
-                s.put(y, out);
-            }
-            Instr::Copy { len, src, dst } => {
-                let mut out = s.take(dst);
-                fill::cpu::copy(&s.get(src)[..len], &mut out[..len]);
-                s.put(dst, out);
-            }
-            Instr::CopyChannels { copy, src, dst } => {
-                let mut out = s.take(dst);
-                concat::cpu::copy_channels(&copy, s.get(src), &mut out);
-                s.put(dst, out);
-            }
-            Instr::Loss { rows, classes, logits, labels, dlogits } => {
-                let mut d = dlogits.map(|b| s.take(b));
-                let labels = &s.ints[s.int(labels)];
-                (loss, correct) = softmax_cross_entropy::cpu::softmax_cross_entropy(
-                    rows,
-                    classes,
-                    s.get(logits),
-                    labels,
-                    d.as_deref_mut(),
-                );
-                if let (Some(b), Some(d)) = (dlogits, d) {
-                    s.put(b, d);
-                }
-            }
+        if let Some(result) = s.exec(instr) {
+            (loss, correct) = result;
         }
     }
     CpuRun { loss, correct, logits: s.get(program.logits).to_vec(), grads: s.grads }

@@ -2,6 +2,7 @@
 //! built; [`program`] derives the forward and backward instruction lists (autodiff), which the
 //! GPU [`plan`] turns into recorded dispatches and [`cpu`] runs as a reference.
 
+mod autodiff;
 pub mod cpu;
 pub mod plan;
 pub mod program;

@@ -5,13 +5,13 @@
 
 use super::program::{Buf, Instr, Program};
 use super::Graph;
-use crate::context::{GpuContext, Tensor};
+use crate::context::{AsyncRead, GpuContext, Submission, Tensor};
 use crate::error::Result;
 use crate::kernel::Dispatch;
 use crate::ops::gather::{self, GpuImages, Normalization};
 use crate::ops::sgd::{self, Sgd};
 use crate::ops::softmax_cross_entropy::{self as sce, METRICS_WORDS};
-use crate::ops::{add, avg_pool, concat, conv, fill, matmul, max_pool, relu};
+use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu};
 
 /// The packed parameters of a network on the GPU, their gradients and the SGD velocity,
 /// shared by every plan of the network (training at two batch sizes, evaluation).
@@ -202,7 +202,7 @@ impl Plan {
                 Instr::ReluBack { len, y, dy, dx } => out.push(relu::relu_backward(ctx, len, &t(y), &t(dy), &t(dx))?),
                 Instr::Add { len, a, b, y } => out.push(add::add(ctx, len, &t(a), &t(b), &t(y))?),
                 Instr::AddAssign { len, a, y } => out.push(add::add_assign(ctx, len, &t(a), &t(y))?),
-                Instr::Copy { len, src, dst } => out.push(fill::copy(ctx, len, &t(src), &t(dst))?),
+                Instr::Copy { len, src, dst } => out.push(add::copy(ctx, len, &t(src), &t(dst))?),
                 Instr::CopyChannels { copy, src, dst } => {
                     out.push(concat::copy_channels(ctx, &copy, &t(src), &t(dst))?)
                 }
@@ -227,8 +227,8 @@ impl Plan {
         Ok(())
     }
 
-    /// Records one step into a compute pass of `encoder`.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
-        crate::kernel::record(encoder, &self.dispatches);
+    /// Submits `steps` steps in one command buffer, then the copy `read` requests, if any.
+    pub fn submit(&self, ctx: &GpuContext, steps: usize, read: Option<&mut AsyncRead>) -> Result<Submission> {
+        ctx.submit(&self.dispatches, steps, read)
     }
 }

@@ -176,297 +176,122 @@ pub struct Program {
     pub instrs: Vec<Instr>,
 }
 
-struct Builder<'g> {
-    graph: &'g Graph,
-    batch: usize,
-    buffers: Vec<BufferDesc>,
-    instrs: Vec<Instr>,
+/// Builds a program's buffers and instructions; the forward lowering lives here, the backward
+/// pass in [`super::autodiff`].
+pub(super) struct Builder<'g> {
+    pub graph: &'g Graph,
+    pub batch: usize,
+    pub buffers: Vec<BufferDesc>,
+    pub instrs: Vec<Instr>,
+}
+
+/// What the forward lowering leaves for the backward pass, by node index.
+pub(super) struct Forward {
+    /// Each node's output buffer.
+    pub out: Vec<Buf>,
+    /// A max pool's saved argmax.
+    pub argmax: Vec<Option<Buf>>,
+    /// A convolution's column matrix.
+    pub cols: Vec<Option<Buf>>,
 }
 
 impl Builder<'_> {
-    fn new_buf(&mut self, len: usize, integer: bool, name: String) -> Buf {
+    pub fn new_buf(&mut self, len: usize, integer: bool, name: String) -> Buf {
         self.buffers.push(BufferDesc { len: len.max(1), integer, name });
         Buf::Act(self.buffers.len() - 1)
     }
-    fn node_len(&self, node: usize) -> usize {
+    /// Elements of node `node`'s output over the batch.
+    pub fn node_len(&self, node: usize) -> usize {
         self.batch * self.graph.nodes[node].shape.iter().product::<usize>()
     }
-    fn conv_geometry(&self, x: usize, kernel: usize, stride: usize, pad: usize) -> ConvGeometry {
+    pub fn conv_geometry(&self, x: usize, kernel: usize, stride: usize, pad: usize) -> ConvGeometry {
         let [c, h, w] = self.graph.nodes[x].shape;
         ConvGeometry { n: self.batch, c, h, w, kh: kernel, kw: kernel, stride, pad }
     }
-    fn pool_geometry(&self, x: usize, k: usize, stride: usize, pad: usize) -> PoolGeometry {
+    pub fn pool_geometry(&self, x: usize, k: usize, stride: usize, pad: usize) -> PoolGeometry {
         let [c, h, w] = self.graph.nodes[x].shape;
         PoolGeometry { planes: self.batch * c, h, w, k, stride, pad }
     }
+    /// The copies that concatenate (or, backward, split) node `node`'s inputs along channels:
+    /// (input node, the copy for concatenation, the copy for the split).
+    pub fn concat_parts(&self, node: usize) -> Vec<(usize, ChannelCopy, ChannelCopy)> {
+        let nodes = &self.graph.nodes;
+        let Op::Concat { ref xs } = nodes[node].op else { unreachable!("concat_parts of a concat") };
+        let [total, h, w] = nodes[node].shape;
+        let mut offset = 0;
+        xs.iter()
+            .map(|&x| {
+                let c = nodes[x].shape[0];
+                offset += c;
+                let at = offset - c;
+                (
+                    x,
+                    ChannelCopy::concat(self.batch, h * w, c, total, at),
+                    ChannelCopy::split(self.batch, h * w, c, total, at),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The graph's one loss node and one input node, after checking that every node contributes
+/// to the loss (a layer that does not would hold parameters that never train).
+fn check(graph: &Graph, batch: usize) -> Result<(usize, usize)> {
+    if batch == 0 {
+        return Err(Error::Graph("batch size must be at least 1".into()));
+    }
+    let nodes = &graph.nodes;
+    let find = |is: fn(&Op) -> bool| (0..nodes.len()).filter(|&i| is(&nodes[i].op)).collect::<Vec<_>>();
+    let &[loss] = find(|op| matches!(op, Op::SoftmaxCrossEntropy { .. })).as_slice() else {
+        let count = find(|op| matches!(op, Op::SoftmaxCrossEntropy { .. })).len();
+        return Err(Error::Graph(format!("a graph needs exactly one loss, this one has {count}")));
+    };
+    let mut needed = vec![false; nodes.len()];
+    needed[loss] = true;
+    for i in (0..nodes.len()).rev() {
+        if needed[i] {
+            for j in nodes[i].op.inputs() {
+                needed[j] = true;
+            }
+        }
+    }
+    if let Some(i) = (0..nodes.len()).find(|&i| !needed[i]) {
+        let what = match nodes[i].op {
+            Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias, .. } => {
+                format!(" (so parameters {}, {} are never used)", graph.params[weight].name, graph.params[bias].name)
+            }
+            _ => String::new(),
+        };
+        return Err(Error::Graph(format!("layer `{}` does not contribute to the loss{what}", nodes[i].name)));
+    }
+    let inputs = find(|op| matches!(op, Op::Input));
+    let &[input] = inputs.as_slice() else {
+        return Err(Error::Graph(format!("a graph needs exactly one input, this one has {}", inputs.len())));
+    };
+    Ok((loss, input))
 }
 
 impl Program {
-    /// Lowers `graph` at `batch` samples a step; with `training`, appends the backward pass.
+    /// Lowers `graph` at `batch` samples a step: check, forward, loss and, with `training`, the
+    /// backward pass that autodiff derives.
     pub fn build(graph: &Graph, batch: usize, training: bool) -> Result<Program> {
-        if batch == 0 {
-            return Err(Error::Graph("batch size must be at least 1".into()));
-        }
-        let nodes = &graph.nodes;
-        let loss_nodes: Vec<usize> =
-            (0..nodes.len()).filter(|&i| matches!(nodes[i].op, Op::SoftmaxCrossEntropy { .. })).collect();
-        let &[loss] = loss_nodes.as_slice() else {
-            return Err(Error::Graph(format!("a graph needs exactly one loss, this one has {}", loss_nodes.len())));
-        };
-        let Op::SoftmaxCrossEntropy { logits, labels } = nodes[loss].op else { unreachable!() };
-
-        // Nodes the loss depends on; everything else (and its parameters) is refused.
-        let mut needed = vec![false; nodes.len()];
-        needed[loss] = true;
-        for i in (0..nodes.len()).rev() {
-            if needed[i] {
-                for j in nodes[i].op.inputs() {
-                    needed[j] = true;
-                }
-            }
-        }
-        for (i, node) in nodes.iter().enumerate() {
-            if !needed[i] {
-                let params: Vec<&str> = match node.op {
-                    Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias, .. } => {
-                        vec![&graph.params[weight].name, &graph.params[bias].name]
-                    }
-                    _ => vec![],
-                };
-                let what = if params.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (so parameters {} are never used)", params.join(", "))
-                };
-                return Err(Error::Graph(format!("layer `{}` does not contribute to the loss{what}", node.name)));
-            }
-        }
-        let inputs: Vec<usize> = (0..nodes.len()).filter(|&i| matches!(nodes[i].op, Op::Input)).collect();
-        let &[input] = inputs.as_slice() else {
-            return Err(Error::Graph(format!("a graph needs exactly one input, this one has {}", inputs.len())));
-        };
-
-        let mut consumers = vec![0usize; nodes.len()];
-        for node in nodes {
-            for j in node.op.inputs() {
-                consumers[j] += 1;
-            }
-        }
+        let (loss, input) = check(graph, batch)?;
+        let Op::SoftmaxCrossEntropy { logits, labels } = graph.nodes[loss].op else { unreachable!() };
         let mut b = Builder { graph, batch, buffers: Vec::new(), instrs: Vec::new() };
-        // Output buffer of each node. A ReLU right after a conv (its only consumer) is fused:
-        // the conv writes the ReLU's output directly.
-        let mut out: Vec<Option<Buf>> = vec![None; nodes.len()];
-        let fused_relu = |i: usize| -> Option<usize> {
-            let next = i + 1;
-            (consumers[i] == 1
-                && matches!(nodes[i].op, Op::Conv2d { .. })
-                && next < nodes.len()
-                && matches!(nodes[next].op, Op::Relu { x } if x == i))
-            .then_some(next)
-        };
-        let mut argmax: Vec<Option<Buf>> = vec![None; nodes.len()];
-        let mut cols_of: Vec<Option<Buf>> = vec![None; nodes.len()];
-        for i in 0..nodes.len() {
-            let node = &nodes[i];
-            let len = b.node_len(i);
-            if out[i].is_some() {
-                continue; // a fused ReLU, written by its conv
-            }
-            let y = match node.op {
-                Op::Labels => b.new_buf(batch, true, "labels".into()),
-                Op::Flatten { x } => out[x].unwrap(), // same memory, new shape
-                _ => b.new_buf(len, false, node.name.clone()),
-            };
-            out[i] = Some(y);
-            let input_of = |x: usize| out[x].unwrap();
-            match node.op {
-                Op::Input | Op::Labels | Op::Flatten { .. } | Op::SoftmaxCrossEntropy { .. } => {}
-                Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
-                    let g = b.conv_geometry(x, kernel, stride, pad);
-                    let cols = b.new_buf(
-                        if g.is_pointwise() { 1 } else { g.cols_len() },
-                        false,
-                        format!("{}.cols", node.name),
-                    );
-                    cols_of[i] = Some(cols);
-                    let relu = fused_relu(i);
-                    let x = input_of(x);
-                    if let Some(r) = relu {
-                        out[r] = Some(y);
-                    }
-                    b.instrs.push(Instr::Conv {
-                        g,
-                        oc: node.shape[0],
-                        x,
-                        w: Buf::Param(weight),
-                        b: Buf::Param(bias),
-                        y,
-                        relu: relu.is_some(),
-                        cols,
-                    });
-                }
-                Op::Linear { x, weight, bias } => b.instrs.push(Instr::Linear {
-                    n: batch,
-                    inputs: nodes[x].shape[0],
-                    outputs: node.shape[0],
-                    x: input_of(x),
-                    w: Buf::Param(weight),
-                    b: Buf::Param(bias),
-                    y,
-                }),
-                Op::MaxPool2d { x, kernel, stride, pad } => {
-                    let g = b.pool_geometry(x, kernel, stride, pad);
-                    let arg = b.new_buf(len, true, format!("{}.argmax", node.name));
-                    argmax[i] = Some(arg);
-                    b.instrs.push(Instr::MaxPool { g, x: input_of(x), y, argmax: arg });
-                }
-                Op::AvgPool2d { x, kernel, stride, pad } => {
-                    let g = b.pool_geometry(x, kernel, stride, pad);
-                    b.instrs.push(Instr::AvgPool { g, x: input_of(x), y });
-                }
-                Op::Relu { x } => b.instrs.push(Instr::Relu { len, x: input_of(x), y }),
-                Op::Add { a, b: bb } => b.instrs.push(Instr::Add { len, a: input_of(a), b: input_of(bb), y }),
-                Op::Concat { ref xs } => {
-                    let total = node.shape[0];
-                    let s = node.shape[1] * node.shape[2];
-                    let mut offset = 0;
-                    for &x in xs {
-                        let c = nodes[x].shape[0];
-                        let copy = ChannelCopy::concat(batch, s, c, total, offset);
-                        b.instrs.push(Instr::CopyChannels { copy, src: input_of(x), dst: y });
-                        offset += c;
-                    }
-                }
-            }
-        }
-        let classes = nodes[logits].shape[0];
+        let forward = b.forward();
+        let classes = graph.nodes[logits].shape[0];
         let dlogits = training.then(|| b.new_buf(batch * classes, false, "loss.grad".into()));
-        b.instrs.push(Instr::Loss {
-            rows: batch,
-            classes,
-            logits: out[logits].unwrap(),
-            labels: out[labels].unwrap(),
-            dlogits,
-        });
-
-        if training {
-            // Which nodes depend on a parameter (and so need a gradient).
-            let mut wants_grad = vec![false; nodes.len()];
-            for (i, node) in nodes.iter().enumerate() {
-                wants_grad[i] = matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. })
-                    || node.op.inputs().iter().any(|&j| wants_grad[j]);
-            }
-            let mut grad: Vec<Option<Buf>> = vec![None; nodes.len()];
-            grad[logits] = dlogits;
-            for i in (0..nodes.len()).rev() {
-                let Some(dy) = grad[i] else { continue };
-                let node = &nodes[i];
-                let y = out[i].unwrap();
-                match node.op {
-                    Op::Input | Op::Labels | Op::SoftmaxCrossEntropy { .. } => {}
-                    Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
-                        let g = b.conv_geometry(x, kernel, stride, pad);
-                        let cols = cols_of[i].expect("the forward pass built the column matrix");
-                        let dcols = b.new_buf(
-                            if wants_grad[x] && !g.is_pointwise() { g.cols_len() } else { 1 },
-                            false,
-                            format!("{}.dcols", node.name),
-                        );
-                        let partials = b.new_buf(
-                            crate::ops::conv::weight_grad_partials_len(&g, node.shape[0]),
-                            false,
-                            format!("{}.weight.grad.partials", node.name),
-                        );
-                        let dx = wants_grad[x].then(|| b.contribution(&mut grad, x, &nodes[x].name));
-                        b.instrs.push(Instr::ConvBack {
-                            g,
-                            oc: node.shape[0],
-                            x: out[x].unwrap(),
-                            w: Buf::Param(weight),
-                            dy,
-                            dw: Buf::Grad(weight),
-                            db: Buf::Grad(bias),
-                            dx: dx.map(|(t, _)| t),
-                            cols,
-                            dcols,
-                            partials,
-                        });
-                        b.finish_contribution(dx);
-                    }
-                    Op::Linear { x, weight, bias } => {
-                        let dx = wants_grad[x].then(|| b.contribution(&mut grad, x, &nodes[x].name));
-                        b.instrs.push(Instr::LinearBack {
-                            n: batch,
-                            inputs: nodes[x].shape[0],
-                            outputs: node.shape[0],
-                            x: out[x].unwrap(),
-                            w: Buf::Param(weight),
-                            dy,
-                            dw: Buf::Grad(weight),
-                            db: Buf::Grad(bias),
-                            dx: dx.map(|(t, _)| t),
-                        });
-                        b.finish_contribution(dx);
-                    }
-                    Op::MaxPool2d { x, kernel, stride, pad } if wants_grad[x] => {
-                        let g = b.pool_geometry(x, kernel, stride, pad);
-                        let dx = b.contribution(&mut grad, x, &nodes[x].name);
-                        b.instrs.push(Instr::MaxPoolBack { g, dy, argmax: argmax[i].unwrap(), dx: dx.0 });
-                        b.finish_contribution(Some(dx));
-                    }
-                    Op::AvgPool2d { x, kernel, stride, pad } if wants_grad[x] => {
-                        let g = b.pool_geometry(x, kernel, stride, pad);
-                        let dx = b.contribution(&mut grad, x, &nodes[x].name);
-                        b.instrs.push(Instr::AvgPoolBack { g, dy, dx: dx.0 });
-                        b.finish_contribution(Some(dx));
-                    }
-                    Op::Relu { x } if wants_grad[x] => {
-                        let dx = b.contribution(&mut grad, x, &nodes[x].name);
-                        b.instrs.push(Instr::ReluBack { len: b.node_len(i), y, dy, dx: dx.0 });
-                        b.finish_contribution(Some(dx));
-                    }
-                    Op::Add { a, b: bb } => {
-                        for x in [a, bb] {
-                            if wants_grad[x] {
-                                b.pass_through(&mut grad, x, dy);
-                            }
-                        }
-                    }
-                    Op::Flatten { x } if wants_grad[x] => {
-                        if grad[x].is_none() {
-                            grad[x] = Some(dy); // same memory, so the same gradient buffer
-                        } else {
-                            b.pass_through(&mut grad, x, dy);
-                        }
-                    }
-                    Op::Concat { ref xs } => {
-                        let total = node.shape[0];
-                        let s = node.shape[1] * node.shape[2];
-                        let mut offset = 0;
-                        for &x in xs {
-                            let c = nodes[x].shape[0];
-                            if wants_grad[x] {
-                                let dx = b.contribution(&mut grad, x, &nodes[x].name);
-                                let copy = ChannelCopy::split(batch, s, c, total, offset);
-                                b.instrs.push(Instr::CopyChannels { copy, src: dy, dst: dx.0 });
-                                b.finish_contribution(Some(dx));
-                            }
-                            offset += c;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if grad[input].is_some() {
-                return Err(Error::Graph("internal: the input received a gradient".into()));
-            }
+        let (logits_buf, labels_buf) = (forward.out[logits], forward.out[labels]);
+        b.instrs.push(Instr::Loss { rows: batch, classes, logits: logits_buf, labels: labels_buf, dlogits });
+        if let Some(dlogits) = dlogits {
+            super::autodiff::backward(&mut b, &forward, logits, dlogits, input)?;
         }
         Ok(Program {
             batch,
             buffers: b.buffers,
-            input: out[input].unwrap(),
-            labels: out[labels].unwrap(),
-            logits: out[logits].unwrap(),
+            input: forward.out[input],
+            labels: labels_buf,
+            logits: logits_buf,
             classes,
             instrs: b.instrs,
         })
@@ -474,41 +299,80 @@ impl Program {
 }
 
 impl Builder<'_> {
-    /// Where the next gradient contribution to node `x` is written: its gradient buffer when it
-    /// is the first, else a scratch buffer that `finish_contribution` adds in.
-    fn contribution(&mut self, grad: &mut [Option<Buf>], x: usize, name: &str) -> (Buf, Option<Buf>) {
-        let len = self.node_len(x);
-        match grad[x] {
-            None => {
-                let g = self.new_buf(len, false, format!("{name}.grad"));
-                grad[x] = Some(g);
-                (g, None)
+    /// The forward instructions of every node, in graph order. A ReLU right after a conv (its
+    /// only consumer) is fused: the conv writes the ReLU's output directly.
+    fn forward(&mut self) -> Forward {
+        let nodes = &self.graph.nodes;
+        let n = nodes.len();
+        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n], cols: vec![None; n] };
+        let mut fused_into_conv = false;
+        for (i, node) in nodes.iter().enumerate() {
+            if std::mem::take(&mut fused_into_conv) {
+                f.out.push(f.out[i - 1]);
+                continue;
             }
-            Some(g) => (self.new_buf(len, false, format!("{name}.grad.part")), Some(g)),
+            let y = match node.op {
+                Op::Labels => self.new_buf(self.batch, true, "labels".into()),
+                Op::Flatten { x } => f.out[x], // same memory, new shape
+                _ => self.new_buf(self.node_len(i), false, node.name.clone()),
+            };
+            f.out.push(y);
+            fused_into_conv = self.forward_node(i, &mut f);
         }
+        f
     }
 
-    fn finish_contribution(&mut self, c: Option<(Buf, Option<Buf>)>) {
-        if let Some((part, Some(total))) = c {
-            let len = self.buffers[match total {
-                Buf::Act(i) => i,
-                _ => unreachable!("gradients of activations are activations"),
-            }]
-            .len;
-            self.instrs.push(Instr::AddAssign { len, a: part, y: total });
+    /// The forward instructions of node `i`, whose output is `f.out[i]`; returns whether the
+    /// next node, a ReLU, was fused into it.
+    fn forward_node(&mut self, i: usize, f: &mut Forward) -> bool {
+        let node = &self.graph.nodes[i];
+        let (y, len) = (f.out[i], self.node_len(i));
+        match node.op {
+            Op::Input | Op::Labels | Op::Flatten { .. } | Op::SoftmaxCrossEntropy { .. } => {}
+            Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
+                let g = self.conv_geometry(x, kernel, stride, pad);
+                let cols_len = if g.is_pointwise() { 1 } else { g.cols_len() };
+                let cols = self.new_buf(cols_len, false, format!("{}.cols", node.name));
+                f.cols[i] = Some(cols);
+                let relu = self.relu_fuses_into(i);
+                let (w, b, x) = (Buf::Param(weight), Buf::Param(bias), f.out[x]);
+                self.instrs.push(Instr::Conv { g, oc: node.shape[0], x, w, b, y, relu, cols });
+                return relu;
+            }
+            Op::Linear { x, weight, bias } => self.instrs.push(Instr::Linear {
+                n: self.batch,
+                inputs: self.graph.nodes[x].shape[0],
+                outputs: node.shape[0],
+                x: f.out[x],
+                w: Buf::Param(weight),
+                b: Buf::Param(bias),
+                y,
+            }),
+            Op::MaxPool2d { x, kernel, stride, pad } => {
+                let g = self.pool_geometry(x, kernel, stride, pad);
+                let argmax = self.new_buf(len, true, format!("{}.argmax", node.name));
+                f.argmax[i] = Some(argmax);
+                self.instrs.push(Instr::MaxPool { g, x: f.out[x], y, argmax });
+            }
+            Op::AvgPool2d { x, kernel, stride, pad } => {
+                let g = self.pool_geometry(x, kernel, stride, pad);
+                self.instrs.push(Instr::AvgPool { g, x: f.out[x], y });
+            }
+            Op::Relu { x } => self.instrs.push(Instr::Relu { len, x: f.out[x], y }),
+            Op::Add { a, b } => self.instrs.push(Instr::Add { len, a: f.out[a], b: f.out[b], y }),
+            Op::Concat { .. } => {
+                for (x, copy, _) in self.concat_parts(i) {
+                    self.instrs.push(Instr::CopyChannels { copy, src: f.out[x], dst: y });
+                }
+            }
         }
+        false
     }
 
-    /// Node x's gradient receives `dy` unchanged (the fan-out of an add).
-    fn pass_through(&mut self, grad: &mut [Option<Buf>], x: usize, dy: Buf) {
-        let len = self.node_len(x);
-        match grad[x] {
-            None => {
-                let g = self.new_buf(len, false, format!("{}.grad", self.graph.nodes[x].name));
-                grad[x] = Some(g);
-                self.instrs.push(Instr::Copy { len, src: dy, dst: g });
-            }
-            Some(g) => self.instrs.push(Instr::AddAssign { len, a: dy, y: g }),
-        }
+    /// Whether node `i + 1` is a ReLU of node `i` and its only consumer.
+    fn relu_fuses_into(&self, i: usize) -> bool {
+        let nodes = &self.graph.nodes;
+        let consumers = nodes.iter().filter(|n| n.op.inputs().contains(&i)).count();
+        consumers == 1 && matches!(nodes.get(i + 1).map(|n| &n.op), Some(Op::Relu { x }) if *x == i)
     }
 }

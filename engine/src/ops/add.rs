@@ -1,35 +1,57 @@
-//! add.wgsl: out = a + b (residual connections) and out += a (summing the gradients of a tensor
-//! with several consumers). The backward of `add` is a fan-out: both inputs receive dout.
+//! add.wgsl: out = a + b (residual connections), out += a (summing the gradients of a tensor
+//! with several consumers), the split-K sum, and a copy. The backward of `add` is a fan-out:
+//! both inputs receive dout (the first by a copy, the next added in).
 
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
-use crate::kernel::{Access::*, Dispatch, KernelSpec};
+use crate::kernel::{Access, Access::*, Dispatch, KernelSpec};
 
-pub const ADD: KernelSpec = KernelSpec { file: "add", entry: "add", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
-pub const SUM_SLICES: KernelSpec =
-    KernelSpec { file: "add", entry: "sum_slices", storage: &[(1, Read), (3, ReadWrite)] };
-pub const ADD_ASSIGN: KernelSpec =
-    KernelSpec { file: "add", entry: "add_assign", storage: &[(1, Read), (3, ReadWrite)] };
+crate::gpu_params! {
+    /// add.wgsl's parameters: elements of the output, and slices summed by `sum_slices`.
+    pub struct AddParams {
+        pub total: u32,
+        pub slices: u32,
+    }
+}
+
+/// Reads `first`, writes `out`.
+const ONE_INPUT: &[(u32, Access)] = &[(1, Read), (3, ReadWrite)];
+pub const ADD: KernelSpec = KernelSpec::new::<AddParams>("add", "add", &[(1, Read), (2, Read), (3, ReadWrite)]);
+pub const ADD_ASSIGN: KernelSpec = KernelSpec::new::<AddParams>("add", "add_assign", ONE_INPUT);
+pub const SUM_SLICES: KernelSpec = KernelSpec::new::<AddParams>("add", "sum_slices", ONE_INPUT);
+pub const COPY: KernelSpec = KernelSpec::new::<AddParams>("add", "copy", ONE_INPUT);
+
+fn elements(len: usize) -> AddParams {
+    AddParams { total: len as u32, slices: 0 }
+}
 
 pub fn add(ctx: &GpuContext, len: usize, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Dispatch> {
     for (what, t) in [("add input a", a), ("add input b", b), ("add output", out)] {
         t.check_len(what, len)?;
     }
-    ctx.dispatch(&ADD, &[len as u32], &[a, b, out], grid_1d(len))
+    ctx.dispatch(&ADD, &elements(len), &[a, b, out], grid_1d(len))
 }
 
 /// out += a.
 pub fn add_assign(ctx: &GpuContext, len: usize, a: &Tensor, out: &Tensor) -> Result<Dispatch> {
     a.check_len("add_assign input", len)?;
     out.check_len("add_assign output", len)?;
-    ctx.dispatch(&ADD_ASSIGN, &[len as u32], &[a, out], grid_1d(len))
+    ctx.dispatch(&ADD_ASSIGN, &elements(len), &[a, out], grid_1d(len))
 }
 
 /// out[i] = Σ_s slices[s·len + i] over `count` slices of `len` elements.
 pub fn sum_slices(ctx: &GpuContext, len: usize, count: usize, slices: &Tensor, out: &Tensor) -> Result<Dispatch> {
     slices.check_len("sum_slices input", len * count)?;
     out.check_len("sum_slices output", len)?;
-    ctx.dispatch(&SUM_SLICES, &[len as u32, count as u32], &[slices, out], grid_1d(len))
+    let params = AddParams { total: len as u32, slices: count as u32 };
+    ctx.dispatch(&SUM_SLICES, &params, &[slices, out], grid_1d(len))
+}
+
+/// out = src.
+pub fn copy(ctx: &GpuContext, len: usize, src: &Tensor, out: &Tensor) -> Result<Dispatch> {
+    src.check_len("copy input", len)?;
+    out.check_len("copy output", len)?;
+    ctx.dispatch(&COPY, &elements(len), &[src, out], grid_1d(len))
 }
 
 pub mod cpu {
@@ -43,6 +65,10 @@ pub mod cpu {
         for (o, a) in out.iter_mut().zip(a) {
             *o += a;
         }
+    }
+
+    pub fn copy(src: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(&src[..out.len()]);
     }
 
     pub fn sum_slices(len: usize, slices: &[f32], out: &mut [f32]) {

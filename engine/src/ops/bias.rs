@@ -2,14 +2,24 @@
 
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
-use crate::kernel::{Access::*, Dispatch, KernelSpec};
+use crate::kernel::{Access, Access::*, Dispatch, KernelSpec};
 
-pub const BIAS_ADD: KernelSpec = KernelSpec { file: "bias", entry: "bias_add", storage: &[(1, Read), (2, ReadWrite)] };
+crate::gpu_params! {
+    /// bias.wgsl's and bias_subgroup.wgsl's parameters: y is [n, c, s]; `relu` fuses a ReLU
+    /// into bias_add.
+    pub struct BiasParams {
+        pub n: u32,
+        pub c: u32,
+        pub s: u32,
+        pub relu: u32,
+    }
+}
+
+const IN_OUT: &[(u32, Access)] = &[(1, Read), (2, ReadWrite)];
+pub const BIAS_ADD: KernelSpec = KernelSpec::new::<BiasParams>("bias", "bias_add", IN_OUT);
+pub const BIAS_GRAD: KernelSpec = KernelSpec::new::<BiasParams>("bias", "bias_grad", IN_OUT);
 /// The subgroup-reduction variant, chosen when the device has the SUBGROUP feature.
-pub const BIAS_GRAD_SUBGROUP: KernelSpec =
-    KernelSpec { file: "bias_subgroup", entry: "bias_grad_subgroup", storage: &[(1, Read), (2, ReadWrite)] };
-pub const BIAS_GRAD: KernelSpec =
-    KernelSpec { file: "bias", entry: "bias_grad", storage: &[(1, Read), (2, ReadWrite)] };
+pub const BIAS_GRAD_SUBGROUP: KernelSpec = KernelSpec::new::<BiasParams>("bias_subgroup", "bias_grad_subgroup", IN_OUT);
 
 /// y [n, c, s] += bias[c], then ReLU when `relu`; in place.
 pub fn bias_add(
@@ -23,7 +33,8 @@ pub fn bias_add(
 ) -> Result<Dispatch> {
     bias.check_len("bias", c)?;
     y.check_len("bias_add output", n * c * s)?;
-    ctx.dispatch(&BIAS_ADD, &[n as u32, c as u32, s as u32, relu as u32], &[bias, y], grid_1d(n * c * s))
+    let params = BiasParams { n: n as u32, c: c as u32, s: s as u32, relu: relu as u32 };
+    ctx.dispatch(&BIAS_ADD, &params, &[bias, y], grid_1d(n * c * s))
 }
 
 /// dbias[c] = Σ_{n,s} dy[n, c, s], reduced with subgroup operations where the device has them.
@@ -44,7 +55,8 @@ pub fn bias_grad_with(
 ) -> Result<Dispatch> {
     dy.check_len("bias_grad input", n * c * s)?;
     dbias.check_len("bias gradient", c)?;
-    ctx.dispatch(spec, &[n as u32, c as u32, s as u32, 0], &[dy, dbias], [c as u32, 1, 1])
+    let params = BiasParams { n: n as u32, c: c as u32, s: s as u32, relu: 0 };
+    ctx.dispatch(spec, &params, &[dy, dbias], [c as u32, 1, 1])
 }
 
 pub mod cpu {

@@ -4,8 +4,16 @@ use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
+crate::gpu_params! {
+    /// concat.wgsl's parameters: a [`ChannelCopy`].
+    pub struct ChannelCopyParams {
+        pub n: u32, pub channels: u32, pub s: u32, pub src_channels: u32,
+        pub src_offset: u32, pub dst_channels: u32, pub dst_offset: u32,
+    }
+}
+
 pub const COPY_CHANNELS: KernelSpec =
-    KernelSpec { file: "concat", entry: "copy_channels", storage: &[(1, Read), (2, ReadWrite)] };
+    KernelSpec::new::<ChannelCopyParams>("concat", "copy_channels", &[(1, Read), (2, ReadWrite)]);
 
 /// Copy `channels` channels of [n, ·, s] tensors: dst[:, dst_offset + c] = src[:, src_offset + c].
 #[derive(Clone, Copy, Debug)]
@@ -56,8 +64,15 @@ pub fn copy_channels(ctx: &GpuContext, c: &ChannelCopy, src: &Tensor, dst: &Tens
     src.check_len("channel copy source", c.n * c.src_channels * c.s)?;
     dst.check_len("channel copy destination", c.n * c.dst_channels * c.s)?;
     let u = |v: usize| v as u32;
-    let params =
-        [u(c.n), u(c.channels), u(c.s), u(c.src_channels), u(c.src_offset), u(c.dst_channels), u(c.dst_offset), 0];
+    let params = ChannelCopyParams {
+        n: u(c.n),
+        channels: u(c.channels),
+        s: u(c.s),
+        src_channels: u(c.src_channels),
+        src_offset: u(c.src_offset),
+        dst_channels: u(c.dst_channels),
+        dst_offset: u(c.dst_offset),
+    };
     ctx.dispatch(&COPY_CHANNELS, &params, &[src, dst], grid_1d(c.len()))
 }
 

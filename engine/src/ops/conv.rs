@@ -6,12 +6,22 @@
 use super::add::sum_slices;
 use super::bias::{bias_add, bias_grad};
 use super::matmul::{matmul, Matmul, View};
+use super::window::Window;
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
-pub const IM2COL: KernelSpec = KernelSpec { file: "conv", entry: "im2col", storage: &[(1, Read), (2, ReadWrite)] };
-pub const COL2IM: KernelSpec = KernelSpec { file: "conv", entry: "col2im", storage: &[(1, Read), (2, ReadWrite)] };
+crate::gpu_params! {
+    /// conv.wgsl's parameters: the [`ConvGeometry`] and its output size.
+    pub struct ConvParams {
+        pub n: u32, pub c: u32, pub h: u32, pub w: u32,
+        pub kh: u32, pub kw: u32, pub stride: u32, pub pad: u32,
+        pub oh: u32, pub ow: u32,
+    }
+}
+
+pub const IM2COL: KernelSpec = KernelSpec::new::<ConvParams>("conv", "im2col", &[(1, Read), (2, ReadWrite)]);
+pub const COL2IM: KernelSpec = KernelSpec::new::<ConvParams>("conv", "col2im", &[(1, Read), (2, ReadWrite)]);
 
 /// Input [n, c, h, w] convolved with a kh×kw kernel at `stride` with `pad` zeros each side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,11 +37,14 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    pub fn window(&self) -> Window {
+        Window { h: self.h, w: self.w, kh: self.kh, kw: self.kw, stride: self.stride, pad: self.pad }
+    }
     pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+        self.window().oh()
     }
     pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+        self.window().ow()
     }
     /// A 1×1 kernel at stride 1 without padding: the column matrix is the input itself.
     pub fn is_pointwise(&self) -> bool {
@@ -48,12 +61,7 @@ impl ConvGeometry {
         self.n * self.col_rows() * self.oh() * self.ow()
     }
     pub fn validate(&self) -> Result<()> {
-        if self.stride == 0
-            || self.kh == 0
-            || self.kw == 0
-            || self.h + 2 * self.pad < self.kh
-            || self.w + 2 * self.pad < self.kw
-        {
+        if !self.window().fits() {
             return Err(Error::Shape(format!(
                 "a {}×{} kernel at stride {} does not fit a padded {}×{} input",
                 self.kh, self.kw, self.stride, self.h, self.w
@@ -61,22 +69,20 @@ impl ConvGeometry {
         }
         Ok(())
     }
-    fn params(&self) -> [u32; 12] {
+    fn params(&self) -> ConvParams {
         let u = |v: usize| v as u32;
-        [
-            u(self.n),
-            u(self.c),
-            u(self.h),
-            u(self.w),
-            u(self.kh),
-            u(self.kw),
-            u(self.stride),
-            u(self.pad),
-            u(self.oh()),
-            u(self.ow()),
-            0,
-            0,
-        ]
+        ConvParams {
+            n: u(self.n),
+            c: u(self.c),
+            h: u(self.h),
+            w: u(self.w),
+            kh: u(self.kh),
+            kw: u(self.kw),
+            stride: u(self.stride),
+            pad: u(self.pad),
+            oh: u(self.oh()),
+            ow: u(self.ow()),
+        }
     }
 }
 
@@ -114,69 +120,55 @@ fn image_grid(images: usize, elements: usize, kernel: &str) -> Result<[u32; 3]> 
 pub mod cpu {
     use super::ConvGeometry;
 
-    /// Visits every column-matrix entry in order with the input pixel it reads (None where it
-    /// reads padding).
-    fn patches(g: &ConvGeometry, mut visit: impl FnMut(usize, Option<usize>)) {
-        let (oh, ow) = (g.oh(), g.ow());
-        let mut i = 0;
-        for n in 0..g.n {
-            for c in 0..g.c {
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                let inside = iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize;
-                                visit(i, inside.then(|| ((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize));
-                                i += 1;
-                            }
-                        }
-                    }
+    /// Visits every output position of every (image, input channel) plane with the taps of its
+    /// window: `visit(plane, oy, ox, ky, kx, pixel)`, pixel the tap's index in x (None on padding).
+    fn taps(g: &ConvGeometry, mut visit: impl FnMut(usize, usize, usize, usize, usize, Option<usize>)) {
+        let window = g.window();
+        for plane in 0..g.n * g.c {
+            let base = plane * g.h * g.w;
+            for oy in 0..g.oh() {
+                for ox in 0..g.ow() {
+                    window.taps(oy, ox, |ky, kx, pixel| visit(plane, oy, ox, ky, kx, pixel.map(|p| base + p)));
                 }
             }
         }
     }
 
+    /// Where tap (ky, kx) of output (oy, ox) of a plane sits in the column matrix.
+    fn col_index(g: &ConvGeometry, plane: usize, oy: usize, ox: usize, ky: usize, kx: usize) -> usize {
+        ((plane * g.kh + ky) * g.kw + kx) * g.oh() * g.ow() + oy * g.ow() + ox
+    }
+
     pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
-        patches(g, |i, pixel| cols[i] = pixel.map_or(0.0, |p| x[p]));
+        taps(g, |plane, oy, ox, ky, kx, pixel| cols[col_index(g, plane, oy, ox, ky, kx)] = pixel.map_or(0.0, |p| x[p]));
     }
 
     /// The adjoint of im2col: scatter-add every column entry back to the pixel it came from.
     pub fn col2im(g: &ConvGeometry, dcols: &[f32], dx: &mut [f32]) {
         dx[..g.input_len()].fill(0.0);
-        patches(g, |i, pixel| {
+        taps(g, |plane, oy, ox, ky, kx, pixel| {
             if let Some(p) = pixel {
-                dx[p] += dcols[i];
+                dx[p] += dcols[col_index(g, plane, oy, ox, ky, kx)];
             }
         });
     }
 
     /// Direct convolution, y [n, oc, oh, ow] = Σ w[oc, c, ky, kx] · x[n, c, …] + bias[oc]: an
-    /// independent reference for the im2col + matmul path.
+    /// independent reference for the im2col + matmul path (sums in f64).
     pub fn conv2d_forward(g: &ConvGeometry, oc: usize, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
-        let (oh, ow) = (g.oh(), g.ow());
-        for n in 0..g.n {
-            for o in 0..oc {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut sum = bias[o] as f64;
-                        for c in 0..g.c {
-                            for ky in 0..g.kh {
-                                for kx in 0..g.kw {
-                                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                    if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
-                                        let xv = x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
-                                        sum += xv as f64 * w[((o * g.c + c) * g.kh + ky) * g.kw + kx] as f64;
-                                    }
-                                }
-                            }
-                        }
-                        y[((n * oc + o) * oh + oy) * ow + ox] = sum as f32;
-                    }
+        let positions = g.oh() * g.ow();
+        let mut sums: Vec<f64> = (0..g.n * oc * positions).map(|i| bias[(i / positions) % oc] as f64).collect();
+        taps(g, |plane, oy, ox, ky, kx, pixel| {
+            let (n, c) = (plane / g.c, plane % g.c);
+            if let Some(p) = pixel {
+                for o in 0..oc {
+                    let wv = w[((o * g.c + c) * g.kh + ky) * g.kw + kx];
+                    sums[(n * oc + o) * positions + oy * g.ow() + ox] += x[p] as f64 * wv as f64;
                 }
             }
+        });
+        for (y, sum) in y.iter_mut().zip(sums) {
+            *y = sum as f32;
         }
     }
 
@@ -192,34 +184,24 @@ pub mod cpu {
         dw: &mut [f32],
         dbias: &mut [f32],
     ) {
-        let (oh, ow) = (g.oh(), g.ow());
+        let positions = g.oh() * g.ow();
         dx.fill(0.0);
         dw.fill(0.0);
         dbias.fill(0.0);
-        for n in 0..g.n {
-            for o in 0..oc {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let d = dy[((n * oc + o) * oh + oy) * ow + ox];
-                        dbias[o] += d;
-                        for c in 0..g.c {
-                            for ky in 0..g.kh {
-                                for kx in 0..g.kw {
-                                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                    if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
-                                        let xi = ((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize;
-                                        let wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
-                                        dw[wi] += d * x[xi];
-                                        dx[xi] += d * w[wi];
-                                    }
-                                }
-                            }
-                        }
-                    }
+        for (i, d) in dy[..g.n * oc * positions].iter().enumerate() {
+            dbias[(i / positions) % oc] += d;
+        }
+        taps(g, |plane, oy, ox, ky, kx, pixel| {
+            let (n, c) = (plane / g.c, plane % g.c);
+            if let Some(p) = pixel {
+                for o in 0..oc {
+                    let d = dy[(n * oc + o) * positions + oy * g.ow() + ox];
+                    let wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
+                    dw[wi] += d * x[p];
+                    dx[p] += d * w[wi];
                 }
             }
-        }
+        });
     }
 }
 

@@ -5,12 +5,24 @@ use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
-pub const GATHER_BATCH: KernelSpec = KernelSpec {
-    file: "gather",
-    entry: "gather_batch",
-    storage: &[(1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, ReadWrite)],
-};
-pub const ADVANCE_STEP: KernelSpec = KernelSpec { file: "gather", entry: "advance_step", storage: &[(7, ReadWrite)] };
+crate::gpu_params! {
+    /// gather.wgsl's parameters: `rows` images of `image_len` pixels from `order[step · stride ..]`,
+    /// normalized with `mean` and `std_dev`.
+    pub struct GatherParams {
+        pub rows: u32,
+        pub image_len: u32,
+        pub stride: u32,
+        pub mean: f32,
+        pub std_dev: f32,
+    }
+}
+
+pub const GATHER_BATCH: KernelSpec = KernelSpec::new::<GatherParams>(
+    "gather",
+    "gather_batch",
+    &[(1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, ReadWrite)],
+);
+pub const ADVANCE_STEP: KernelSpec = KernelSpec::without_params("gather", "advance_step", &[(7, ReadWrite)]);
 
 /// A split of a dataset on the GPU: raw pixels packed four to a u32, labels as u32.
 pub struct GpuImages {
@@ -21,37 +33,33 @@ pub struct GpuImages {
 }
 
 impl GpuImages {
+    /// Uploads `count` images of `image_len` u8 pixels and their labels. The pixel bytes go up
+    /// as they are: four little-endian bytes are the u32 the shader unpacks (GPU buffers are
+    /// little-endian), so no packed copy is made on the host.
     pub fn upload(ctx: &GpuContext, pixels: &[u8], labels: &[u8], image_len: usize) -> Result<GpuImages> {
         let count = labels.len();
         if pixels.len() != count * image_len {
             return Err(Error::Shape(format!("{} pixels for {count} images of {image_len}", pixels.len())));
         }
-        let mut packed = vec![0u32; pixels.len().div_ceil(4)];
-        for (i, &p) in pixels.iter().enumerate() {
-            packed[i / 4] |= (p as u32) << ((i % 4) * 8);
+        let packed = ctx.zeros(pixels.len().div_ceil(4), "pixels")?;
+        let whole = pixels.len() / 4 * 4;
+        ctx.write_bytes(&packed, 0, &pixels[..whole]);
+        if whole < pixels.len() {
+            let mut last = [0u8; 4];
+            last[..pixels.len() - whole].copy_from_slice(&pixels[whole..]);
+            ctx.write_bytes(&packed, whole as u64, &last);
         }
         let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-        Ok(GpuImages {
-            pixels: ctx.upload(&packed, "pixels")?,
-            labels: ctx.upload(&labels, "labels")?,
-            count,
-            image_len,
-        })
+        Ok(GpuImages { pixels: packed, labels: ctx.upload(&labels, "labels")?, count, image_len })
     }
 }
 
-/// Per-pixel normalization: `value = (pixel / 255 - mean) / std`.
+/// Per-pixel normalization: `value = (pixel / 255 - mean) / std`, with the data set's mean and
+/// standard deviation of pixels scaled to 0..1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normalization {
     pub mean: f32,
     pub std: f32,
-}
-
-impl Default for Normalization {
-    /// The mean and standard deviation of the MNIST training pixels, scaled to 0..1.
-    fn default() -> Self {
-        Normalization { mean: 0.1307, std: 0.3081 }
-    }
 }
 
 impl Normalization {
@@ -77,8 +85,13 @@ pub fn gather_batch(
     x.check_len("batch images", rows * images.image_len)?;
     y.check_len("batch labels", rows)?;
     step.check_len("step counter", 1)?;
-    let params =
-        [rows as u32, images.image_len as u32, stride as u32, 0, norm.mean.to_bits(), norm.std.to_bits(), 0, 0];
+    let params = GatherParams {
+        rows: rows as u32,
+        image_len: images.image_len as u32,
+        stride: stride as u32,
+        mean: norm.mean,
+        std_dev: norm.std,
+    };
     ctx.dispatch(
         &GATHER_BATCH,
         &params,
@@ -90,7 +103,7 @@ pub fn gather_batch(
 /// step[0] += 1, so the next recorded step gathers the next batch.
 pub fn advance_step(ctx: &GpuContext, step: &Tensor) -> Result<Dispatch> {
     step.check_len("step counter", 1)?;
-    ctx.dispatch(&ADVANCE_STEP, &[], &[step], [1, 1, 1])
+    ctx.dispatch(&ADVANCE_STEP, &(), &[step], [1, 1, 1])
 }
 
 pub mod cpu {

@@ -3,13 +3,24 @@
 
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
-use crate::kernel::{Access::*, Dispatch, KernelSpec};
+use crate::kernel::{Access, Access::*, Dispatch, KernelSpec};
 
-pub const MATMUL: KernelSpec =
-    KernelSpec { file: "matmul", entry: "matmul", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
+crate::gpu_params! {
+    /// matmul.wgsl's and matmul_subgroup.wgsl's parameters: the [`Matmul`] with its strides named
+    /// as in the shader header (`a_ms`: A's row stride, …), and the column-tile folds.
+    pub struct MatmulParams {
+        pub m: u32, pub n: u32, pub k: u32, pub reduce: u32,
+        pub a_ms: u32, pub a_ks: u32, pub a_rs: u32, pub a_bs: u32,
+        pub b_ks: u32, pub b_ns: u32, pub b_rs: u32, pub b_bs: u32,
+        pub c_ms: u32, pub c_bs: u32, pub accumulate: u32, pub n_inner: u32,
+        pub b_no: u32, pub c_no: u32, pub col_folds: u32,
+    }
+}
+
+const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
+pub const MATMUL: KernelSpec = KernelSpec::new::<MatmulParams>("matmul", "matmul", OPERANDS);
 /// The same product for CPU drivers with 8-lane subgroups (see matmul_subgroup.wgsl).
-pub const MATMUL_SUBGROUP: KernelSpec =
-    KernelSpec { file: "matmul_subgroup", entry: "matmul_subgroup", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
+pub const MATMUL_SUBGROUP: KernelSpec = KernelSpec::new::<MatmulParams>("matmul_subgroup", "matmul_subgroup", OPERANDS);
 
 /// Which kernel computes a product: the workgroup-memory tiles of matmul.wgsl, or one lane per
 /// invocation (matmul_subgroup.wgsl), only where `AdapterReport::cpu_lanes_8` holds.
@@ -178,28 +189,27 @@ pub fn matmul_with(
         return Err(Error::Shape(format!("matmul batch {} of {} columns needs too many workgroups", s.batch, s.n)));
     }
     let u = |v: usize| v as u32;
-    let params = [
-        u(s.m),
-        u(s.n),
-        u(s.k),
-        u(s.reduce),
-        u(s.a.row_stride),
-        u(s.a.col_stride),
-        u(s.a.reduce_stride),
-        u(s.a.batch_stride),
-        u(s.b.row_stride),
-        u(s.b.col_stride),
-        u(s.b.reduce_stride),
-        u(s.b.batch_stride),
-        u(s.c_row_stride),
-        u(s.c_batch_stride),
-        s.accumulate as u32,
-        u(s.n_inner),
-        u(s.b_col_outer),
-        u(s.c_col_outer),
-        u(folds),
-        0,
-    ];
+    let params = MatmulParams {
+        m: u(s.m),
+        n: u(s.n),
+        k: u(s.k),
+        reduce: u(s.reduce),
+        a_ms: u(s.a.row_stride),
+        a_ks: u(s.a.col_stride),
+        a_rs: u(s.a.reduce_stride),
+        a_bs: u(s.a.batch_stride),
+        b_ks: u(s.b.row_stride),
+        b_ns: u(s.b.col_stride),
+        b_rs: u(s.b.reduce_stride),
+        b_bs: u(s.b.batch_stride),
+        c_ms: u(s.c_row_stride),
+        c_bs: u(s.c_batch_stride),
+        accumulate: s.accumulate as u32,
+        n_inner: u(s.n_inner),
+        b_no: u(s.b_col_outer),
+        c_no: u(s.c_col_outer),
+        col_folds: u(folds),
+    };
     let groups = [tiles.min(65535) as u32, s.m.div_ceil(tile_rows) as u32, (s.batch * folds) as u32];
     ctx.dispatch(spec, &params, &[a, b, c], groups)
 }

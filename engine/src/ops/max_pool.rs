@@ -1,13 +1,22 @@
 //! max_pool.wgsl: max pooling with saved argmax, and its backward as a gather.
 
+use super::window::Window;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
+crate::gpu_params! {
+    /// max_pool.wgsl's and avg_pool.wgsl's parameters: the [`PoolGeometry`] and its output size.
+    pub struct PoolParams {
+        pub planes: u32, pub h: u32, pub w: u32, pub k: u32,
+        pub stride: u32, pub pad: u32, pub oh: u32, pub ow: u32,
+    }
+}
+
 pub const MAX_POOL_FORWARD: KernelSpec =
-    KernelSpec { file: "max_pool", entry: "max_pool_forward", storage: &[(1, Read), (2, ReadWrite), (3, ReadWrite)] };
+    KernelSpec::new::<PoolParams>("max_pool", "max_pool_forward", &[(1, Read), (2, ReadWrite), (3, ReadWrite)]);
 pub const MAX_POOL_BACKWARD: KernelSpec =
-    KernelSpec { file: "max_pool", entry: "max_pool_backward", storage: &[(4, Read), (5, Read), (6, ReadWrite)] };
+    KernelSpec::new::<PoolParams>("max_pool", "max_pool_backward", &[(4, Read), (5, Read), (6, ReadWrite)]);
 
 /// `planes` = N·C planes of h×w pooled by a k×k window at `stride` with `pad` (floor mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,11 +30,14 @@ pub struct PoolGeometry {
 }
 
 impl PoolGeometry {
+    pub fn window(&self) -> Window {
+        Window { h: self.h, w: self.w, kh: self.k, kw: self.k, stride: self.stride, pad: self.pad }
+    }
     pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
+        self.window().oh()
     }
     pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
+        self.window().ow()
     }
     pub fn input_len(&self) -> usize {
         self.planes * self.h * self.w
@@ -33,13 +45,10 @@ impl PoolGeometry {
     pub fn output_len(&self) -> usize {
         self.planes * self.oh() * self.ow()
     }
+    /// The window fits, and padding is at most half of it (as PyTorch requires), so every window
+    /// holds at least one pixel.
     pub fn validate(&self) -> Result<()> {
-        if self.k == 0
-            || self.stride == 0
-            || self.h + 2 * self.pad < self.k
-            || self.w + 2 * self.pad < self.k
-            || 2 * self.pad > self.k
-        {
+        if !self.window().fits() || 2 * self.pad > self.k {
             return Err(Error::Shape(format!(
                 "a {0}×{0} pool at stride {1} with padding {2} does not fit a {3}×{4} input (padding may be at most half the window)",
                 self.k, self.stride, self.pad, self.h, self.w
@@ -47,9 +56,35 @@ impl PoolGeometry {
         }
         Ok(())
     }
-    pub(crate) fn params(&self) -> [u32; 8] {
+    pub(crate) fn params(&self) -> PoolParams {
         let u = |v: usize| v as u32;
-        [u(self.planes), u(self.h), u(self.w), u(self.k), u(self.stride), u(self.pad), u(self.oh()), u(self.ow())]
+        PoolParams {
+            planes: u(self.planes),
+            h: u(self.h),
+            w: u(self.w),
+            k: u(self.k),
+            stride: u(self.stride),
+            pad: u(self.pad),
+            oh: u(self.oh()),
+            ow: u(self.ow()),
+        }
+    }
+
+    /// Visits every in-plane tap of every window: `visit(output index, input index)`. The CPU
+    /// references of both pools walk their windows through it.
+    pub(crate) fn taps(&self, mut visit: impl FnMut(usize, usize)) {
+        let (window, (oh, ow)) = (self.window(), (self.oh(), self.ow()));
+        for plane in 0..self.planes {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    window.taps(oy, ox, |_, _, pixel| {
+                        if let Some(p) = pixel {
+                            visit((plane * oh + oy) * ow + ox, plane * self.h * self.w + p);
+                        }
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -86,32 +121,20 @@ pub fn max_pool_backward(
 pub mod cpu {
     use super::PoolGeometry;
 
+    /// The first maximum of each window wins, except that a NaN always wins (as in PyTorch);
+    /// argmax holds its index within the plane.
     pub fn max_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
-        let (oh, ow) = (g.oh(), g.ow());
-        for p in 0..g.planes {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut best: Option<(f32, u32)> = None;
-                    for ky in 0..g.k {
-                        for kx in 0..g.k {
-                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                            if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
-                                continue;
-                            }
-                            let at = iy as usize * g.w + ix as usize;
-                            let v = x[p * g.h * g.w + at];
-                            if best.is_none_or(|(b, _)| v > b || v.is_nan()) {
-                                best = Some((v, at as u32));
-                            }
-                        }
-                    }
-                    let (v, at) = best.expect("validated geometry puts a pixel in every window");
-                    let o = (p * oh + oy) * ow + ox;
-                    y[o] = v;
-                    argmax[o] = at;
-                }
+        let mut best: Vec<Option<(f32, usize)>> = vec![None; g.output_len()];
+        g.taps(|o, i| {
+            if best[o].is_none_or(|(b, _)| x[i] > b || x[i].is_nan()) {
+                best[o] = Some((x[i], i));
             }
+        });
+        let plane_len = g.h * g.w;
+        for (o, b) in best.into_iter().enumerate() {
+            let (v, i) = b.expect("validated geometry puts a pixel in every window");
+            y[o] = v;
+            argmax[o] = (i % plane_len) as u32;
         }
     }
 

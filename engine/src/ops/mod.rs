@@ -1,14 +1,42 @@
 //! One module per shader file, each with its launchers and a plain CPU reference (`cpu`).
 
+use crate::kernel::KernelSpec;
+
 pub mod add;
 pub mod avg_pool;
 pub mod bias;
 pub mod concat;
 pub mod conv;
-pub mod fill;
 pub mod gather;
 pub mod matmul;
 pub mod max_pool;
 pub mod relu;
 pub mod sgd;
 pub mod softmax_cross_entropy;
+pub mod window;
+
+/// Every kernel the engine launches (the shader tests check each against its WGSL module).
+pub const KERNELS: &[&KernelSpec] = &[
+    &add::ADD,
+    &add::ADD_ASSIGN,
+    &add::SUM_SLICES,
+    &add::COPY,
+    &avg_pool::AVG_POOL_FORWARD,
+    &avg_pool::AVG_POOL_BACKWARD,
+    &bias::BIAS_ADD,
+    &bias::BIAS_GRAD,
+    &bias::BIAS_GRAD_SUBGROUP,
+    &concat::COPY_CHANNELS,
+    &conv::IM2COL,
+    &conv::COL2IM,
+    &gather::GATHER_BATCH,
+    &gather::ADVANCE_STEP,
+    &matmul::MATMUL,
+    &matmul::MATMUL_SUBGROUP,
+    &max_pool::MAX_POOL_FORWARD,
+    &max_pool::MAX_POOL_BACKWARD,
+    &relu::RELU_FORWARD,
+    &relu::RELU_BACKWARD,
+    &sgd::SGD_MOMENTUM,
+    &softmax_cross_entropy::SOFTMAX_CROSS_ENTROPY,
+];

@@ -4,15 +4,22 @@ use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
+crate::gpu_params! {
+    /// relu.wgsl's parameters: elements of the tensor.
+    pub struct ReluParams {
+        pub len: u32,
+    }
+}
+
 pub const RELU_FORWARD: KernelSpec =
-    KernelSpec { file: "relu", entry: "relu_forward", storage: &[(1, Read), (3, ReadWrite)] };
+    KernelSpec::new::<ReluParams>("relu", "relu_forward", &[(1, Read), (2, ReadWrite)]);
 pub const RELU_BACKWARD: KernelSpec =
-    KernelSpec { file: "relu", entry: "relu_backward", storage: &[(1, Read), (2, Read), (3, ReadWrite)] };
+    KernelSpec::new::<ReluParams>("relu", "relu_backward", &[(3, Read), (4, Read), (5, ReadWrite)]);
 
 pub fn relu_forward(ctx: &GpuContext, len: usize, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     x.check_len("relu input", len)?;
     y.check_len("relu output", len)?;
-    ctx.dispatch(&RELU_FORWARD, &[len as u32], &[x, y], grid_1d(len))
+    ctx.dispatch(&RELU_FORWARD, &ReluParams { len: len as u32 }, &[x, y], grid_1d(len))
 }
 
 /// dx = dy · [y > 0], from the forward output y.
@@ -20,7 +27,7 @@ pub fn relu_backward(ctx: &GpuContext, len: usize, y: &Tensor, dy: &Tensor, dx: 
     for (what, t) in [("relu output", y), ("relu output gradient", dy), ("relu input gradient", dx)] {
         t.check_len(what, len)?;
     }
-    ctx.dispatch(&RELU_BACKWARD, &[len as u32], &[y, dy, dx], grid_1d(len))
+    ctx.dispatch(&RELU_BACKWARD, &ReluParams { len: len as u32 }, &[y, dy, dx], grid_1d(len))
 }
 
 pub mod cpu {

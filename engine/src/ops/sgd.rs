@@ -4,8 +4,18 @@ use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
+crate::gpu_params! {
+    /// sgd.wgsl's parameters: elements to update and the [`Sgd`] settings.
+    pub struct SgdParams {
+        pub count: u32,
+        pub lr: f32,
+        pub momentum: f32,
+        pub weight_decay: f32,
+    }
+}
+
 pub const SGD_MOMENTUM: KernelSpec =
-    KernelSpec { file: "sgd", entry: "sgd_momentum", storage: &[(1, Read), (2, ReadWrite), (3, ReadWrite)] };
+    KernelSpec::new::<SgdParams>("sgd", "sgd_momentum", &[(1, Read), (2, ReadWrite), (3, ReadWrite)]);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sgd {
@@ -27,7 +37,7 @@ pub fn sgd_momentum(
     for (what, t) in [("gradients", grad), ("parameters", param), ("velocity", velocity)] {
         t.check_len(what, len)?;
     }
-    let params = [len as u32, sgd.lr.to_bits(), sgd.momentum.to_bits(), sgd.weight_decay.to_bits()];
+    let params = SgdParams { count: len as u32, lr: sgd.lr, momentum: sgd.momentum, weight_decay: sgd.weight_decay };
     ctx.dispatch(&SGD_MOMENTUM, &params, &[grad, param, velocity], grid_1d(len))
 }
 

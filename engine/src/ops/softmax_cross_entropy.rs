@@ -5,11 +5,22 @@ use crate::context::{GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
-pub const SOFTMAX_CROSS_ENTROPY: KernelSpec = KernelSpec {
-    file: "softmax_cross_entropy",
-    entry: "softmax_cross_entropy",
-    storage: &[(1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, ReadWrite)],
-};
+crate::gpu_params! {
+    /// softmax_cross_entropy.wgsl's parameters: `rows` a step, of which the first `samples` of
+    /// the epoch count; `write_grad` as a bool.
+    pub struct SoftmaxCrossEntropyParams {
+        pub rows: u32,
+        pub classes: u32,
+        pub write_grad: u32,
+        pub samples: u32,
+    }
+}
+
+pub const SOFTMAX_CROSS_ENTROPY: KernelSpec = KernelSpec::new::<SoftmaxCrossEntropyParams>(
+    "softmax_cross_entropy",
+    "softmax_cross_entropy",
+    &[(1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, ReadWrite)],
+);
 
 /// Words in the metrics buffer.
 pub const METRICS_WORDS: usize = 4;
@@ -54,12 +65,13 @@ pub fn softmax_cross_entropy(
         dlogits.check_len("logit gradient", rows * classes)?;
     }
     metrics.check_len("metrics", METRICS_WORDS)?;
-    ctx.dispatch(
-        &SOFTMAX_CROSS_ENTROPY,
-        &[rows as u32, classes as u32, write_grad as u32, samples.min(u32::MAX as usize) as u32],
-        &[logits, labels, step, dlogits, metrics],
-        [1, 1, 1],
-    )
+    let params = SoftmaxCrossEntropyParams {
+        rows: rows as u32,
+        classes: classes as u32,
+        write_grad: write_grad as u32,
+        samples: samples.min(u32::MAX as usize) as u32,
+    };
+    ctx.dispatch(&SOFTMAX_CROSS_ENTROPY, &params, &[logits, labels, step, dlogits, metrics], [1, 1, 1])
 }
 
 pub mod cpu {

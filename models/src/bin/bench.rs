@@ -1,39 +1,49 @@
 //! Per-kernel timing of one training step of each network, and epoch throughput:
-//! `cargo run --release -p models --bin bench -- [--batch-size 64] [--steps 20]`.
+//! `cargo run --release -p models --bin bench -- [--batch-size 64] [--steps 20] [--each]`.
 //! Prints the adapter and, for each network, the time of every dispatch of a step (each run
 //! alone, submit and wait included) and the images/s of back-to-back recorded steps; then, where
 //! the device runs both matmul kernels, the two side by side on the networks' products.
 
+use clap::Parser;
 use engine::graph::plan::{Feed, Parameters, Plan};
-use engine::ops::gather::{GpuImages, Normalization};
+use engine::ops::gather::GpuImages;
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, View};
 use engine::ops::sgd::Sgd;
 use engine::{Dispatch, GpuContext};
+use models::train::MNIST_NORMALIZATION;
 use models::Network;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// Times a training step of each of the seed's networks, kernel by kernel, on the GPU.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Samples per training step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    batch_size: u32,
+    /// Steps recorded back to back for the images/s figure.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    steps: u32,
+    /// Also print the GPU time of every dispatch of a step.
+    #[arg(long)]
+    each: bool,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: usize| -> Result<usize, String> {
-        match args.iter().position(|a| a == name) {
-            Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).ok_or(format!("{name} needs a whole number")),
-            None => Ok(default),
-        }
-    };
-    let batch = flag("--batch-size", 64)?;
-    let steps = flag("--steps", 20)?;
+    let args = Args::parse();
+    let (batch, steps) = (args.batch_size as usize, args.steps as usize);
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.report);
-    // Synthetic images: timing does not depend on pixel values.
+    // One batch of synthetic images, gathered at every step: timing does not depend on pixel values.
     let count = batch * steps;
-    let pixels: Vec<u8> = (0..count * 784).map(|i| (i * 7 % 251) as u8).collect();
-    let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
+    let pixels: Vec<u8> = (0..batch * 784).map(|i| (i * 7 % 251) as u8).collect();
+    let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
     let images = GpuImages::upload(&ctx, &pixels, &labels, 784)?;
     for network in [Network::SimpleCnn, Network::Inception, Network::Resnet] {
         let graph = network.build([1, 28, 28], 10)?;
         let params = Parameters::upload(&ctx, &graph, &graph.init_params(1))?;
-        let order = ctx.upload(&(0..count as u32).collect::<Vec<_>>(), "order")?;
+        let order = ctx.upload(&(0..count).map(|i| (i % batch) as u32).collect::<Vec<_>>(), "order")?;
         let step = ctx.zeros(1, "step")?;
         let metrics = Feed::new_metrics(&ctx)?;
         let feed = Feed {
@@ -42,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             step: &step,
             metrics: &metrics,
             samples: count,
-            norm: Normalization::default(),
+            norm: MNIST_NORMALIZATION,
         };
         let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
         let plan = Plan::training(&ctx, &graph, batch, &params, sgd, &feed)?;
@@ -55,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (times, how) = dispatch_times(&ctx, &refs)?;
         let mut per_kernel: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
         for (d, t) in refs.iter().zip(&times) {
-            if std::env::var("BENCH_EACH").is_ok() {
+            if args.each {
                 println!("  {} {:?} {:.3} ms", d.kernel.name, d.workgroups, 1e3 * t);
             }
             let e = per_kernel.entry(d.kernel.name).or_default();
@@ -67,9 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ctx.wait()?;
         let t = Instant::now();
         for _ in 0..steps {
-            let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            plan.record(&mut encoder);
-            ctx.submit(encoder)?;
+            plan.submit(&ctx, 1, None)?;
         }
         ctx.wait()?;
         let seconds = t.elapsed().as_secs_f64();

@@ -1,0 +1,155 @@
+//! Reverse-mode autodiff: the backward instructions of a lowered forward pass, one `match` arm
+//! per forward op, visited from the loss back to the input. A node read by several consumers
+//! (the Inception branches, the residual skip) gets the sum of their gradient contributions;
+//! nodes that depend on no parameter get no gradient at all.
+
+use super::program::{Buf, Builder, Forward, Instr};
+use super::Op;
+use crate::error::{Error, Result};
+use crate::ops::conv::weight_grad_partials_len;
+
+/// Gradient buffers by node, and which nodes need one (those that depend on a parameter).
+struct Grads {
+    grad: Vec<Option<Buf>>,
+    wanted: Vec<bool>,
+}
+
+/// Appends to `b` the backward pass from `dlogits`, the gradient of the loss with respect to
+/// node `logits`, to every parameter gradient (`Buf::Grad`).
+pub(super) fn backward(b: &mut Builder, f: &Forward, logits: usize, dlogits: Buf, input: usize) -> Result<()> {
+    let nodes = &b.graph.nodes;
+    let mut wanted = vec![false; nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        wanted[i] =
+            matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. }) || node.op.inputs().iter().any(|&j| wanted[j]);
+    }
+    let mut grads = Grads { grad: vec![None; nodes.len()], wanted };
+    grads.grad[logits] = Some(dlogits);
+    for i in (0..nodes.len()).rev() {
+        if let Some(dy) = grads.grad[i] {
+            backward_node(b, f, &mut grads, i, dy);
+        }
+    }
+    if grads.grad[input].is_some() {
+        return Err(Error::Graph("internal: the input received a gradient".into()));
+    }
+    Ok(())
+}
+
+/// The backward instructions of node `i` given its output gradient `dy`.
+fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: Buf) {
+    let graph = b.graph;
+    let node = &graph.nodes[i];
+    let wanted = |x: usize| grads.wanted[x];
+    match node.op {
+        Op::Input | Op::Labels | Op::SoftmaxCrossEntropy { .. } => {}
+        Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
+            let g = b.conv_geometry(x, kernel, stride, pad);
+            let oc = node.shape[0];
+            let dcols_len = if wanted(x) && !g.is_pointwise() { g.cols_len() } else { 1 };
+            let dcols = b.new_buf(dcols_len, false, format!("{}.dcols", node.name));
+            let partials =
+                b.new_buf(weight_grad_partials_len(&g, oc), false, format!("{}.weight.grad.partials", node.name));
+            let cols = f.cols[i].expect("the forward pass built the column matrix");
+            let (w, dw, db) = (Buf::Param(weight), Buf::Grad(weight), Buf::Grad(bias));
+            push_layer_backward(b, grads, x, |dx| Instr::ConvBack {
+                g,
+                oc,
+                x: f.out[x],
+                w,
+                dy,
+                dw,
+                db,
+                dx,
+                cols,
+                dcols,
+                partials,
+            });
+        }
+        Op::Linear { x, weight, bias } => {
+            let (n, inputs, outputs) = (b.batch, graph.nodes[x].shape[0], node.shape[0]);
+            let (w, dw, db) = (Buf::Param(weight), Buf::Grad(weight), Buf::Grad(bias));
+            push_layer_backward(b, grads, x, |dx| Instr::LinearBack {
+                n,
+                inputs,
+                outputs,
+                x: f.out[x],
+                w,
+                dy,
+                dw,
+                db,
+                dx,
+            });
+        }
+        Op::MaxPool2d { x, kernel, stride, pad } if wanted(x) => {
+            let (g, argmax) =
+                (b.pool_geometry(x, kernel, stride, pad), f.argmax[i].expect("saved by the forward pass"));
+            accumulate(b, &mut grads.grad, x, |dx| Instr::MaxPoolBack { g, dy, argmax, dx });
+        }
+        Op::AvgPool2d { x, kernel, stride, pad } if wanted(x) => {
+            let g = b.pool_geometry(x, kernel, stride, pad);
+            accumulate(b, &mut grads.grad, x, |dx| Instr::AvgPoolBack { g, dy, dx });
+        }
+        Op::Relu { x } if wanted(x) => {
+            let (len, y) = (b.node_len(i), f.out[i]);
+            accumulate(b, &mut grads.grad, x, |dx| Instr::ReluBack { len, y, dy, dx });
+        }
+        Op::Add { a, b: other } => {
+            for x in [a, other].into_iter().filter(|&x| wanted(x)) {
+                pass_through(b, &mut grads.grad, x, dy);
+            }
+        }
+        // A flatten shares its input's memory, so the first gradient is shared too.
+        Op::Flatten { x } if wanted(x) && grads.grad[x].is_none() => grads.grad[x] = Some(dy),
+        Op::Flatten { x } if wanted(x) => pass_through(b, &mut grads.grad, x, dy),
+        Op::Concat { .. } => {
+            for (x, _, copy) in b.concat_parts(i).into_iter().filter(|&(x, ..)| wanted(x)) {
+                accumulate(b, &mut grads.grad, x, |dx| Instr::CopyChannels { copy, src: dy, dst: dx });
+            }
+        }
+        Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::Relu { .. } | Op::Flatten { .. } => {}
+    }
+}
+
+/// Pushes a layer's backward instruction (which always writes its parameter gradients), giving
+/// it the gradient of its input `x` to write too when `x` needs one.
+fn push_layer_backward(b: &mut Builder, grads: &mut Grads, x: usize, instr: impl FnOnce(Option<Buf>) -> Instr) {
+    if grads.wanted[x] {
+        accumulate(b, &mut grads.grad, x, |dx| instr(Some(dx)));
+    } else {
+        b.instrs.push(instr(None));
+    }
+}
+
+/// Pushes `instr(dx)`, one gradient contribution to node `x`: written straight into x's
+/// gradient buffer when it is the first, else into a scratch buffer then added in.
+fn accumulate(b: &mut Builder, grad: &mut [Option<Buf>], x: usize, instr: impl FnOnce(Buf) -> Instr) {
+    let (len, graph) = (b.node_len(x), b.graph);
+    let name = &graph.nodes[x].name;
+    match grad[x] {
+        None => {
+            let dx = b.new_buf(len, false, format!("{name}.grad"));
+            grad[x] = Some(dx);
+            b.instrs.push(instr(dx));
+        }
+        Some(total) => {
+            let part = b.new_buf(len, false, format!("{name}.grad.part"));
+            b.instrs.push(instr(part));
+            b.instrs.push(Instr::AddAssign { len, a: part, y: total });
+        }
+    }
+}
+
+/// Node x's gradient receives `dy` unchanged (the fan-out of an add, a flatten).
+fn pass_through(b: &mut Builder, grad: &mut [Option<Buf>], x: usize, dy: Buf) {
+    let (len, graph) = (b.node_len(x), b.graph);
+    let name = &graph.nodes[x].name;
+    match grad[x] {
+        None => {
+            let g = b.new_buf(len, false, format!("{name}.grad"));
+            grad[x] = Some(g);
+            b.instrs.push(Instr::Copy { len, src: dy, dst: g });
+        }
+        Some(g) => b.instrs.push(Instr::AddAssign { len, a: dy, y: g }),
+    }
+}
