@@ -285,15 +285,15 @@ impl GpuContext {
     /// overflow the shaders' u32 arithmetic (some devices allow buffers far past 2^32 bytes).
     pub fn check_fits(&self, len: usize, label: &str) -> Result<()> {
         if len > u32::MAX as usize {
-            return Err(Error::Shape(format!(
+            return Err(Error::DeviceLimit(format!(
                 "buffer `{label}` of {len} elements exceeds the {} elements the shaders can index",
                 u32::MAX
             )));
         }
         let bytes = len as u64 * 4;
         if bytes > self.limits.max_buffer_size || bytes > self.limits.max_storage_buffer_binding_size {
-            return Err(Error::Shape(format!(
-                "buffer `{label}` of {bytes} bytes exceeds this device's limit ({} bytes per binding)",
+            return Err(Error::DeviceLimit(format!(
+                "buffer `{label}` of {bytes} bytes exceeds this device's limit of {} bytes per binding",
                 self.limits.max_storage_buffer_binding_size
             )));
         }

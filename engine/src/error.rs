@@ -11,6 +11,8 @@ pub enum Error {
     Kernel { kernel: String, message: String },
     /// Shapes that do not fit together.
     Shape(String),
+    /// A buffer larger than this device can bind (or than the shaders' u32 indices reach).
+    DeviceLimit(String),
     /// Reading a buffer back from the GPU failed.
     Readback(String),
     /// A graph that cannot be built or run as asked.
@@ -24,6 +26,7 @@ impl fmt::Display for Error {
             Error::Device(m) => write!(f, "could not open the GPU device: {m}"),
             Error::Kernel { kernel, message } => write!(f, "kernel `{kernel}` failed: {message}"),
             Error::Shape(m) => write!(f, "shape error: {m}"),
+            Error::DeviceLimit(m) => write!(f, "{m}"),
             Error::Readback(m) => write!(f, "reading back from the GPU failed: {m}"),
             Error::Graph(m) => write!(f, "graph error: {m}"),
         }

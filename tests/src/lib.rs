@@ -6,8 +6,10 @@ use engine::ops::gather::GpuImages;
 use engine::ops::sgd::Sgd;
 use engine::{GpuContext, Tensor};
 use models::train::MNIST_NORMALIZATION;
+use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 /// Names a file to which every skipped check appends a line; `.ci/run` sets it and fails when
 /// the file is not empty, since CI must run everything.
@@ -16,19 +18,25 @@ pub const SKIP_LOG_ENV: &str = "ENGINE_SKIP_LOG";
 /// Reports that `what` was skipped and why, where `cargo test` shows it (straight to stderr:
 /// libtest captures only the print macros) and in the skip log when one is set.
 pub fn skipped(what: &str, why: &str) {
-    let line = format!("SKIPPED {what}: {why}");
+    record_skip(&format!("SKIPPED {what}: {why}"), std::env::var_os(SKIP_LOG_ENV).as_deref().map(Path::new));
+}
+
+fn record_skip(line: &str, log: Option<&Path>) {
     let _ = writeln!(std::io::stderr(), "{line}");
-    if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-        let written = log.and_then(|mut f| writeln!(f, "{line}"));
-        written.unwrap_or_else(|e| panic!("cannot append to the skip log {}: {e}", path.to_string_lossy()));
+    if let Some(path) = log {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+        let written = file.and_then(|mut f| writeln!(f, "{line}"));
+        written.unwrap_or_else(|e| panic!("cannot append to the skip log {}: {e}", path.display()));
     }
 }
 
-/// Prints a line where `cargo test` shows it: for what a device can or cannot run, which is no
-/// skip (a kernel variant the driver lacks).
+/// Prints a line, once per test binary, where `cargo test` shows it: for what a device can or
+/// cannot run, which is no skip (a kernel variant the driver lacks).
 pub fn note(line: &str) {
-    let _ = writeln!(std::io::stderr(), "note: {line}");
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    if SEEN.lock().unwrap().insert(line.to_string()) {
+        let _ = writeln!(std::io::stderr(), "note: {line}");
+    }
 }
 
 /// Set to 1 to let GPU tests pass (printing that they were skipped) on a machine with no adapter.
@@ -140,5 +148,18 @@ impl Rig {
     pub fn step(&self, ctx: &GpuContext) {
         self.plan.submit(ctx, 1, None).unwrap();
         ctx.wait().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod skip_log {
+    #[test]
+    fn every_skip_is_appended_to_the_log() {
+        let path = std::env::temp_dir().join(format!("skip-log-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        super::record_skip("SKIPPED one: why", Some(&path));
+        super::record_skip("SKIPPED two: why", Some(&path));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "SKIPPED one: why\nSKIPPED two: why\n");
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -784,3 +784,14 @@ fn timestamp_queries_time_each_dispatch_where_the_device_has_them() {
     }
     assert_eq!(ctx.read::<f32>(&x).unwrap(), vec![1.0; len], "the timed dispatches ran");
 }
+
+#[test]
+fn buffers_past_u32_indices_or_the_binding_limit_are_refused_before_allocation() {
+    let Some(ctx) = gpu() else { return };
+    let past_u32 = ctx.zeros(u32::MAX as usize + 1, "huge").map(|_| ()).unwrap_err().to_string();
+    assert!(past_u32.contains("buffer `huge` of 4294967296 elements exceeds"), "{past_u32}");
+    let bytes = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    let past_limit = ctx.check_fits(bytes as usize / 4 + 1, "big").unwrap_err().to_string();
+    assert!(past_limit.contains("buffer `big`") && past_limit.contains("bytes per binding"), "{past_limit}");
+    ctx.check_fits(bytes as usize / 4, "largest").unwrap();
+}

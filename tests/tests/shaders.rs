@@ -239,6 +239,25 @@ fn a_kernel_spec_that_disagrees_with_its_shader_is_named_with_the_field_or_bindi
     assert!(found.contains("MatmulParams is 76 bytes in WGSL but 72 in Rust"), "{found}");
 }
 
+/// Chromium's WGSL compiler wants `enable subgroups;` before subgroup operations, naga 30 refuses
+/// it: the directive goes exactly to the browser source of the files that need the SUBGROUP
+/// capability (tests/webgpu/compile_shaders.py compiles those sources in Chromium).
+#[test]
+fn browsers_get_the_subgroup_directive_exactly_where_subgroups_are_used() {
+    for (name, source) in shaders::ALL {
+        let module = naga::front::wgsl::parse_str(source).unwrap();
+        let without_subgroups = Validator::new(ValidationFlags::all(), Capabilities::default()).validate(&module);
+        let browser = shaders::browser_source(name).unwrap();
+        assert_eq!(without_subgroups.is_err(), shaders::uses_subgroups(name), "{name}.wgsl");
+        if shaders::uses_subgroups(name) {
+            assert_eq!(browser, format!("{}{source}", shaders::BROWSER_SUBGROUP_DIRECTIVES), "{name}.wgsl");
+            assert!(naga::front::wgsl::parse_str(&browser).is_err(), "naga 30 now takes `enable subgroups;`: {name}");
+        } else {
+            assert_eq!(browser, *source, "{name}.wgsl");
+        }
+    }
+}
+
 fn bytemuck_words(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }

@@ -113,6 +113,8 @@ fn bad_flags_are_refused_with_a_clear_message() {
         (&["--lr", "NaN"], "must be a finite number of at least 0"),
         (&["--lr", "inf"], "must be a finite number of at least 0"),
         (&["--momentum", "abc"], "is not a number"),
+        (&["--momentum", "-0.5"], "must be a finite number of at least 0"),
+        (&["--momentum", "inf"], "must be a finite number of at least 0"),
         (&["--limit-train", "0"], "must be at least 1"),
         (&["--epochs", "-1"], "unexpected argument '-1'"),
         (&["--colour"], "unexpected argument"),

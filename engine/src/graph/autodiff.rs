@@ -140,16 +140,12 @@ fn accumulate(b: &mut Builder, grad: &mut [Option<Buf>], x: usize, instr: impl F
     }
 }
 
-/// Node x's gradient receives `dy` unchanged (the fan-out of an add, a flatten).
+/// Node x's gradient receives `dy` unchanged (the fan-out of an add, a flatten): copied into a
+/// first gradient, added straight into an existing one.
 fn pass_through(b: &mut Builder, grad: &mut [Option<Buf>], x: usize, dy: Buf) {
-    let (len, graph) = (b.node_len(x), b.graph);
-    let name = &graph.nodes[x].name;
+    let len = b.node_len(x);
     match grad[x] {
-        None => {
-            let g = b.new_buf(len, false, format!("{name}.grad"));
-            grad[x] = Some(g);
-            b.instrs.push(Instr::Copy { len, src: dy, dst: g });
-        }
         Some(g) => b.instrs.push(Instr::AddAssign { len, a: dy, y: g }),
+        None => accumulate(b, grad, x, |dx| Instr::Copy { len, src: dy, dst: dx }),
     }
 }

@@ -1,0 +1,160 @@
+//! The training binary run as a user runs it, on hostile input: a decompression bomb (a 1.5 MB
+//! gzip declaring 2,000,000 images, 1.5 GB of zeros) and an absurd --batch-size are refused
+//! from the headers and the device's limits before anything large is read or allocated; limits
+//! above the dataset use all of it and say so; `bench --help` needs no GPU.
+//!
+//! Peak memory is that of the binaries, measured with getrusage(RUSAGE_CHILDREN): this file
+//! starts no other processes, so the figure is the largest of these runs. Linux only (elsewhere
+//! ru_maxrss has other units).
+
+#![cfg(target_os = "linux")]
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Peak resident memory allowed to any run, in KiB (ru_maxrss's unit on Linux): 300 MB.
+const MAX_PEAK_RSS_KIB: i64 = 300_000_000 / 1024;
+/// Time allowed to one refusal, GPU start-up included.
+const MAX_REFUSAL_TIME: Duration = Duration::from_secs(30);
+
+/// Writes a gzip IDX file of `header` (big-endian u32 fields) and `payload` bytes of `fill`,
+/// streamed so that a bomb's payload is never held in memory.
+fn write_idx(path: &Path, header: &[u32], payload: usize, fill: u8) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = GzEncoder::new(file, Compression::default());
+    for field in header {
+        encoder.write_all(&field.to_be_bytes()).unwrap();
+    }
+    let chunk = vec![fill; 1 << 20];
+    let mut left = payload;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        encoder.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    encoder.finish().unwrap();
+}
+
+/// A data directory of 28×28 images: `train` and `test` images with `train_labels` and
+/// `test_labels` labels (all zero, so any count is a valid file).
+fn dataset(tag: &str, train: usize, train_labels: usize, test: usize, test_labels: usize) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("models-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, images, labels) in [("train", train, train_labels), ("t10k", test, test_labels)] {
+        let images_path = dir.join(format!("{name}-images-idx3-ubyte.gz"));
+        write_idx(&images_path, &[0x803, images as u32, 28, 28], images * 784, 17);
+        write_idx(&dir.join(format!("{name}-labels-idx1-ubyte.gz")), &[0x801, labels as u32], labels, 0);
+    }
+    dir
+}
+
+/// Runs the simple_cnn binary on `dir` with `args`; returns its output and how long it took.
+fn simple_cnn(dir: &Path, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_simple_cnn"))
+        .args(["--no-download", "--data-dir", dir.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (output, start.elapsed())
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The largest peak resident memory of the processes this test binary has waited for, in KiB.
+fn children_peak_rss_kib() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
+    usage.ru_maxrss
+}
+
+#[track_caller]
+fn assert_refused(run: (Output, Duration), words: &[&str]) {
+    let (output, took) = run;
+    let said = text(&output);
+    assert!(!output.status.success(), "expected a refusal, got success:\n{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    for word in words {
+        assert!(said.contains(word), "the refusal does not say `{word}`:\n{said}");
+    }
+    assert!(took < MAX_REFUSAL_TIME, "the refusal took {took:?}:\n{said}");
+}
+
+#[test]
+fn bombs_and_absurd_flags_are_refused_quickly_in_bounded_memory() {
+    if tests::gpu().is_none() {
+        return; // skipped, and said so, by tests::gpu
+    }
+    // Counts that agree: the images would need 1.5 GB on the device; --limit-train reads 1000.
+    let bomb = dataset("bomb", 2_000_000, 2_000_000, 100, 100);
+    assert_refused(
+        simple_cnn(&bomb, &["--epochs", "0"]),
+        &["too large for this device", "train images", "--limit-train"],
+    );
+    let (output, _) = simple_cnn(&bomb, &["--epochs", "0", "--limit-train", "1000"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("1000 training and 100 test images"), "{}", text(&output));
+
+    // Counts that disagree: refused from the headers alone.
+    let inconsistent = dataset("inconsistent", 2_000_000, 60_000, 100, 100);
+    assert_refused(simple_cnn(&inconsistent, &["--epochs", "0"]), &["2000000 images but 60000 labels"]);
+
+    // A batch of four billion: refused before the sample order (16 GB) is made.
+    let small = dataset("small", 300, 300, 100, 100);
+    assert_refused(simple_cnn(&small, &["--batch-size", "4000000000"]), &["too large for this device", "--batch-size"]);
+    assert_refused(simple_cnn(&small, &["--batch-size", "100000"]), &["too large for this device", "--batch-size"]);
+
+    let peak = children_peak_rss_kib();
+    assert!(peak < MAX_PEAK_RSS_KIB, "a run peaked at {} MB of resident memory", peak / 1024);
+    println!("peak resident memory of the runs: {} MB", peak / 1024);
+    for dir in [bomb, inconsistent, small] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn limits_above_the_dataset_use_all_of_it_and_say_so() {
+    if tests::gpu().is_none() {
+        return;
+    }
+    let dir = dataset("limits", 300, 300, 100, 100);
+    let (output, _) = simple_cnn(&dir, &["--epochs", "1", "--limit-train", "5000", "--limit-test", "20000"]);
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    for note in [
+        "--limit-train 5000 is more than the 300 train images; using all of them",
+        "--limit-test 20000 is more than the 100 test images; using all of them",
+        "300 training and 100 test images",
+        "Accuracy on test set: ",
+    ] {
+        assert!(said.contains(note), "missing `{note}`:\n{said}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bench_prints_its_usage_without_a_gpu_and_refuses_unknown_flags() {
+    // An adapter name that matches nothing: opening a GPU would fail.
+    let bench = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bench"))
+            .args(args)
+            .env("WGPU_ADAPTER_NAME", "no such adapter")
+            .output()
+            .unwrap()
+    };
+    let help = bench(&["--help"]);
+    assert!(help.status.success(), "{}", text(&help));
+    assert!(text(&help).contains("--batch-size") && text(&help).contains("--steps"), "{}", text(&help));
+    let bogus = bench(&["--colour"]);
+    assert_eq!(bogus.status.code(), Some(2), "{}", text(&bogus));
+    assert!(text(&bogus).contains("unexpected argument '--colour'"), "{}", text(&bogus));
+    let zero = bench(&["--steps", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", text(&zero));
+}
