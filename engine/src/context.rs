@@ -4,13 +4,18 @@
 use crate::error::{Error, Result};
 use crate::kernel::{Dispatch, GpuParams, Kernel, KernelSpec};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use wgpu::util::DeviceExt;
+
+/// The most elements a tensor may hold: the shaders index in u32, and a 1-D grid folded past
+/// 65535 workgroups (`grid_1d`) runs up to 65535·256 threads past its last element, whose
+/// indices must not wrap around to the start.
+pub const MAX_ELEMENTS: usize = (1 << 32) - 65535 * 256;
 
 /// A GPU buffer view of `len` elements of 4 bytes (f32 or u32) starting `offset` bytes in.
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    pub buffer: Arc<wgpu::Buffer>,
+    pub(crate) buffer: Arc<wgpu::Buffer>,
     pub offset: u64,
     pub len: usize,
 }
@@ -54,8 +59,9 @@ pub struct Submission(wgpu::SubmissionIndex);
 pub struct AsyncRead {
     source: Tensor,
     staging: wgpu::Buffer,
-    /// Set by the map callback: Some(mapped successfully) once the copy has arrived.
-    arrived: Arc<Mutex<Option<bool>>>,
+    /// Set by the map callback, which any thread's poll may run: Some(mapped successfully) once
+    /// the copy has arrived; the condvar wakes a blocking `wait_take`.
+    arrived: Arc<(Mutex<Option<bool>>, Condvar)>,
     pending: bool,
 }
 
@@ -67,7 +73,7 @@ impl AsyncRead {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        AsyncRead { source: source.clone(), staging, arrived: Arc::new(Mutex::new(None)), pending: false }
+        AsyncRead { source: source.clone(), staging, arrived: Arc::default(), pending: false }
     }
 
     /// Whether a requested copy has not been taken yet.
@@ -78,13 +84,32 @@ impl AsyncRead {
     fn map(&mut self) {
         self.pending = true;
         let arrived = self.arrived.clone();
-        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| *arrived.lock().unwrap() = Some(r.is_ok()));
+        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            *arrived.0.lock().unwrap() = Some(r.is_ok());
+            arrived.1.notify_all();
+        });
     }
 
     /// The copied words, if the requested copy has arrived (the queue's progress is noticed when
     /// the context next submits or waits).
     pub fn take<T: bytemuck::Pod>(&mut self) -> Result<Option<Vec<T>>> {
-        match self.arrived.lock().unwrap().take() {
+        let arrived = self.arrived.0.lock().unwrap().take();
+        self.words(arrived)
+    }
+
+    /// The copied words, waiting for the map callback (after the queue has gone idle, another
+    /// thread's poll may still be running it).
+    fn wait_take<T: bytemuck::Pod>(&mut self) -> Result<Vec<T>> {
+        let (state, arrival) = &*self.arrived;
+        let timeout = std::time::Duration::from_secs(60);
+        let (mut state, _) = arrival.wait_timeout_while(state.lock().unwrap(), timeout, |s| s.is_none()).unwrap();
+        let arrived = state.take();
+        drop(state);
+        self.words(arrived)?.ok_or_else(|| Error::Readback("the copy did not arrive within a minute".into()))
+    }
+
+    fn words<T: bytemuck::Pod>(&mut self, arrived: Option<bool>) -> Result<Option<Vec<T>>> {
+        match arrived {
             None => return Ok(None),
             Some(false) => return Err(Error::Readback("mapping the copy failed".into())),
             Some(true) => {}
@@ -136,10 +161,10 @@ impl std::fmt::Display for AdapterReport {
 }
 
 pub struct GpuContext {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
     pub report: AdapterReport,
-    pub limits: wgpu::Limits,
+    pub(crate) limits: wgpu::Limits,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     /// Validation errors raised outside an error scope (e.g. while recording a pass); checked
@@ -266,35 +291,50 @@ impl GpuContext {
         Ok(kernel)
     }
 
-    fn new_buffer(&self, bytes: u64, label: &str) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+    /// A storage buffer; running out of device memory is an error naming the buffer.
+    fn new_buffer(&self, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        })
+        });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(Error::Device(format!("out of GPU memory for buffer `{label}` of {bytes} bytes: {e}"))),
+            None => Ok(buffer),
+        }
+    }
+
+    /// The largest buffer this device binds, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// The most workgroups a dispatch may have along one dimension.
+    pub fn max_workgroups_per_dimension(&self) -> u32 {
+        self.limits.max_compute_workgroups_per_dimension
     }
 
     /// A zero-filled buffer of `len` 4-byte elements.
     pub fn zeros(&self, len: usize, label: &str) -> Result<Tensor> {
         self.check_fits(len, label)?;
-        Ok(Tensor { buffer: Arc::new(self.new_buffer(len as u64 * 4, label)), offset: 0, len })
+        Ok(Tensor { buffer: Arc::new(self.new_buffer(len as u64 * 4, label)?), offset: 0, len })
     }
 
     /// Refuses a buffer of `len` elements that this device cannot bind, or whose indices would
     /// overflow the shaders' u32 arithmetic (some devices allow buffers far past 2^32 bytes).
     pub fn check_fits(&self, len: usize, label: &str) -> Result<()> {
-        if len > u32::MAX as usize {
+        if len > MAX_ELEMENTS {
             return Err(Error::DeviceLimit(format!(
-                "buffer `{label}` of {len} elements exceeds the {} elements the shaders can index",
-                u32::MAX
+                "buffer `{label}` of {len} elements exceeds the {MAX_ELEMENTS} elements the shaders can index"
             )));
         }
         let bytes = len as u64 * 4;
-        if bytes > self.limits.max_buffer_size || bytes > self.limits.max_storage_buffer_binding_size {
+        if bytes > self.max_binding_bytes() {
             return Err(Error::DeviceLimit(format!(
                 "buffer `{label}` of {bytes} bytes exceeds this device's limit of {} bytes per binding",
-                self.limits.max_storage_buffer_binding_size
+                self.max_binding_bytes()
             )));
         }
         Ok(())
@@ -314,6 +354,7 @@ impl GpuContext {
 
     /// Queues a write of raw bytes into `t` at byte `offset` (both a multiple of 4 bytes long).
     pub fn write_bytes(&self, t: &Tensor, offset: u64, bytes: &[u8]) {
+        assert!(offset.is_multiple_of(4) && bytes.len().is_multiple_of(4), "writes are of whole 4-byte words");
         assert!(
             offset + bytes.len() as u64 <= t.bytes(),
             "write of {} bytes at {offset} into a {}-byte tensor",
@@ -331,33 +372,20 @@ impl GpuContext {
         if t.len == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: t.bytes(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&t.buffer, t.offset, &staging, 0, t.bytes());
-        self.queue.submit([encoder.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            tx.send(r).ok();
-        });
+        let mut read = AsyncRead::new(self, t);
+        self.submit(&[], Some(&mut read))?;
         self.wait()?;
-        rx.recv().map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
-        let out = bytemuck::cast_slice(&view).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        read.wait_take()
     }
 
-    /// Submits `passes` compute passes of the given dispatches in one command buffer, then the
-    /// copy that `read` requests (if any), without waiting; the submission can be waited for.
-    pub fn submit(&self, dispatches: &[Dispatch], passes: usize, read: Option<&mut AsyncRead>) -> Result<Submission> {
+    /// Submits the dispatches as one compute pass in one command buffer, then the copy that
+    /// `read` requests (if any), without waiting; the submission can be waited for.
+    pub fn submit(&self, dispatches: &[Dispatch], read: Option<&mut AsyncRead>) -> Result<Submission> {
+        if read.as_ref().is_some_and(|r| r.pending) {
+            return Err(Error::Readback("a copy was requested while the previous one is still pending".into()));
+        }
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        for _ in 0..passes {
+        if !dispatches.is_empty() {
             crate::kernel::record(&mut encoder, dispatches);
         }
         if let Some(read) = &read {

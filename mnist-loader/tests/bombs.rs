@@ -11,15 +11,13 @@
 
 #![cfg(target_os = "linux")]
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use mnist_loader::{inspect, load, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use test_support::{children_peak_rss_kib, own_peak_rss_kib, write_gzip_idx};
 
 /// Set in a child to the scenario it runs; `bomb_child` does nothing without it.
 const SCENARIO_ENV: &str = "MNIST_LOADER_BOMB_SCENARIO";
@@ -40,35 +38,16 @@ const MAX_SCENARIO_TIME: Duration = Duration::from_secs(3);
 /// Time allowed to one child process, start and exit included.
 const MAX_CHILD_TIME: Duration = Duration::from_secs(10);
 
-/// Writes a gzip IDX file: `header` (big-endian u32 fields), then `zeros` zero bytes, streamed
-/// through the encoder in chunks so that the payload is never held in memory. Returns the size
-/// of the file.
-fn write_gzip_idx(path: &Path, header: &[u32], zeros: usize) -> u64 {
-    let mut encoder = GzEncoder::new(BufWriter::new(File::create(path).unwrap()), Compression::default());
-    for field in header {
-        encoder.write_all(&field.to_be_bytes()).unwrap();
-    }
-    let chunk = vec![0u8; 1 << 20];
-    let mut left = zeros;
-    while left > 0 {
-        let n = left.min(chunk.len());
-        encoder.write_all(&chunk[..n]).unwrap();
-        left -= n;
-    }
-    encoder.finish().unwrap().into_inner().unwrap();
-    std::fs::metadata(path).unwrap().len()
-}
-
 fn images_header(count: usize) -> [u32; 4] {
     [0x803, count as u32, SIDE as u32, SIDE as u32]
 }
 
 fn write_images(dir: &Path, name: &str, count: usize) -> u64 {
-    write_gzip_idx(&dir.join(format!("{name}.gz")), &images_header(count), count * SIDE * SIDE)
+    write_gzip_idx(&dir.join(format!("{name}.gz")), &images_header(count), count * SIDE * SIDE, 0)
 }
 
 fn write_labels(dir: &Path, name: &str, count: usize) -> u64 {
-    write_gzip_idx(&dir.join(format!("{name}.gz")), &[0x801, count as u32], count)
+    write_gzip_idx(&dir.join(format!("{name}.gz")), &[0x801, count as u32], count, 0)
 }
 
 /// A fresh directory under the system temp dir, removed when dropped.
@@ -89,28 +68,12 @@ impl Drop for TempDir {
     }
 }
 
-/// The largest peak resident memory of the children waited for so far, in KiB.
-fn children_peak_rss_kib() -> i64 {
-    // SAFETY: getrusage only writes the struct it is given, which is plain data.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let status = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    assert_eq!(status, 0, "getrusage failed: {}", std::io::Error::last_os_error());
-    usage.ru_maxrss
-}
-
-fn own_peak_rss_kib() -> i64 {
-    // SAFETY: as above.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
-    usage.ru_maxrss
-}
-
 #[test]
 fn decompression_bombs_cost_bounded_memory_and_time() {
     let root = TempDir::new();
     let started = Instant::now();
     let bomb = root.0.join("bomb.gz");
-    let bomb_len = write_gzip_idx(&bomb, &images_header(BOMB_IMAGES), BOMB_IMAGES * SIDE * SIDE);
+    let bomb_len = write_gzip_idx(&bomb, &images_header(BOMB_IMAGES), BOMB_IMAGES * SIDE * SIDE, 0);
     for (scenario, labels) in [("inconsistent", FEW_LABELS), ("consistent", BOMB_IMAGES)] {
         let dir = root.0.join(scenario);
         std::fs::create_dir(&dir).unwrap();

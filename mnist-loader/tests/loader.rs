@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -212,44 +211,6 @@ fn closed_port_url() -> String {
     let url = format!("http://{}/", listener.local_addr().unwrap());
     drop(listener);
     url
-}
-
-/// Reports a skipped test where it cannot be missed: on stderr, bypassing libtest's output
-/// capture (which only catches `print!` and `eprint!`), and appended to the file named by
-/// `ENGINE_SKIP_LOG` when that is set (CI fails when the file is not empty).
-fn report_skip(test: &str, reason: &str) {
-    let line = format!("SKIPPED {test}: {reason}\n");
-    std::io::stderr().write_all(line.as_bytes()).unwrap();
-    if let Some(log) = std::env::var_os("ENGINE_SKIP_LOG") {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap_or_else(|e| panic!("cannot open ENGINE_SKIP_LOG {}: {e}", Path::new(&log).display()));
-        // One write, so that lines of tests running in parallel do not interleave.
-        file.write_all(line.as_bytes()).unwrap();
-    }
-}
-
-/// The directory of the real MNIST .gz files, `shared/mnist` beside the checkout. When a file is
-/// missing the test fails saying where it looked, unless `MNIST_SKIP_REAL=1`, which makes it a
-/// reported skip (`None`).
-fn real_mnist_dir(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
-    let missing: Vec<String> = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
-        .iter()
-        .map(|name| format!("{name}.gz"))
-        .filter(|name| !dir.join(name).is_file())
-        .collect();
-    if missing.is_empty() {
-        return Some(dir);
-    }
-    let reason = format!("the real MNIST files are not in {} (missing: {})", dir.display(), missing.join(", "));
-    if std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {
-        report_skip(test, &format!("{reason}; MNIST_SKIP_REAL=1 is set"));
-        return None;
-    }
-    panic!("{reason}; put the four .gz files there, or set MNIST_SKIP_REAL=1 to skip the tests that need them");
 }
 
 /// A file's header followed by only half of its gzip stream: the header reads fine, the payload
@@ -758,7 +719,7 @@ fn download_failure_names_every_url_tried() {
 
 #[test]
 fn download_falls_back_to_the_next_mirror_and_verifies() {
-    let Some(real) = real_mnist_dir("download_falls_back_to_the_next_mirror_and_verifies") else {
+    let Some(real) = test_support::real_mnist_dir() else {
         return;
     };
     let names = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS].map(|n| format!("{n}.gz"));
@@ -788,7 +749,7 @@ fn download_falls_back_to_the_next_mirror_and_verifies() {
 
 #[test]
 fn real_mnist_has_the_expected_shape_and_statistics() {
-    let Some(real) = real_mnist_dir("real_mnist_has_the_expected_shape_and_statistics") else {
+    let Some(real) = test_support::real_mnist_dir() else {
         return;
     };
     let info = inspect(&real, false).unwrap();

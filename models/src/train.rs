@@ -125,6 +125,13 @@ pub fn check_device_fits(
         ctx.check_fits(order, &format!("{what} sample order"))
             .map_err(|e| too_large("use a smaller --batch-size", e))?;
     }
+    // The convolutions put one image per workgroup along z.
+    let max_batch = ctx.max_workgroups_per_dimension().min(65535) as usize;
+    if batch > max_batch {
+        return Err(TrainError::TooLarge(format!(
+            "--batch-size {batch} is more than the {max_batch} images a step can hold; use a smaller --batch-size"
+        )));
+    }
     ctx.check_fits(graph.param_buffer_len(), "parameters").map_err(|e| too_large("this network is too large", e))?;
     for training in [true, false] {
         let program = engine::graph::program::Program::build(graph, batch, training)?;
@@ -252,7 +259,7 @@ impl<'a> Trainer<'a> {
             if read.is_some() {
                 read_covers = step + 1;
             }
-            in_flight.push_back(plan.submit(ctx, 1, read)?);
+            in_flight.push_back(plan.submit(ctx, read)?);
             if in_flight.len() > MAX_IN_FLIGHT {
                 ctx.wait_for(in_flight.pop_front().unwrap())?;
             }

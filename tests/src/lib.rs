@@ -8,27 +8,9 @@ use engine::{GpuContext, Tensor};
 use models::train::MNIST_NORMALIZATION;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-/// Names a file to which every skipped check appends a line; `.ci/run` sets it and fails when
-/// the file is not empty, since CI must run everything.
-pub const SKIP_LOG_ENV: &str = "ENGINE_SKIP_LOG";
-
-/// Reports that `what` was skipped and why, where `cargo test` shows it (straight to stderr:
-/// libtest captures only the print macros) and in the skip log when one is set.
-pub fn skipped(what: &str, why: &str) {
-    record_skip(&format!("SKIPPED {what}: {why}"), std::env::var_os(SKIP_LOG_ENV).as_deref().map(Path::new));
-}
-
-fn record_skip(line: &str, log: Option<&Path>) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-    if let Some(path) = log {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
-        let written = file.and_then(|mut f| writeln!(f, "{line}"));
-        written.unwrap_or_else(|e| panic!("cannot append to the skip log {}: {e}", path.display()));
-    }
-}
+pub use test_support::{real_mnist_dir, skipped};
 
 /// Prints a line, once per test binary, where `cargo test` shows it: for what a device can or
 /// cannot run, which is no skip (a kernel variant the driver lacks).
@@ -57,34 +39,11 @@ pub fn gpu() -> Option<&'static GpuContext> {
     match ctx {
         Ok(c) => Some(c),
         Err(e) if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
-            skipped(&test_name(), &format!("no GPU ({SKIP_ENV}=1): {e}"));
+            skipped(&test_support::test_name(), &format!("no GPU ({SKIP_ENV}=1): {e}"));
             None
         }
         Err(e) => panic!("{e}\n(set {SKIP_ENV}=1 to skip the GPU tests on a machine without one)"),
     }
-}
-
-/// The real MNIST files beside the checkout (`../shared/mnist`). When they are absent the test
-/// fails saying so, unless `MNIST_SKIP_REAL=1`, when it prints that it was skipped and gets None.
-pub fn real_mnist_dir() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
-    if dir.join("train-images-idx3-ubyte.gz").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {
-        skipped(&test_name(), &format!("real MNIST files not found in {}; MNIST_SKIP_REAL=1 is set", dir.display()));
-        return None;
-    }
-    panic!(
-        "the real MNIST files are not in {}; put the four .gz files there, or set \
-         MNIST_SKIP_REAL=1 to skip the tests that need them",
-        dir.display()
-    );
-}
-
-/// The running test's name (libtest names each test's thread after it).
-fn test_name() -> String {
-    std::thread::current().name().unwrap_or("a test").to_string()
 }
 
 /// Asserts |got - want| <= atol + rtol·|want| elementwise, naming the first offender.
@@ -146,20 +105,7 @@ impl Rig {
 
     /// Records, submits and waits for one step.
     pub fn step(&self, ctx: &GpuContext) {
-        self.plan.submit(ctx, 1, None).unwrap();
+        self.plan.submit(ctx, None).unwrap();
         ctx.wait().unwrap();
-    }
-}
-
-#[cfg(test)]
-mod skip_log {
-    #[test]
-    fn every_skip_is_appended_to_the_log() {
-        let path = std::env::temp_dir().join(format!("skip-log-test-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        super::record_skip("SKIPPED one: why", Some(&path));
-        super::record_skip("SKIPPED two: why", Some(&path));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "SKIPPED one: why\nSKIPPED two: why\n");
-        std::fs::remove_file(&path).unwrap();
     }
 }

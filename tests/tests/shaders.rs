@@ -155,9 +155,11 @@ fn mismatches(spec: &KernelSpec, module: &naga::Module, info: &ModuleInfo) -> Ve
         }
     }
     let Some(layout) = &spec.params else { return out };
-    let Some((_, var)) = module.global_variables.iter().find(|(_, v)| v.space == naga::AddressSpace::Uniform) else {
-        return out;
-    };
+    // The uniform block this entry point uses (a missing one is reported above as a binding).
+    let uses = info.get_entry_point(entry);
+    let uniform =
+        module.global_variables.iter().find(|(h, v)| v.space == naga::AddressSpace::Uniform && !uses[*h].is_empty());
+    let Some((_, var)) = uniform else { return out };
     let naga::TypeInner::Struct { members, span } = &module.types[var.ty].inner else {
         out.push(format!("{kernel}: its uniform block is not a struct"));
         return out;

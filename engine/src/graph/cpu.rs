@@ -79,7 +79,7 @@ impl State<'_> {
             Instr::Conv { g, oc, x, w, b, y, relu, .. } => self.write(y, |s, out| {
                 conv::cpu::conv2d_forward(&g, oc, s.get(x), s.get(w), s.get(b), out);
                 if relu {
-                    relu::cpu::relu_forward(&out.clone(), out);
+                    out.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
             }),
             Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, .. } => {

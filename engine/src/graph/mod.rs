@@ -1,6 +1,6 @@
 //! A static graph builder: a network is declared once, with shapes inferred and checked as it is
-//! built; [`program`] derives the forward and backward instruction lists (autodiff), which the
-//! GPU [`plan`] turns into recorded dispatches and [`cpu`] runs as a reference.
+//! built; [`program`] lowers it to forward instructions and `autodiff` derives the backward ones,
+//! which the GPU [`plan`] turns into recorded dispatches and [`cpu`] runs as a reference.
 
 mod autodiff;
 pub mod cpu;

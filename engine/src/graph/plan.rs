@@ -227,8 +227,8 @@ impl Plan {
         Ok(())
     }
 
-    /// Submits `steps` steps in one command buffer, then the copy `read` requests, if any.
-    pub fn submit(&self, ctx: &GpuContext, steps: usize, read: Option<&mut AsyncRead>) -> Result<Submission> {
-        ctx.submit(&self.dispatches, steps, read)
+    /// Submits one step, then the copy `read` requests, if any.
+    pub fn submit(&self, ctx: &GpuContext, read: Option<&mut AsyncRead>) -> Result<Submission> {
+        ctx.submit(&self.dispatches, read)
     }
 }

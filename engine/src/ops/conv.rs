@@ -120,35 +120,31 @@ fn image_grid(images: usize, elements: usize, kernel: &str) -> Result<[u32; 3]> 
 pub mod cpu {
     use super::ConvGeometry;
 
-    /// Visits every output position of every (image, input channel) plane with the taps of its
-    /// window: `visit(plane, oy, ox, ky, kx, pixel)`, pixel the tap's index in x (None on padding).
-    fn taps(g: &ConvGeometry, mut visit: impl FnMut(usize, usize, usize, usize, usize, Option<usize>)) {
-        let window = g.window();
-        for plane in 0..g.n * g.c {
-            let base = plane * g.h * g.w;
-            for oy in 0..g.oh() {
-                for ox in 0..g.ow() {
-                    window.taps(oy, ox, |ky, kx, pixel| visit(plane, oy, ox, ky, kx, pixel.map(|p| base + p)));
-                }
-            }
-        }
+    /// Visits every tap of every window of every (image, input channel) plane of x:
+    /// `visit(plane, oy, ox, ky, kx, pixel)`, pixel the tap's index in x (None on padding).
+    fn taps(g: &ConvGeometry, visit: impl FnMut(usize, usize, usize, usize, usize, Option<usize>)) {
+        g.window().for_each_tap(g.n * g.c, visit);
     }
 
     /// Where tap (ky, kx) of output (oy, ox) of a plane sits in the column matrix.
-    fn col_index(g: &ConvGeometry, plane: usize, oy: usize, ox: usize, ky: usize, kx: usize) -> usize {
-        ((plane * g.kh + ky) * g.kw + kx) * g.oh() * g.ow() + oy * g.ow() + ox
+    /// Where each tap sits in the column matrix: `index(plane, oy, ox, ky, kx)`.
+    fn col_index(g: &ConvGeometry) -> impl Fn(usize, usize, usize, usize, usize) -> usize {
+        let (kh, kw, ow, positions) = (g.kh, g.kw, g.ow(), g.oh() * g.ow());
+        move |plane, oy, ox, ky, kx| ((plane * kh + ky) * kw + kx) * positions + oy * ow + ox
     }
 
     pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
-        taps(g, |plane, oy, ox, ky, kx, pixel| cols[col_index(g, plane, oy, ox, ky, kx)] = pixel.map_or(0.0, |p| x[p]));
+        let at = col_index(g);
+        taps(g, |plane, oy, ox, ky, kx, pixel| cols[at(plane, oy, ox, ky, kx)] = pixel.map_or(0.0, |p| x[p]));
     }
 
     /// The adjoint of im2col: scatter-add every column entry back to the pixel it came from.
     pub fn col2im(g: &ConvGeometry, dcols: &[f32], dx: &mut [f32]) {
         dx[..g.input_len()].fill(0.0);
+        let at = col_index(g);
         taps(g, |plane, oy, ox, ky, kx, pixel| {
             if let Some(p) = pixel {
-                dx[p] += dcols[col_index(g, plane, oy, ox, ky, kx)];
+                dx[p] += dcols[at(plane, oy, ox, ky, kx)];
             }
         });
     }
@@ -156,14 +152,14 @@ pub mod cpu {
     /// Direct convolution, y [n, oc, oh, ow] = Σ w[oc, c, ky, kx] · x[n, c, …] + bias[oc]: an
     /// independent reference for the im2col + matmul path (sums in f64).
     pub fn conv2d_forward(g: &ConvGeometry, oc: usize, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
-        let positions = g.oh() * g.ow();
+        let (ow, positions) = (g.ow(), g.oh() * g.ow());
         let mut sums: Vec<f64> = (0..g.n * oc * positions).map(|i| bias[(i / positions) % oc] as f64).collect();
         taps(g, |plane, oy, ox, ky, kx, pixel| {
             let (n, c) = (plane / g.c, plane % g.c);
             if let Some(p) = pixel {
                 for o in 0..oc {
                     let wv = w[((o * g.c + c) * g.kh + ky) * g.kw + kx];
-                    sums[(n * oc + o) * positions + oy * g.ow() + ox] += x[p] as f64 * wv as f64;
+                    sums[(n * oc + o) * positions + oy * ow + ox] += x[p] as f64 * wv as f64;
                 }
             }
         });
@@ -184,7 +180,7 @@ pub mod cpu {
         dw: &mut [f32],
         dbias: &mut [f32],
     ) {
-        let positions = g.oh() * g.ow();
+        let (ow, positions) = (g.ow(), g.oh() * g.ow());
         dx.fill(0.0);
         dw.fill(0.0);
         dbias.fill(0.0);
@@ -195,7 +191,7 @@ pub mod cpu {
             let (n, c) = (plane / g.c, plane % g.c);
             if let Some(p) = pixel {
                 for o in 0..oc {
-                    let d = dy[(n * oc + o) * positions + oy * g.ow() + ox];
+                    let d = dy[(n * oc + o) * positions + oy * ow + ox];
                     let wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
                     dw[wi] += d * x[p];
                     dx[p] += d * w[wi];

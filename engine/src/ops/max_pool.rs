@@ -73,18 +73,12 @@ impl PoolGeometry {
     /// Visits every in-plane tap of every window: `visit(output index, input index)`. The CPU
     /// references of both pools walk their windows through it.
     pub(crate) fn taps(&self, mut visit: impl FnMut(usize, usize)) {
-        let (window, (oh, ow)) = (self.window(), (self.oh(), self.ow()));
-        for plane in 0..self.planes {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    window.taps(oy, ox, |_, _, pixel| {
-                        if let Some(p) = pixel {
-                            visit((plane * oh + oy) * ow + ox, plane * self.h * self.w + p);
-                        }
-                    });
-                }
+        let (oh, ow) = (self.oh(), self.ow());
+        self.window().for_each_tap(self.planes, |plane, oy, ox, _, _, pixel| {
+            if let Some(i) = pixel {
+                visit((plane * oh + oy) * ow + ox, i);
             }
-        }
+        });
     }
 }
 

@@ -44,4 +44,20 @@ impl Window {
             }
         }
     }
+
+    /// Calls `visit(plane, oy, ox, ky, kx, pixel)` for every tap of every window position over
+    /// `planes` planes of h×w stored one after another: `pixel` is the tap's index among all of
+    /// them, or None where it falls on padding. The CPU references of conv and the pools walk
+    /// their windows through this.
+    pub fn for_each_tap(&self, planes: usize, mut visit: impl FnMut(usize, usize, usize, usize, usize, Option<usize>)) {
+        let (oh, ow) = (self.oh(), self.ow());
+        for plane in 0..planes {
+            let base = plane * self.h * self.w;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    self.taps(oy, ox, |ky, kx, pixel| visit(plane, oy, ox, ky, kx, pixel.map(|p| base + p)));
+                }
+            }
+        }
+    }
 }

@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ctx.wait()?;
         let t = Instant::now();
         for _ in 0..steps {
-            plan.submit(&ctx, 1, None)?;
+            plan.submit(&ctx, None)?;
         }
         ctx.wait()?;
         let seconds = t.elapsed().as_secs_f64();
