@@ -173,8 +173,8 @@ def load_shaders(path):
         for key, kind in (("file", str), ("source", str), ("entries", list)):
             if not isinstance(s.get(key), kind):
                 raise ValueError(f"item {i}: '{key}' missing or not a {kind.__name__}")
-        if not all(isinstance(e, str) for e in s["entries"]):
-            raise ValueError(f"item {i} ({s['file']}): 'entries' must be strings")
+        if not s["entries"] or not all(isinstance(e, str) for e in s["entries"]):
+            raise ValueError(f"item {i} ({s['file']}): 'entries' must be a non-empty list of strings")
         s["subgroups"] = bool(s.get("subgroups", False))
         s["line_offset"] = int(s.get("line_offset", 0))
         parts = s.get("parts", [])
@@ -435,7 +435,7 @@ def indent(text):
 def check_shader(dt, shader, has_subgroups):
     """Prints the shader's results; returns (passed, failed) counted in entry points."""
     name = display_name(shader["file"])
-    units = [f"{name} {e}" for e in shader["entries"]] or [name]
+    units = [f"{name} {e}" for e in shader["entries"]]
     if shader["subgroups"] and not has_subgroups:
         for u in units:
             print(f"FAIL {u}: needs the 'subgroups' feature, which the adapter lacks "
@@ -459,21 +459,11 @@ def check_shader(dt, shader, has_subgroups):
         for u in units:
             print(f"FAIL {u}: {why}")
             failed += 1
-    elif not shader["entries"]:
-        if extra:
-            print(f"FAIL {name}: " + "; ".join(extra))
-            failed += 1
-        else:
-            print(f"OK   {name}: compiled (no entry points listed)")
-            passed += 1
     else:
         for e in r["entries"]:
-            if e["error"]:
-                print(f"FAIL {name} {e['name']}: pipeline creation failed:")
-                print(indent(e["error"]))
-                failed += 1
-            elif extra:
-                print(f"FAIL {name} {e['name']}: " + "; ".join(extra))
+            problem = f"pipeline creation failed:\n{indent(e['error'])}" if e["error"] else "; ".join(extra)
+            if problem:
+                print(f"FAIL {name} {e['name']}: {problem}")
                 failed += 1
             else:
                 print(f"OK   {name} {e['name']}")
