@@ -2,6 +2,7 @@
 
 use crate::checkpoint::{Checkpoint, Fingerprint};
 use crate::networks::Network;
+use crate::state_dict::TensorFile;
 use crate::train::{check_device_fits, Recipe, Trainer};
 use clap::Parser;
 use engine::ops::sgd::Sgd;
@@ -50,6 +51,11 @@ pub struct Args {
     /// The network and recipe flags must match the checkpoint's.
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
+    /// Start from the weights in a safetensors state_dict (PyTorch's names and shapes, as
+    /// `safetensors.torch.save_file(model.state_dict(), FILE)` writes them) instead of a random
+    /// initialisation.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -120,6 +126,11 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         None => None,
     };
 
+    let initial = match &args.init_from {
+        Some(path) => Some(TensorFile::open(path)?.params(&graph, "")?),
+        None => None,
+    };
+
     let ctx = GpuContext::new()?;
     println!("{}: adapter {}", network.name(), ctx.report);
     let image_len = info.train.image_len();
@@ -149,6 +160,10 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         ..Recipe::default()
     };
     let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
+    if let (Some(values), Some(path)) = (initial, &args.init_from) {
+        trainer.restore(&values, &vec![0.0; values.len()])?;
+        println!("{}: initial weights from {}", network.name(), path.display());
+    }
     let mut first_epoch = 1;
     if let Some((path, saved)) = resume {
         trainer.restore(&saved.values, &saved.velocity)?;

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod networks;
+pub mod state_dict;
 pub mod train;
 
 pub use networks::Network;

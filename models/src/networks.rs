@@ -54,14 +54,14 @@ fn inception_a(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
     let b5 = g.conv2d(&layer("branch5x5_1"), x, 16, 1, 1, 0)?;
     let branch5x5 = g.conv2d(&layer("branch5x5_2"), b5, 24, 5, 1, 2)?;
 
-    let b3 = g.conv2d(&layer("branch3x3dbl_1"), x, 16, 1, 1, 0)?;
-    let b3 = g.conv2d(&layer("branch3x3dbl_2"), b3, 24, 3, 1, 1)?;
-    let branch3x3dbl = g.conv2d(&layer("branch3x3dbl_3"), b3, 24, 3, 1, 1)?;
+    let b3 = g.conv2d(&layer("branch3x3_1"), x, 16, 1, 1, 0)?;
+    let b3 = g.conv2d(&layer("branch3x3_2"), b3, 24, 3, 1, 1)?;
+    let branch3x3 = g.conv2d(&layer("branch3x3_3"), b3, 24, 3, 1, 1)?;
 
     let pool = g.avg_pool2d(&layer("avg_pool"), x, 3, 1, 1)?;
     let branch_pool = g.conv2d(&layer("branch_pool"), pool, 24, 1, 1, 0)?;
 
-    g.concat(name, &[branch1x1, branch5x5, branch3x3dbl, branch_pool])
+    g.concat(name, &[branch1x1, branch5x5, branch3x3, branch_pool])
 }
 
 /// conv 1→10 k5, maxpool 2, relu, InceptionA, conv 88→20 k5, maxpool 2, relu, InceptionA

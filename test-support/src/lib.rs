@@ -45,7 +45,7 @@ pub fn real_mnist_dir() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
     let missing: Vec<&str> = MNIST_FILES.into_iter().filter(|name| !dir.join(name).is_file()).collect();
     if missing.is_empty() {
-        return Some(dir);
+        return Some(dir.canonicalize().unwrap_or(dir));
     }
     let reason = format!("the real MNIST files are not in {} (missing: {})", dir.display(), missing.join(", "));
     if std::env::var("MNIST_SKIP_REAL").as_deref() == Ok("1") {

@@ -26,12 +26,12 @@ class SimpleCnn(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 10, 5)
         self.conv2 = nn.Conv2d(10, 20, 5)
-        self.mp = nn.MaxPool2d(2)
+        self.pooling = nn.MaxPool2d(2)
         self.fc = nn.Linear(320, 10)
 
     def forward(self, x):
-        x = F.relu(self.mp(self.conv1(x)))
-        x = F.relu(self.mp(self.conv2(x)))
+        x = F.relu(self.pooling(self.conv1(x)))
+        x = F.relu(self.pooling(self.conv2(x)))
         return self.fc(x.flatten(1))
 
 
@@ -41,15 +41,15 @@ class InceptionA(nn.Module):
         self.branch1x1 = nn.Conv2d(c, 16, 1)
         self.branch5x5_1 = nn.Conv2d(c, 16, 1)
         self.branch5x5_2 = nn.Conv2d(16, 24, 5, padding=2)
-        self.branch3x3dbl_1 = nn.Conv2d(c, 16, 1)
-        self.branch3x3dbl_2 = nn.Conv2d(16, 24, 3, padding=1)
-        self.branch3x3dbl_3 = nn.Conv2d(24, 24, 3, padding=1)
+        self.branch3x3_1 = nn.Conv2d(c, 16, 1)
+        self.branch3x3_2 = nn.Conv2d(16, 24, 3, padding=1)
+        self.branch3x3_3 = nn.Conv2d(24, 24, 3, padding=1)
         self.branch_pool = nn.Conv2d(c, 24, 1)
 
     def forward(self, x):
         a = self.branch1x1(x)
         b = self.branch5x5_2(self.branch5x5_1(x))
-        c = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        c = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))
         d = self.branch_pool(F.avg_pool2d(x, 3, stride=1, padding=1))
         return torch.cat([a, b, c, d], 1)
 

@@ -143,7 +143,7 @@ fn parameters_are_named_and_counted_as_pytorch_does() {
 
     let inception = Network::Inception.build([1, 28, 28], 10).unwrap();
     assert!(inception.params.iter().any(|p| p.name == "incep1.branch5x5_2.bias"));
-    assert!(inception.params.iter().any(|p| p.name == "incep2.branch3x3dbl_3.weight" && p.shape == vec![24, 24, 3, 3]));
+    assert!(inception.params.iter().any(|p| p.name == "incep2.branch3x3_3.weight" && p.shape == vec![24, 24, 3, 3]));
     assert_eq!(inception.params.last().unwrap().shape, vec![10], "fc.bias");
     assert_eq!(inception.params[inception.params.len() - 2].shape, vec![10, 1408], "fc.weight takes 88·4·4 features");
     let conv2 = inception.params.iter().find(|p| p.name == "conv2.weight").unwrap();

@@ -227,6 +227,13 @@ impl Plan {
         Ok(())
     }
 
+    /// The batch's logits [batch, classes] after a step. Read them from an evaluation plan: in a
+    /// training plan the backward pass reuses their memory once the loss has read them.
+    pub fn logits(&self) -> Tensor {
+        let Buf::Act(a) = self.program.logits else { unreachable!("logits are an activation") };
+        self.buffers[a].clone().expect("every used buffer is allocated")
+    }
+
     /// Submits one step, then the copy `read` requests, if any.
     pub fn submit(&self, ctx: &GpuContext, read: Option<&mut AsyncRead>) -> Result<Submission> {
         ctx.submit(&self.dispatches, read)

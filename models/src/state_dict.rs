@@ -1,0 +1,148 @@
+//! Network weights in safetensors files, under the names and shapes of the seed's PyTorch
+//! modules' `state_dict()` (`conv1.weight` [10, 1, 5, 5], `incep1.branch5x5_2.bias` [24], …):
+//! what PyTorch's `safetensors.torch.save_file(model.state_dict(), path)` writes, and what the
+//! golden tests' fixtures hold.
+//!
+//! Reading is defensive: a file larger than [`MAX_FILE_BYTES`] is refused before it is read, and
+//! the `safetensors` crate checks the header's length, the tensors' offsets (in range, contiguous,
+//! not overlapping) and that each shape's size matches its bytes before any tensor is copied.
+
+use engine::graph::Graph;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// The largest weights file read: the seed's networks hold under 120,000 parameters (under
+/// 1 MB in f32), so a larger file is not theirs and is refused before it costs memory.
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
+
+#[derive(Debug)]
+pub enum WeightsError {
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+    /// Not a safetensors file, or a damaged one.
+    Invalid {
+        path: PathBuf,
+        why: String,
+    },
+    /// A valid file whose tensors do not fit what was asked of it.
+    Mismatch {
+        path: PathBuf,
+        why: String,
+    },
+}
+
+impl fmt::Display for WeightsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightsError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            WeightsError::Invalid { path, why } => {
+                write!(f, "{} is not a usable safetensors file: {why}", path.display())
+            }
+            WeightsError::Mismatch { path, why } => write!(f, "{} does not fit: {why}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for WeightsError {}
+
+/// A safetensors file read into memory and checked, whose tensors are taken by name.
+pub struct TensorFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> Result<TensorFile, WeightsError> {
+        let io_error = |error| WeightsError::Io { path: path.to_path_buf(), error };
+        let file = std::fs::File::open(path).map_err(io_error)?;
+        let size = file.metadata().map_err(io_error)?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(WeightsError::Invalid {
+                path: path.to_path_buf(),
+                why: format!("it has {size} bytes, more than the {MAX_FILE_BYTES} any of these networks needs"),
+            });
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(MAX_FILE_BYTES).read_to_end(&mut bytes).map_err(io_error)?;
+        let tensors = TensorFile { path: path.to_path_buf(), bytes };
+        tensors.parsed()?;
+        Ok(tensors)
+    }
+
+    fn parsed(&self) -> Result<SafeTensors<'_>, WeightsError> {
+        SafeTensors::deserialize(&self.bytes).map_err(|e| self.invalid(e.to_string()))
+    }
+
+    fn invalid(&self, why: String) -> WeightsError {
+        WeightsError::Invalid { path: self.path.clone(), why }
+    }
+
+    fn mismatch(&self, why: String) -> WeightsError {
+        WeightsError::Mismatch { path: self.path.clone(), why }
+    }
+
+    /// The file's metadata (string pairs; PyTorch writes `{"format": "pt"}`).
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        let (_, metadata) = SafeTensors::read_metadata(&self.bytes).expect("checked when opened");
+        metadata.metadata().clone().unwrap_or_default().into_iter().collect()
+    }
+
+    /// Every tensor's name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.parsed().expect("checked when opened").names().into_iter().map(String::from).collect();
+        names.sort();
+        names
+    }
+
+    /// Tensor `name` of dtype `dtype`: its shape and bytes.
+    fn raw(&self, name: &str, dtype: Dtype) -> Result<(Vec<usize>, &[u8]), WeightsError> {
+        let parsed = self.parsed()?;
+        let view = parsed.tensor(name).map_err(|_| self.mismatch(format!("it has no tensor `{name}`")))?;
+        if view.dtype() != dtype {
+            return Err(self.mismatch(format!("tensor `{name}` is {:?}, not {dtype:?}", view.dtype())));
+        }
+        let start = view.data().as_ptr() as usize - self.bytes.as_ptr() as usize;
+        Ok((view.shape().to_vec(), &self.bytes[start..start + view.data().len()]))
+    }
+
+    /// An f32 tensor: its shape and values.
+    pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
+        let (shape, bytes) = self.raw(name, Dtype::F32)?;
+        Ok((shape, bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))
+    }
+
+    /// A u8 tensor: its shape and values.
+    pub fn u8(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>), WeightsError> {
+        let (shape, bytes) = self.raw(name, Dtype::U8)?;
+        Ok((shape, bytes.to_vec()))
+    }
+
+    /// `graph`'s packed parameters from the tensors named `prefix` + each parameter's name.
+    /// A missing, wrongly shaped or non-f32 tensor is refused by name, and so is any other
+    /// tensor under `prefix` (as PyTorch's `load_state_dict(strict=True)` refuses it).
+    pub fn params(&self, graph: &Graph, prefix: &str) -> Result<Vec<f32>, WeightsError> {
+        let mut packed = vec![0.0; graph.param_buffer_len()];
+        for p in &graph.params {
+            let name = format!("{prefix}{}", p.name);
+            let (shape, values) = self.f32(&name)?;
+            if shape != p.shape {
+                return Err(
+                    self.mismatch(format!("tensor `{name}` has shape {shape:?}, the network needs {:?}", p.shape))
+                );
+            }
+            packed[p.offset..p.offset + p.len()].copy_from_slice(&values);
+        }
+        let known = |n: &str| graph.params.iter().any(|p| n.strip_prefix(prefix) == Some(p.name.as_str()));
+        let extra: Vec<String> = self.names().into_iter().filter(|n| n.starts_with(prefix) && !known(n)).collect();
+        if !extra.is_empty() {
+            return Err(self.mismatch(format!("tensors the network does not have: {}", extra.join(", "))));
+        }
+        Ok(packed)
+    }
+}
