@@ -3,25 +3,21 @@
 //! shuffle depends only on the seed and the epoch number, so a resumed run trains on the same
 //! batches, in the same order, as one that never stopped.
 //!
-//! File layout, little-endian:
-//!   magic "MNISTCKP", u32 version, u32 name length, network name (UTF-8),
-//!   u64 epochs done, u64 seed, u64 batch size, u64 training images, f32 lr, f32 momentum,
-//!   u64 n, n f32 parameters, n f32 velocities, 16-byte MD5 of everything before it.
+//! The file is safetensors: the weights under their state_dict names (so PyTorch's `load_file`
+//! and `--init-from` read them; `load_state_dict` wants the momentum buffers left out), the
+//! momentum buffers under [`MOMENTUM_PREFIX`], and in the metadata the network, the epochs done,
+//! the recipe and an MD5 of the tensors (names and bytes, in name order), which catches damage
+//! that leaves the file's structure intact.
 
-use byteorder::{LittleEndian, ReadBytesExt, WriteBytesExt};
+use crate::state_dict::{self, TensorFile, WeightsError, MOMENTUM_PREFIX};
+use engine::graph::Graph;
 use md5::{Digest, Md5};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"MNISTCKP";
-const VERSION: u32 = 1;
-const MAX_NAME: usize = 64;
-const DIGEST_BYTES: u64 = 16;
-/// The longest header: magic, version, name length, name, four u64, two f32, the count.
-const MAX_HEADER: usize = 8 + 4 + 4 + MAX_NAME + 4 * 8 + 2 * 4 + 8;
-/// More epochs than any run makes (and small enough for a 32-bit usize plus one): a header
+/// More epochs than any run makes (and small enough for a 32-bit usize plus one): a file
 /// claiming more is damaged.
 const MAX_EPOCHS: u64 = 1 << 31;
 
@@ -35,67 +31,6 @@ pub struct Fingerprint {
     pub train_count: u64,
     pub lr: f32,
     pub momentum: f32,
-}
-
-/// Everything before the parameters.
-struct Header {
-    network: String,
-    epochs_done: u64,
-    fingerprint: Fingerprint,
-    /// Parameters (and velocities) that follow.
-    params: u64,
-    /// Bytes of the header itself.
-    bytes: usize,
-}
-
-impl Header {
-    fn parse(bytes: &[u8]) -> Result<Header, String> {
-        let truncated = |_: io::Error| format!("the file ends early ({} bytes)", bytes.len());
-        let mut r = bytes;
-        let mut magic = [0u8; 8];
-        r.read_exact(&mut magic).map_err(truncated)?;
-        if &magic != MAGIC {
-            return Err("it does not start with the checkpoint magic \"MNISTCKP\"".into());
-        }
-        let version = r.read_u32::<LittleEndian>().map_err(truncated)?;
-        if version != VERSION {
-            return Err(format!("format version {version}, this program reads version {VERSION}"));
-        }
-        let name_len = r.read_u32::<LittleEndian>().map_err(truncated)? as usize;
-        if name_len > MAX_NAME || name_len > r.len() {
-            return Err(format!("the network name claims {name_len} bytes"));
-        }
-        let (name, rest) = r.split_at(name_len);
-        let network = String::from_utf8(name.to_vec()).map_err(|_| "the network name is not UTF-8".to_string())?;
-        r = rest;
-        let mut fields = [0u64; 4];
-        for v in &mut fields {
-            *v = r.read_u64::<LittleEndian>().map_err(truncated)?;
-        }
-        let [epochs_done, seed, batch_size, train_count] = fields;
-        if epochs_done == 0 || epochs_done > MAX_EPOCHS {
-            return Err(format!("it claims {epochs_done} epochs done"));
-        }
-        let lr = r.read_f32::<LittleEndian>().map_err(truncated)?;
-        let momentum = r.read_f32::<LittleEndian>().map_err(truncated)?;
-        let params = r.read_u64::<LittleEndian>().map_err(truncated)?;
-        let bytes = bytes.len() - r.len();
-        let fingerprint = Fingerprint { seed, batch_size, train_count, lr, momentum };
-        Ok(Header { network, epochs_done, fingerprint, params, bytes })
-    }
-
-    /// Refuses a file whose size is not what the header says.
-    fn check_size(&self, size: u64) -> Result<(), String> {
-        let total = self.params.checked_mul(8).and_then(|p| p.checked_add(self.bytes as u64 + DIGEST_BYTES));
-        if total != Some(size) {
-            return Err(format!(
-                "the header claims {} parameters ({} bytes in all) but the file has {size} bytes",
-                self.params,
-                total.map_or("more than 2^64".to_string(), |t| t.to_string())
-            ));
-        }
-        Ok(())
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -147,134 +82,104 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
+impl From<WeightsError> for CheckpointError {
+    fn from(e: WeightsError) -> Self {
+        match e {
+            WeightsError::Io { path, error } => CheckpointError::Io { path, error },
+            WeightsError::Invalid { path, why } => {
+                CheckpointError::Invalid { path, why: format!("it is not a usable safetensors file ({why})") }
+            }
+            WeightsError::Mismatch { path, why } => CheckpointError::Invalid { path, why },
+        }
+    }
+}
+
+/// The MD5 of tensors, by name order: each name, then its values' little-endian bytes.
+fn digest<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> String {
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    let mut md5 = Md5::new();
+    for (name, values) in sorted {
+        md5.update(name.as_bytes());
+        values.iter().for_each(|v| md5.update(v.to_le_bytes()));
+    }
+    md5.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Checkpoint {
-    fn encode(&self) -> Vec<u8> {
-        assert_eq!(self.values.len(), self.velocity.len(), "one velocity per parameter");
-        assert!(self.network.len() <= MAX_NAME, "network name too long for a checkpoint");
-        let mut out = Vec::with_capacity(MAX_HEADER + 8 * self.values.len() + DIGEST_BYTES as usize);
-        out.extend_from_slice(MAGIC);
-        // Writing into a Vec cannot fail.
-        let w = &mut out;
-        w.write_u32::<LittleEndian>(VERSION).unwrap();
-        w.write_u32::<LittleEndian>(self.network.len() as u32).unwrap();
-        w.extend_from_slice(self.network.as_bytes());
-        let f = &self.fingerprint;
-        for v in [self.epochs_done, f.seed, f.batch_size, f.train_count] {
-            w.write_u64::<LittleEndian>(v).unwrap();
-        }
-        w.write_f32::<LittleEndian>(f.lr).unwrap();
-        w.write_f32::<LittleEndian>(f.momentum).unwrap();
-        w.write_u64::<LittleEndian>(self.values.len() as u64).unwrap();
-        for v in self.values.iter().chain(&self.velocity) {
-            w.write_f32::<LittleEndian>(*v).unwrap();
-        }
-        let digest = Md5::digest(&out);
-        out.extend_from_slice(&digest);
-        out
-    }
-
-    /// The temporary file a checkpoint is written to before it is renamed over `path`.
-    fn temp_path(path: &Path) -> Result<PathBuf, CheckpointError> {
-        match path.file_name() {
-            Some(name) => Ok(path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()))),
-            None => Err(CheckpointError::Io {
-                path: path.to_path_buf(),
-                error: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
-            }),
-        }
-    }
-
     /// Checks, before any training, that a checkpoint can be written at `path`, so that a typo
     /// in the path does not cost the first epoch.
     pub fn check_writable(path: &Path) -> Result<(), CheckpointError> {
-        let temp = Self::temp_path(path)?;
-        File::create(&temp).map_err(|error| CheckpointError::Io { path: path.to_path_buf(), error })?;
-        let _ = fs::remove_file(&temp);
-        Ok(())
+        crate::files::check_writable(path).map_err(|error| CheckpointError::Io { path: path.to_path_buf(), error })
     }
 
-    /// Writes the checkpoint atomically: a temporary file beside `path`, synced, then renamed
-    /// over it, so a crash leaves either the old checkpoint or the new one, never half of one.
-    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let io_error = |error| CheckpointError::Io { path: path.to_path_buf(), error };
-        let temp = Self::temp_path(path)?;
-        let written = (|| {
-            let mut file = File::create(&temp)?;
-            file.write_all(&self.encode())?;
-            file.sync_all()?;
-            fs::rename(&temp, path)?;
-            // The rename itself is durable once the directory is synced (where directories can
-            // be opened as files; elsewhere the rename stands unsynced).
-            if let Some(dir) =
-                path.parent().and_then(|d| File::open(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
-            {
-                let _ = dir.sync_all();
-            }
-            Ok(())
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp); // the write error is the one worth reporting
-        }
-        written.map_err(io_error)
+    /// Writes the checkpoint of `graph`'s parameters atomically: a crash leaves either the old
+    /// checkpoint or the new one, never half of one.
+    pub fn save(&self, path: &Path, graph: &Graph) -> Result<(), CheckpointError> {
+        let mut tensors = state_dict::named(graph, &self.values, "");
+        tensors.extend(state_dict::named(graph, &self.velocity, MOMENTUM_PREFIX));
+        let f = &self.fingerprint;
+        let metadata: BTreeMap<String, String> = [
+            ("format", "pt".to_string()),
+            ("network", self.network.clone()),
+            ("epochs_done", self.epochs_done.to_string()),
+            ("seed", f.seed.to_string()),
+            ("batch_size", f.batch_size.to_string()),
+            ("train_count", f.train_count.to_string()),
+            ("lr", f.lr.to_string()),
+            ("momentum", f.momentum.to_string()),
+            ("md5", digest(tensors.iter().map(|t| (t.name.as_str(), t.values)))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Ok(state_dict::write(path, &tensors, metadata)?)
     }
 
-    /// Reads and checks a checkpoint. The header is read first and the file's size checked
-    /// against the parameter count it claims before the parameters are read, then the MD5
-    /// against the contents.
-    pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    /// Reads and checks a checkpoint of `network` (built as `graph`): the file's structure, the
+    /// network it holds (before any tensor is read), every tensor's name and shape, the epochs
+    /// and recipe in its metadata, and its MD5.
+    pub fn load(path: &Path, network: &str, graph: &Graph) -> Result<Checkpoint, CheckpointError> {
         let invalid = |why: String| CheckpointError::Invalid { path: path.to_path_buf(), why };
-        let io_error = |error| CheckpointError::Io { path: path.to_path_buf(), error };
-        let mut file = File::open(path).map_err(io_error)?;
-        let size = file.metadata().map_err(io_error)?.len();
-        let mut bytes = Vec::new();
-        (&mut file).take(MAX_HEADER as u64).read_to_end(&mut bytes).map_err(io_error)?;
-        let header = Header::parse(&bytes).map_err(invalid)?;
-        header.check_size(size).map_err(invalid)?;
-        file.read_to_end(&mut bytes).map_err(io_error)?;
-        Self::decode(header, &bytes).map_err(invalid)
-    }
-
-    /// The parameters after `h`, once the MD5 of the whole file checks out.
-    fn decode(h: Header, bytes: &[u8]) -> Result<Checkpoint, String> {
-        // The file may have changed since its size was checked.
-        h.check_size(bytes.len() as u64)?;
-        let (body, digest) = bytes.split_at(bytes.len() - DIGEST_BYTES as usize);
-        if Md5::digest(body).as_slice() != digest {
-            return Err("its MD5 checksum does not match its contents: the file is damaged".into());
+        let file = TensorFile::open(path)?;
+        let meta = file.metadata();
+        let field = |key: &str| meta.get(key).ok_or_else(|| invalid(format!("its metadata lacks `{key}`")));
+        let saved = field("network")?;
+        if saved != network {
+            return Err(CheckpointError::Mismatch {
+                path: path.to_path_buf(),
+                why: format!("it holds a {saved} network, not {network}"),
+            });
         }
-        let floats = |from: usize| -> Vec<f32> {
-            let data = &body[from..from + 4 * h.params as usize];
-            data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        fn number<T: std::str::FromStr>(key: &str, text: &str) -> Result<T, String> {
+            text.parse().map_err(|_| format!("its metadata `{key}` is `{text}`, not a number"))
+        }
+        let num = |key: &str| field(key).and_then(|t| number::<u64>(key, t).map_err(invalid));
+        let real = |key: &str| field(key).and_then(|t| number::<f32>(key, t).map_err(invalid));
+        let epochs_done = num("epochs_done")?;
+        if epochs_done == 0 || epochs_done > MAX_EPOCHS {
+            return Err(invalid(format!("it claims {epochs_done} epochs done")));
+        }
+        let fingerprint = Fingerprint {
+            seed: num("seed")?,
+            batch_size: num("batch_size")?,
+            train_count: num("train_count")?,
+            lr: real("lr")?,
+            momentum: real("momentum")?,
         };
-        Ok(Checkpoint {
-            values: floats(h.bytes),
-            velocity: floats(h.bytes + 4 * h.params as usize),
-            network: h.network,
-            epochs_done: h.epochs_done,
-            fingerprint: h.fingerprint,
-        })
+        let (values, velocity) = (file.params(graph, "")?, file.params(graph, MOMENTUM_PREFIX)?);
+        let mut tensors = state_dict::named(graph, &values, "");
+        tensors.extend(state_dict::named(graph, &velocity, MOMENTUM_PREFIX));
+        if digest(tensors.iter().map(|t| (t.name.as_str(), t.values))) != *field("md5")? {
+            return Err(invalid("its MD5 checksum does not match its contents: the file is damaged".into()));
+        }
+        Ok(Checkpoint { network: saved.clone(), epochs_done, fingerprint, values, velocity })
     }
 
-    /// Refuses to resume a run whose network or recipe differs from the checkpoint's: the
-    /// result would match neither.
-    pub fn check_fits(
-        &self,
-        path: &Path,
-        network: &str,
-        param_len: usize,
-        asked: &Fingerprint,
-    ) -> Result<(), CheckpointError> {
-        let mismatch = |why: String| Err(CheckpointError::Mismatch { path: path.to_path_buf(), why });
-        if self.network != network {
-            return mismatch(format!("it holds a {} network, not {network}", self.network));
-        }
-        if self.values.len() != param_len {
-            return mismatch(format!(
-                "it holds {} packed parameter values, {network} has {param_len}",
-                self.values.len()
-            ));
-        }
-        let (saved, asked) = (&self.fingerprint, asked);
+    /// Refuses to resume a run whose recipe differs from the checkpoint's: the result would
+    /// match neither.
+    pub fn check_fits(&self, path: &Path, asked: &Fingerprint) -> Result<(), CheckpointError> {
+        let saved = &self.fingerprint;
         let fields = [
             ("--seed", saved.seed.to_string(), asked.seed.to_string()),
             ("--batch-size", saved.batch_size.to_string(), asked.batch_size.to_string()),
@@ -284,7 +189,10 @@ impl Checkpoint {
         ];
         for (flag, saved, asked) in fields {
             if saved != asked {
-                return mismatch(format!("it was trained with {flag} {saved}, this run asks for {asked}"));
+                return Err(CheckpointError::Mismatch {
+                    path: path.to_path_buf(),
+                    why: format!("it was trained with {flag} {saved}, this run asks for {asked}"),
+                });
             }
         }
         Ok(())

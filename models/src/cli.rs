@@ -119,8 +119,8 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     // A checkpoint is read and checked before anything is uploaded.
     let resume = match &args.resume {
         Some(path) => {
-            let saved = Checkpoint::load(path)?;
-            saved.check_fits(path, network.name(), graph.param_buffer_len(), &fingerprint)?;
+            let saved = Checkpoint::load(path, network.name(), &graph)?;
+            saved.check_fits(path, &fingerprint)?;
             Some((path, saved))
         }
         None => None,
@@ -183,7 +183,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         if let Some(path) = &args.checkpoint {
             let (values, velocity) = trainer.state()?;
             let network = network.name().to_string();
-            Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity }.save(path)?;
+            Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity }.save(path, &graph)?;
         }
     }
     Ok(())

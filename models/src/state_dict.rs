@@ -14,6 +14,10 @@ use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+/// Where a checkpoint keeps the SGD momentum buffers, apart from the weights (which keep their
+/// state_dict names, so the weights of a checkpoint load like any state_dict).
+pub const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
+
 /// The largest weights file read: the seed's networks hold under 120,000 parameters (under
 /// 1 MB in f32), so a larger file is not theirs and is refused before it costs memory.
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
@@ -139,10 +143,46 @@ impl TensorFile {
             packed[p.offset..p.offset + p.len()].copy_from_slice(&values);
         }
         let known = |n: &str| graph.params.iter().any(|p| n.strip_prefix(prefix) == Some(p.name.as_str()));
-        let extra: Vec<String> = self.names().into_iter().filter(|n| n.starts_with(prefix) && !known(n)).collect();
+        // A checkpoint's momentum buffers are no extra weights.
+        let optimizer = |n: &str| prefix != MOMENTUM_PREFIX && n.starts_with(MOMENTUM_PREFIX);
+        let extra: Vec<String> =
+            self.names().into_iter().filter(|n| n.starts_with(prefix) && !known(n) && !optimizer(n)).collect();
         if !extra.is_empty() {
             return Err(self.mismatch(format!("tensors the network does not have: {}", extra.join(", "))));
         }
         Ok(packed)
     }
+}
+
+/// An f32 tensor to write: its name, shape and values.
+pub struct Named<'a> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: &'a [f32],
+}
+
+/// `graph`'s packed `values` as tensors named `prefix` + each parameter's name.
+pub fn named<'a>(graph: &Graph, packed: &'a [f32], prefix: &str) -> Vec<Named<'a>> {
+    graph
+        .params
+        .iter()
+        .map(|p| Named {
+            name: format!("{prefix}{}", p.name),
+            shape: p.shape.clone(),
+            values: &packed[p.offset..p.offset + p.len()],
+        })
+        .collect()
+}
+
+/// Writes f32 tensors and string metadata as a safetensors file, atomically.
+pub fn write(path: &Path, tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<(), WeightsError> {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let views = tensors.iter().zip(&bytes).map(|(t, b)| {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), b).expect("shape matches values");
+        (t.name.clone(), view)
+    });
+    let invalid = |why: String| WeightsError::Invalid { path: path.to_path_buf(), why };
+    let file =
+        safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| invalid(e.to_string()))?;
+    crate::files::write_atomically(path, &file).map_err(|error| WeightsError::Io { path: path.to_path_buf(), error })
 }

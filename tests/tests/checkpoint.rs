@@ -2,8 +2,10 @@
 //! files are refused with a clear error, never a panic or a huge allocation.
 
 use clap::Parser;
+use engine::graph::Graph;
 use models::checkpoint::{Checkpoint, CheckpointError, Fingerprint};
 use models::cli::Args;
+use models::state_dict::{self, TensorFile, MOMENTUM_PREFIX};
 use models::Network;
 use std::path::{Path, PathBuf};
 
@@ -17,18 +19,22 @@ fn fingerprint(seed: u64, batch_size: u64, train_count: u64, lr: f32, momentum: 
     Fingerprint { seed, batch_size, train_count, lr, momentum }
 }
 
-fn sample() -> Checkpoint {
+fn simple_cnn() -> Graph {
+    Network::SimpleCnn.build([1, 28, 28], 10).unwrap()
+}
+
+fn sample(graph: &Graph) -> Checkpoint {
     Checkpoint {
         network: "simple_cnn".into(),
         epochs_done: 3,
         fingerprint: fingerprint(7, 64, 60000, 0.01, 0.5),
-        values: (0..100).map(|i| i as f32 * 0.25 - 3.0).collect(),
-        velocity: (0..100).map(|i| -(i as f32) * 1e-3).collect(),
+        values: graph.init_params(7),
+        velocity: graph.init_params(8).iter().map(|v| v * 1e-3).collect(),
     }
 }
 
 fn load_error(path: &Path) -> String {
-    match Checkpoint::load(path) {
+    match Checkpoint::load(path, "simple_cnn", &simple_cnn()) {
         Err(e @ CheckpointError::Invalid { .. }) => e.to_string(),
         other => panic!("expected an invalid-checkpoint error, got {other:?}"),
     }
@@ -36,20 +42,20 @@ fn load_error(path: &Path) -> String {
 
 #[test]
 fn a_checkpoint_round_trips_and_replaces_the_old_file_atomically() {
-    let dir = scratch_dir("round-trip");
+    let (dir, graph) = (scratch_dir("round-trip"), simple_cnn());
     let path = dir.join("run.ckpt");
-    let mut first = sample();
-    first.save(&path).unwrap();
-    assert_eq!(Checkpoint::load(&path).unwrap(), first);
+    let mut first = sample(&graph);
+    first.save(&path, &graph).unwrap();
+    assert_eq!(Checkpoint::load(&path, "simple_cnn", &graph).unwrap(), first);
     first.epochs_done = 4;
     first.values[0] = f32::MIN_POSITIVE;
-    first.save(&path).unwrap();
-    assert_eq!(Checkpoint::load(&path).unwrap(), first);
+    first.save(&path, &graph).unwrap();
+    assert_eq!(Checkpoint::load(&path, "simple_cnn", &graph).unwrap(), first);
     // Only the checkpoint itself is left: the temporary file was renamed over it.
     let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("run.ckpt")]);
     let unwritable = dir.join("no-such-dir").join("run.ckpt");
-    let e = sample().save(&unwritable).expect_err("no directory");
+    let e = sample(&graph).save(&unwritable, &graph).expect_err("no directory");
     assert!(e.to_string().contains("no-such-dir"), "{e}");
     let e = Checkpoint::check_writable(&unwritable).expect_err("no directory");
     assert!(e.to_string().contains("no-such-dir"), "{e}");
@@ -57,64 +63,93 @@ fn a_checkpoint_round_trips_and_replaces_the_old_file_atomically() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "the check leaves nothing behind");
 }
 
+/// The weights keep their state_dict names (PyTorch's load_file and --init-from read them), the
+/// momentum buffers sit apart under their own prefix.
+#[test]
+fn a_checkpoint_holds_the_state_dict_and_the_momentum_apart() {
+    let (dir, graph) = (scratch_dir("layout"), simple_cnn());
+    let path = dir.join("run.ckpt");
+    let ck = sample(&graph);
+    ck.save(&path, &graph).unwrap();
+    let file = TensorFile::open(&path).unwrap();
+    assert_eq!(file.params(&graph, "").unwrap(), ck.values);
+    assert_eq!(file.params(&graph, MOMENTUM_PREFIX).unwrap(), ck.velocity);
+    assert_eq!(file.f32("conv1.weight").unwrap().0, vec![10, 1, 5, 5]);
+    assert!(file.names().contains(&format!("{MOMENTUM_PREFIX}fc.bias")));
+    let meta = file.metadata();
+    assert_eq!(
+        (meta["network"].as_str(), meta["epochs_done"].as_str(), meta["lr"].as_str()),
+        ("simple_cnn", "3", "0.01")
+    );
+}
+
 #[test]
 fn damaged_checkpoints_are_refused_with_the_reason() {
-    let dir = scratch_dir("damaged");
+    let (dir, graph) = (scratch_dir("damaged"), simple_cnn());
     let good = dir.join("good.ckpt");
-    sample().save(&good).unwrap();
+    let ck = sample(&graph);
+    ck.save(&good, &graph).unwrap();
     let bytes = std::fs::read(&good).unwrap();
-    let n_offset = bytes.len() - 16 - 800 - 8; // the parameter count precedes 2×100 floats and the MD5
-    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("empty", vec![], "ends early"),
-        ("magic", b"NOTACKPT".iter().chain(&bytes[8..]).copied().collect(), "magic"),
-        ("truncated header", bytes[..30].to_vec(), "ends early"),
-        ("truncated body", bytes[..bytes.len() - 5].to_vec(), "but the file has"),
-        ("extra bytes", bytes.iter().chain(&[0u8; 8]).copied().collect(), "but the file has"),
-    ];
-    let mut version = bytes.clone();
-    version[8] = 9;
-    cases.push(("version", version, "format version 9"));
-    let mut huge = bytes.clone();
-    huge[n_offset..n_offset + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-    cases.push(("huge count", huge, "claims 18446744073709551615 parameters (more than 2^64 bytes"));
-    let epochs_offset = 8 + 4 + 4 + "simple_cnn".len();
-    for (what, epochs) in [("zero epochs", 0u64), ("absurd epochs", u64::MAX)] {
-        let mut e = bytes.clone();
-        e[epochs_offset..epochs_offset + 8].copy_from_slice(&epochs.to_le_bytes());
-        cases.push((what, e, "epochs done"));
-    }
-    let mut name = bytes.clone();
-    name[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-    cases.push(("name length", name, "network name claims"));
     let mut flipped = bytes.clone();
-    flipped[n_offset + 8 + 40] ^= 0x10;
-    cases.push(("flipped bit", flipped, "MD5 checksum does not match"));
+    let at = bytes.len() - 100; // inside the last tensor's data
+    flipped[at] ^= 0x10;
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "not a usable safetensors file"),
+        ("not safetensors", b"MNISTCKP and then some bytes".to_vec(), "not a usable safetensors file"),
+        ("truncated", bytes[..bytes.len() - 5].to_vec(), "not a usable safetensors file"),
+        ("flipped bit", flipped, "MD5 checksum does not match"),
+    ];
+    // Metadata edited (and so re-written) one key at a time.
+    let meta = TensorFile::open(&good).unwrap().metadata();
+    let mut tensors = state_dict::named(&graph, &ck.values, "");
+    tensors.extend(state_dict::named(&graph, &ck.velocity, MOMENTUM_PREFIX));
+    for (what, key, value, says) in [
+        ("zero epochs", "epochs_done", Some("0"), "claims 0 epochs done"),
+        ("absurd epochs", "epochs_done", Some("18446744073709551615"), "epochs done"),
+        ("seed not a number", "seed", Some("seven"), "`seed` is `seven`, not a number"),
+        ("no md5", "md5", None, "lacks `md5`"),
+    ] {
+        let mut m = meta.clone();
+        match value {
+            Some(v) => m.insert(key.to_string(), v.to_string()),
+            None => m.remove(key),
+        };
+        let path = dir.join(format!("{what}.ckpt"));
+        state_dict::write(&path, &tensors, m).unwrap();
+        cases.push((what, std::fs::read(&path).unwrap(), says));
+    }
+    let path = dir.join("no velocity.ckpt");
+    state_dict::write(&path, &tensors[..tensors.len() - 1], meta.clone()).unwrap();
+    cases.push(("no velocity", std::fs::read(&path).unwrap(), "no tensor `optimizer.momentum_buffer.fc.bias`"));
     for (what, data, says) in cases {
         let path = dir.join(format!("{what}.ckpt"));
         std::fs::write(&path, data).unwrap();
         let e = load_error(&path);
         assert!(e.contains(says) && e.contains(&format!("{what}.ckpt")), "{what}: {e}");
     }
-    let missing = Checkpoint::load(&dir.join("absent.ckpt")).expect_err("absent");
+    let missing = Checkpoint::load(&dir.join("absent.ckpt"), "simple_cnn", &graph).expect_err("absent");
     assert!(matches!(missing, CheckpointError::Io { .. }) && missing.to_string().contains("absent.ckpt"), "{missing}");
 }
 
 #[test]
 fn a_checkpoint_of_another_network_or_recipe_is_refused() {
-    let path = Path::new("x.ckpt");
-    let ck = sample();
+    let (dir, graph) = (scratch_dir("mismatch"), simple_cnn());
+    let path = dir.join("x.ckpt");
+    let ck = sample(&graph);
+    ck.save(&path, &graph).unwrap();
+    let resnet = Network::Resnet.build([1, 28, 28], 10).unwrap();
+    let e = Checkpoint::load(&path, "resnet", &resnet).expect_err("another network").to_string();
+    assert!(e.contains("holds a simple_cnn network, not resnet") && e.contains("x.ckpt"), "{e}");
     let recipe = fingerprint(7, 64, 60000, 0.01, 0.5);
-    ck.check_fits(path, "simple_cnn", 100, &recipe).unwrap();
-    for (network, len, recipe, says) in [
-        ("resnet", 100, recipe, "holds a simple_cnn network, not resnet"),
-        ("simple_cnn", 101, recipe, "holds 100 packed parameter values, simple_cnn has 101"),
-        ("simple_cnn", 100, fingerprint(8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),
-        ("simple_cnn", 100, fingerprint(7, 32, 60000, 0.01, 0.5), "--batch-size 64"),
-        ("simple_cnn", 100, fingerprint(7, 64, 5000, 0.01, 0.5), "training images"),
-        ("simple_cnn", 100, fingerprint(7, 64, 60000, 0.02, 0.5), "--lr 0.01, this run asks for 0.02"),
-        ("simple_cnn", 100, fingerprint(7, 64, 60000, 0.01, 0.9), "--momentum 0.5"),
+    ck.check_fits(&path, &recipe).unwrap();
+    for (recipe, says) in [
+        (fingerprint(8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),
+        (fingerprint(7, 32, 60000, 0.01, 0.5), "--batch-size 64"),
+        (fingerprint(7, 64, 5000, 0.01, 0.5), "training images"),
+        (fingerprint(7, 64, 60000, 0.02, 0.5), "--lr 0.01, this run asks for 0.02"),
+        (fingerprint(7, 64, 60000, 0.01, 0.9), "--momentum 0.5"),
     ] {
-        let e = ck.check_fits(path, network, len, &recipe).expect_err(says).to_string();
+        let e = ck.check_fits(&path, &recipe).expect_err(says).to_string();
         assert!(e.contains(says) && e.contains("x.ckpt"), "{e}");
     }
 }
@@ -135,11 +170,13 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let (straight, stopped) = (dir.join("straight.ckpt"), dir.join("stopped.ckpt"));
     run(&["--epochs", "2", "--checkpoint", straight.to_str().unwrap()]).unwrap();
     run(&["--epochs", "1", "--checkpoint", stopped.to_str().unwrap()]).unwrap();
-    let after_one = Checkpoint::load(&stopped).unwrap();
+    let graph = simple_cnn();
+    let load = |path: &Path| Checkpoint::load(path, "simple_cnn", &graph).unwrap();
+    let after_one = load(&stopped);
     assert_eq!(after_one.epochs_done, 1);
     let resume = ["--epochs", "2", "--resume", stopped.to_str().unwrap(), "--checkpoint", stopped.to_str().unwrap()];
     run(&resume).unwrap();
-    let (a, b) = (Checkpoint::load(&straight).unwrap(), Checkpoint::load(&stopped).unwrap());
+    let (a, b) = (load(&straight), load(&stopped));
     assert_eq!(b.epochs_done, 2);
     assert_ne!(after_one.values, b.values, "the resumed epoch trained");
     assert_eq!(a, b, "resumed run differs from the uninterrupted one");
