@@ -10,14 +10,16 @@
 //   metrics  (u32 words, updated by one thread, so no atomics):
 //     [0] sum of batch-mean losses (f32 bits)   [1] correct argmax predictions (first max wins)
 //     [2] rows seen                              [3] 1 + the step of the first non-finite loss, 0 if none
+//   predictions[done + i] = argmax(logits_i) for the valid rows, where done = the samples of the
+//   earlier steps (written when write_predictions != 0: an evaluation's confusion matrix)
 //   step[0] is the index of the current step (advanced by gather.wgsl's advance_step).
 //
 // Bindings: 0 uniform SoftmaxCrossEntropyParams, 1 logits (read), 2 labels (read, u32), 3 step (read, u32),
-//           4 dlogits (read_write), 5 metrics (read_write, u32).
+//           4 dlogits (read_write), 5 metrics (read_write, u32), 6 predictions (read_write, u32).
 // Dispatch: (1, 1, 1): one workgroup of 256 threads strides over the rows, then reduces.
 
 struct SoftmaxCrossEntropyParams {
-    rows: u32, classes: u32, write_grad: u32, samples: u32,
+    rows: u32, classes: u32, write_grad: u32, samples: u32, write_predictions: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: SoftmaxCrossEntropyParams;
@@ -26,6 +28,7 @@ struct SoftmaxCrossEntropyParams {
 @group(0) @binding(3) var<storage, read> step: array<u32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(5) var<storage, read_write> metrics: array<u32>;
+@group(0) @binding(6) var<storage, read_write> predictions: array<u32>;
 
 var<workgroup> loss_partial: array<f32, 256>;
 var<workgroup> correct_partial: array<u32, 256>;
@@ -66,6 +69,9 @@ fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
         loss += log(sum) + (max_logit - logits[base + label]);
         if (arg == label) {
             correct += 1u;
+        }
+        if (p.write_predictions != 0u) {
+            predictions[done + row] = arg;
         }
         if (p.write_grad != 0u) {
             for (var j = 0u; j < p.classes; j++) {

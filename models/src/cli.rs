@@ -2,12 +2,14 @@
 
 use crate::checkpoint::{Checkpoint, Fingerprint};
 use crate::networks::Network;
+use crate::run_dir::{confusion_table, RunDir};
 use crate::state_dict::TensorFile;
-use crate::train::{check_device_fits, Recipe, Trainer};
+use crate::train::{check_device_fits, EpochReport, Recipe, Trainer};
 use clap::Parser;
 use engine::ops::sgd::Sgd;
 use engine::GpuContext;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +58,10 @@ pub struct Args {
     /// initialisation.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     pub init_from: Option<PathBuf>,
+    /// After every epoch, write model.safetensors, best.safetensors, metrics.csv and
+    /// confusion.csv to DIR (created with its parents).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -126,6 +132,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         None => None,
     };
 
+    let mut run_dir = args.out.as_deref().map(|dir| RunDir::open(dir, args.resume.is_some())).transpose()?;
     let initial = match &args.init_from {
         Some(path) => Some(TensorFile::open(path)?.params(&graph, "")?),
         None => None,
@@ -178,15 +185,45 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
             );
         }
     }
+    let mut last = None;
     for epoch in first_epoch..=args.epochs {
-        train_epoch(&mut trainer, args, epoch, train.count)?;
-        if let Some(path) = &args.checkpoint {
+        let report = train_epoch(&mut trainer, args, epoch, train.count)?;
+        if run_dir.is_some() || args.checkpoint.is_some() {
             let (values, velocity) = trainer.state()?;
-            let network = network.name().to_string();
-            Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity }.save(path, &graph)?;
+            if let Some(run_dir) = &mut run_dir {
+                run_dir.record(&graph, &values, run_metadata(network, args), &report)?;
+            }
+            if let Some(path) = &args.checkpoint {
+                let network = network.name().to_string();
+                Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity }.save(path, &graph)?;
+            }
         }
+        last = Some(report);
+    }
+    if let Some(report) = last {
+        println!(
+            "Confusion matrix of the test set after epoch {}:\n{}",
+            report.epoch,
+            confusion_table(&report.confusion)
+        );
     }
     Ok(())
+}
+
+/// What the weights files of `--out` say of the run that made them.
+fn run_metadata(network: Network, args: &Args) -> BTreeMap<String, String> {
+    [
+        ("network", network.name().to_string()),
+        ("seed", args.seed.to_string()),
+        ("batch_size", args.batch_size.to_string()),
+        ("lr", args.lr.to_string()),
+        ("momentum", args.momentum.to_string()),
+        ("epochs", args.epochs.to_string()),
+        ("normalization", format!("(x / 255 - {}) / {}", mnist_loader::MEAN, mnist_loader::STD)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Trains one epoch with a progress bar on a terminal, then prints the test accuracy.
@@ -195,7 +232,7 @@ fn train_epoch(
     args: &Args,
     epoch: usize,
     train_count: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<EpochReport, Box<dyn std::error::Error>> {
     let bar = std::io::stdout().is_terminal().then(|| {
         let bar = ProgressBar::new(train_count.div_ceil(args.batch_size) as u64);
         bar.set_style(
@@ -223,5 +260,5 @@ fn train_epoch(
         report.train_seconds,
         report.images_per_second
     );
-    Ok(())
+    Ok(report)
 }

@@ -59,15 +59,24 @@ pub struct EpochReport {
     pub epoch: usize,
     pub test_correct: u32,
     pub test_count: u32,
-    /// Mean over the epoch's steps of each batch's mean loss.
+    /// Mean over the epoch's steps of each batch's mean loss (likewise the test loss).
     pub train_loss: f64,
+    pub test_loss: f64,
+    pub train_correct: u32,
+    pub train_count: u32,
     pub train_seconds: f64,
     pub images_per_second: f64,
+    /// `confusion[label][predicted]`: test images of each class by the class predicted.
+    pub confusion: Vec<Vec<u32>>,
 }
 
 impl EpochReport {
     pub fn test_accuracy(&self) -> f64 {
         100.0 * self.test_correct as f64 / self.test_count.max(1) as f64
+    }
+
+    pub fn train_accuracy(&self) -> f64 {
+        100.0 * self.train_correct as f64 / self.train_count.max(1) as f64
     }
 }
 
@@ -149,13 +158,15 @@ struct Stage {
     order: Tensor,
     step: Tensor,
     metrics: Tensor,
+    /// Each sample's predicted class, written by evaluation stages.
+    predictions: Option<Tensor>,
     samples: usize,
     steps: usize,
     plan: Option<Plan>,
 }
 
 impl Stage {
-    fn new(ctx: &GpuContext, split: &Split, batch: usize) -> Result<Stage, TrainError> {
+    fn new(ctx: &GpuContext, split: &Split, batch: usize, evaluation: bool) -> Result<Stage, TrainError> {
         let steps = split.count.div_ceil(batch);
         let mut order: Vec<u32> = (0..split.count as u32).collect();
         order.resize(steps * batch, 0);
@@ -164,6 +175,7 @@ impl Stage {
             order: ctx.upload(&order, "order")?,
             step: ctx.zeros(1, "step")?,
             metrics: Feed::new_metrics(ctx)?,
+            predictions: if evaluation { Some(ctx.zeros(split.count, "predictions")?) } else { None },
             samples: split.count,
             steps,
             plan: None,
@@ -176,6 +188,7 @@ impl Stage {
             order: &self.order,
             step: &self.step,
             metrics: &self.metrics,
+            predictions: self.predictions.as_ref(),
             samples: self.samples,
             norm,
         }
@@ -199,6 +212,8 @@ pub struct Trainer<'a> {
     train: Stage,
     test: Stage,
     train_count: usize,
+    test_labels: Vec<u8>,
+    classes: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -214,12 +229,22 @@ impl<'a> Trainer<'a> {
         let image_len = train.image_len();
         check_device_fits(ctx, graph, batch, [("train", train.count, image_len), ("test", test.count, image_len)])?;
         let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
-        let mut train_stage = Stage::new(ctx, train, batch)?;
+        let mut train_stage = Stage::new(ctx, train, batch, false)?;
         train_stage.plan =
             Some(Plan::training(ctx, graph, batch, &params, recipe.sgd, &train_stage.feed(recipe.norm))?);
-        let mut test_stage = Stage::new(ctx, test, batch)?;
+        let mut test_stage = Stage::new(ctx, test, batch, true)?;
         test_stage.plan = Some(Plan::evaluation(ctx, graph, batch, &params, &test_stage.feed(recipe.norm))?);
-        Ok(Trainer { ctx, recipe, params, train: train_stage, test: test_stage, train_count: train.count })
+        let classes = test_stage.plan.as_ref().expect("built above").program.classes;
+        Ok(Trainer {
+            ctx,
+            recipe,
+            params,
+            train: train_stage,
+            test: test_stage,
+            train_count: train.count,
+            test_labels: test.labels.clone(),
+            classes,
+        })
     }
 
     /// The parameters and SGD velocity, read back from the GPU.
@@ -301,8 +326,22 @@ impl<'a> Trainer<'a> {
             test_correct: test.correct,
             test_count: test.rows,
             train_loss: train.loss_sum as f64 / steps.max(1) as f64,
+            test_loss: test.loss_sum as f64 / self.test.steps.max(1) as f64,
+            train_correct: train.correct,
+            train_count: train.rows,
             train_seconds,
             images_per_second: train.rows as f64 / train_seconds,
+            confusion: self.confusion()?,
         })
+    }
+
+    /// The test set's confusion matrix from the predictions the evaluation wrote.
+    fn confusion(&self) -> Result<Vec<Vec<u32>>, TrainError> {
+        let predictions: Vec<u32> = self.ctx.read(self.test.predictions.as_ref().expect("an evaluation stage"))?;
+        let mut confusion = vec![vec![0u32; self.classes]; self.classes];
+        for (&label, &predicted) in self.test_labels.iter().zip(&predictions) {
+            confusion[label as usize][predicted as usize] += 1;
+        }
+        Ok(confusion)
     }
 }

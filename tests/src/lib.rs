@@ -97,7 +97,15 @@ impl Rig {
         order.resize(order.len().next_multiple_of(batch), 0);
         let order = ctx.upload(&order, "order").unwrap();
         let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
-        let feed = Feed { images, order: &order, step: &step, metrics: &metrics, samples, norm: MNIST_NORMALIZATION };
+        let feed = Feed {
+            images,
+            order: &order,
+            step: &step,
+            metrics: &metrics,
+            predictions: None,
+            samples,
+            norm: MNIST_NORMALIZATION,
+        };
         let params = Parameters::upload(ctx, graph, params).unwrap();
         let plan = Plan::training(ctx, graph, batch, &params, sgd, &feed).unwrap();
         Rig { plan, params, metrics }

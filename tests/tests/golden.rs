@@ -94,6 +94,7 @@ fn gpu_outputs(ctx: &engine::GpuContext, f: &Fixture) -> Outputs {
         order: &eval_order,
         step: &step,
         metrics: &metrics,
+        predictions: None,
         samples: BATCH,
         norm: MNIST_NORMALIZATION,
     };

@@ -619,19 +619,16 @@ fn run_loss(
     let dl = dirty(ctx, rows * classes);
     let metrics = ctx.zeros(sce::METRICS_WORDS, "metrics").unwrap();
     let step = ctx.upload(&[steps_before], "step").unwrap();
-    let d = sce::softmax_cross_entropy(
-        ctx,
-        rows,
-        classes,
-        true,
-        usize::MAX,
-        &up(ctx, logits),
-        &ctx.upload(labels, "labels").unwrap(),
-        &step,
-        &dl,
-        &metrics,
-    )
-    .unwrap();
+    let unused = dirty(ctx, 1);
+    let outputs = sce::LossOutputs {
+        dlogits: &dl,
+        write_grad: true,
+        predictions: &unused,
+        write_predictions: false,
+        metrics: &metrics,
+    };
+    let (lt, yt) = (up(ctx, logits), ctx.upload(labels, "labels").unwrap());
+    let d = sce::softmax_cross_entropy(ctx, rows, classes, usize::MAX, &lt, &yt, &step, &outputs).unwrap();
     ctx.run(&[&d, &d]).unwrap(); // twice: the metrics accumulate
     (ctx.read(&dl).unwrap(), sce::Metrics::from_words(&ctx.read::<u32>(&metrics).unwrap()))
 }
@@ -644,7 +641,7 @@ fn softmax_cross_entropy_matches_cpu() {
         let logits = rng.uniform_vec(rows * classes, 5.0);
         let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes as u32)).collect();
         let mut d_want = vec![0.0; rows * classes];
-        let (loss, correct) = sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d_want));
+        let (loss, correct) = sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d_want), None);
         let (d_got, m) = run_loss(ctx, rows, classes, &logits, &labels, 0);
         assert_close("dlogits", &d_got, &d_want, 1e-4, 1e-6);
         assert!((m.loss_sum - 2.0 * loss).abs() <= 1e-4 * (1.0 + loss.abs()), "loss {} vs 2×{loss}", m.loss_sum);
@@ -675,14 +672,32 @@ fn softmax_cross_entropy_ignores_the_padding_rows_of_a_last_batch() {
     let logits = rng.uniform_vec(rows * classes, 3.0);
     let labels: Vec<u32> = (0..rows).map(|_| rng.below(10)).collect();
     let mut d_want = vec![0.0; rows * classes];
-    let (loss, correct) =
-        sce::cpu::softmax_cross_entropy(3, classes, &logits, &labels, Some(&mut d_want[..3 * classes]));
+    let mut p_want = vec![0u32; 3];
+    let (loss, correct) = sce::cpu::softmax_cross_entropy(
+        3,
+        classes,
+        &logits,
+        &labels,
+        Some(&mut d_want[..3 * classes]),
+        Some(&mut p_want),
+    );
     let dl = dirty(ctx, rows * classes);
     let metrics = ctx.zeros(sce::METRICS_WORDS, "metrics").unwrap();
     let step = ctx.upload(&[2u32], "step").unwrap();
     let (lt, yt) = (up(ctx, &logits), ctx.upload(&labels, "labels").unwrap());
-    let d = sce::softmax_cross_entropy(ctx, rows, classes, true, samples, &lt, &yt, &step, &dl, &metrics).unwrap();
+    // The predictions of the 3 real rows land after the 16 samples of steps 0 and 1.
+    let predictions = ctx.upload(&[u32::MAX; 19], "predictions").unwrap();
+    let outputs = sce::LossOutputs {
+        dlogits: &dl,
+        write_grad: true,
+        predictions: &predictions,
+        write_predictions: true,
+        metrics: &metrics,
+    };
+    let d = sce::softmax_cross_entropy(ctx, rows, classes, samples, &lt, &yt, &step, &outputs).unwrap();
     let got = run_and_read(ctx, &[d], &dl);
+    let written = ctx.read::<u32>(&predictions).unwrap();
+    assert_eq!((&written[16..], &written[..16]), (&p_want[..], &[u32::MAX; 16][..]), "predictions");
     assert_close("dlogits with padding", &got, &d_want, 1e-4, 1e-6);
     let m = sce::Metrics::from_words(&ctx.read::<u32>(&metrics).unwrap());
     assert!((m.loss_sum - loss).abs() < 1e-5, "{m:?} vs {loss}");
@@ -696,10 +711,10 @@ fn softmax_cross_entropy_cpu_gradient_matches_finite_differences() {
     let logits = rng.uniform_vec(rows * classes, 3.0);
     let labels = [0u32, 4, 2, 2];
     let mut d = vec![0.0; rows * classes];
-    sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d));
+    sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d), None);
     for i in 0..logits.len() {
         let fd = finite_difference(&logits, i, 1e-2, |l| {
-            sce::cpu::softmax_cross_entropy(rows, classes, l, &labels, None).0 as f64
+            sce::cpu::softmax_cross_entropy(rows, classes, l, &labels, None, None).0 as f64
         });
         assert!((fd - d[i] as f64).abs() < 1e-3, "dlogits[{i}]: fd {fd} vs {}", d[i]);
     }

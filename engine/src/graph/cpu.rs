@@ -160,6 +160,7 @@ impl State<'_> {
                     self.get(logits),
                     labels,
                     d.as_deref_mut(),
+                    None,
                 );
                 if let (Some(b), Some(d)) = (dlogits, d) {
                     self.put(b, d);

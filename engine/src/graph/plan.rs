@@ -41,6 +41,9 @@ pub struct Feed<'a> {
     pub order: &'a Tensor,
     pub step: &'a Tensor,
     pub metrics: &'a Tensor,
+    /// Where an evaluation writes each sample's predicted class (u32, `samples` of them, in
+    /// `order`'s order); None writes none.
+    pub predictions: Option<&'a Tensor>,
     pub samples: usize,
     pub norm: Normalization,
 }
@@ -158,7 +161,7 @@ impl Plan {
             &t(p.input),
             &t(p.labels),
         )?];
-        let unused = ctx.zeros(1, "no gradient")?;
+        let (unused, no_predictions) = (ctx.zeros(1, "no gradient")?, ctx.zeros(1, "no predictions")?);
         for instr in &p.instrs {
             match *instr {
                 Instr::Conv { g, oc, x, w, b, y, relu, cols } => {
@@ -207,18 +210,23 @@ impl Plan {
                     out.push(concat::copy_channels(ctx, &copy, &t(src), &t(dst))?)
                 }
                 Instr::Loss { rows, classes, logits, labels, dlogits } => {
-                    let d = dlogits.map(t).unwrap_or_else(|| unused.clone());
+                    let outputs = sce::LossOutputs {
+                        dlogits: &dlogits.map(t).unwrap_or_else(|| unused.clone()),
+                        write_grad: dlogits.is_some(),
+                        predictions: feed.predictions.unwrap_or(&no_predictions),
+                        write_predictions: feed.predictions.is_some(),
+                        metrics: feed.metrics,
+                    };
+                    let (logits, labels) = (t(logits), t(labels));
                     out.push(sce::softmax_cross_entropy(
                         ctx,
                         rows,
                         classes,
-                        dlogits.is_some(),
                         feed.samples,
-                        &t(logits),
-                        &t(labels),
+                        &logits,
+                        &labels,
                         feed.step,
-                        &d,
-                        feed.metrics,
+                        &outputs,
                     )?);
                 }
             }

@@ -13,13 +13,14 @@ crate::gpu_params! {
         pub classes: u32,
         pub write_grad: u32,
         pub samples: u32,
+        pub write_predictions: u32,
     }
 }
 
 pub const SOFTMAX_CROSS_ENTROPY: KernelSpec = KernelSpec::new::<SoftmaxCrossEntropyParams>(
     "softmax_cross_entropy",
     "softmax_cross_entropy",
-    &[(1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, ReadWrite)],
+    &[(1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, ReadWrite), (6, ReadWrite)],
 );
 
 /// Words in the metrics buffer.
@@ -42,6 +43,17 @@ impl Metrics {
     }
 }
 
+/// What the loss writes besides its metrics: the logits' gradient when training, each sample's
+/// predicted class (u32, in the epoch's order) when evaluating; `false` leaves a buffer
+/// untouched (it may then be any tensor).
+pub struct LossOutputs<'a> {
+    pub dlogits: &'a Tensor,
+    pub write_grad: bool,
+    pub predictions: &'a Tensor,
+    pub write_predictions: bool,
+    pub metrics: &'a Tensor,
+}
+
 /// Loss and metrics of `logits` [rows, classes] against `labels` (u32); writes
 /// dlogits = (softmax − onehot) / valid when `write_grad`. `step` is the step counter (u32);
 /// rows past `samples` (counting `rows` a step) are padding: no loss, no metrics, zero gradient.
@@ -50,19 +62,21 @@ pub fn softmax_cross_entropy(
     ctx: &GpuContext,
     rows: usize,
     classes: usize,
-    write_grad: bool,
     samples: usize,
     logits: &Tensor,
     labels: &Tensor,
     step: &Tensor,
-    dlogits: &Tensor,
-    metrics: &Tensor,
+    out: &LossOutputs,
 ) -> Result<Dispatch> {
+    let LossOutputs { dlogits, write_grad, predictions, write_predictions, metrics } = *out;
     logits.check_len("logits", rows * classes)?;
     labels.check_len("labels", rows)?;
     step.check_len("step counter", 1)?;
     if write_grad {
         dlogits.check_len("logit gradient", rows * classes)?;
+    }
+    if write_predictions {
+        predictions.check_len("predictions", samples)?;
     }
     metrics.check_len("metrics", METRICS_WORDS)?;
     let params = SoftmaxCrossEntropyParams {
@@ -70,18 +84,22 @@ pub fn softmax_cross_entropy(
         classes: classes as u32,
         write_grad: write_grad as u32,
         samples: samples.min(u32::MAX as usize) as u32,
+        write_predictions: write_predictions as u32,
     };
-    ctx.dispatch(&SOFTMAX_CROSS_ENTROPY, &params, &[logits, labels, step, dlogits, metrics], [1, 1, 1])
+    let buffers = [logits, labels, step, dlogits, metrics, predictions];
+    ctx.dispatch(&SOFTMAX_CROSS_ENTROPY, &params, &buffers, [1, 1, 1])
 }
 
 pub mod cpu {
-    /// Returns (mean loss, correct predictions); fills `dlogits` when given.
+    /// Returns (mean loss, correct predictions); fills `dlogits` and each row's predicted
+    /// class (`predictions`) when given.
     pub fn softmax_cross_entropy(
         rows: usize,
         classes: usize,
         logits: &[f32],
         labels: &[u32],
         mut dlogits: Option<&mut [f32]>,
+        mut predictions: Option<&mut [u32]>,
     ) -> (f32, u32) {
         let mut loss = 0.0f64;
         let mut correct = 0;
@@ -94,6 +112,9 @@ pub mod cpu {
             let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
             loss += sum.ln() + (max - row[label]) as f64;
             correct += (arg == label) as u32;
+            if let Some(p) = predictions.as_deref_mut() {
+                p[r] = arg as u32;
+            }
             if let Some(d) = dlogits.as_deref_mut() {
                 for (j, &v) in row.iter().enumerate() {
                     let prob = ((v - max) as f64).exp() / sum;

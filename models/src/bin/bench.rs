@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             order: &order,
             step: &step,
             metrics: &metrics,
+            predictions: None,
             samples: count,
             norm: MNIST_NORMALIZATION,
         };
