@@ -11,6 +11,8 @@ pub enum Network {
 }
 
 impl Network {
+    pub const ALL: [Network; 3] = [Network::SimpleCnn, Network::Inception, Network::Resnet];
+
     pub fn name(self) -> &'static str {
         match self {
             Network::SimpleCnn => "simple_cnn",

@@ -1,0 +1,157 @@
+//! Running a trained network on people's own pictures: any PNG, JPEG, BMP or PGM/PPM, of any size
+//! and colour type, is turned into an MNIST-like digit (gray, light ink on dark, the digit scaled
+//! into a 20×20 box and centred by its mass in 28×28, as MNIST's digits were made) and
+//! classified on the GPU, or with the CPU executor where there is none.
+
+use crate::state_dict::TensorFile;
+use crate::train::MNIST_NORMALIZATION;
+use crate::Network;
+use engine::graph::plan::{Feed, Parameters, Plan};
+use engine::graph::{cpu, program::Program, Graph};
+use engine::ops::gather::{self, GpuImages};
+use engine::GpuContext;
+use image::imageops::{self, FilterType};
+use image::{ImageBuffer, ImageError, ImageReader, Luma};
+use std::path::Path;
+
+/// The largest picture decoded, per side; the decoder's allocations are capped too.
+pub const MAX_SIDE: u32 = 8192;
+const MAX_DECODE_BYTES: u64 = 160 << 20;
+/// MNIST's geometry: the digit fits a 20×20 box inside a 28×28 image.
+const SIDE: usize = 28;
+const BOX: f32 = 20.0;
+
+/// The network a weights file holds: the one its metadata names, else the one whose names and
+/// shapes its tensors have (PyTorch's `save_file` writes only `{"format": "pt"}`).
+pub fn network_of(file: &TensorFile) -> Option<(Network, Graph)> {
+    let named = file.metadata().get("network").cloned();
+    Network::ALL.into_iter().filter(|n| named.as_deref().is_none_or(|name| name == n.name())).find_map(|n| {
+        let graph = n.build([1, SIDE, SIDE], 10).ok()?;
+        file.params(&graph, "").is_ok().then_some((n, graph))
+    })
+}
+
+/// Decodes the picture at `path` into ink in 0..1 (light ink on a dark background), width,
+/// height. Transparent pixels count as white paper.
+fn ink(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let unreadable = |e: std::io::Error| format!("cannot read it ({e})");
+    let mut reader = ImageReader::open(path).map_err(unreadable)?.with_guessed_format().map_err(unreadable)?;
+    reader.limits(limits);
+    let picture = reader.decode().map_err(|e| match e {
+        ImageError::Limits(_) => format!(
+            "the picture is larger than {MAX_SIDE}×{MAX_SIDE} pixels or needs more than {} MB to decode",
+            MAX_DECODE_BYTES >> 20
+        ),
+        ImageError::IoError(e) => format!("not a complete picture: the file is empty or cut short ({e})"),
+        e => format!("not a PNG, JPEG, BMP or PGM/PPM picture, or a damaged one ({e})"),
+    })?;
+    let picture = picture.to_luma_alpha32f();
+    let (w, h) = (picture.width() as usize, picture.height() as usize);
+    let gray: Vec<f32> = picture.pixels().map(|p| p[0] * p[1] + (1.0 - p[1])).collect();
+    // Dark ink on light paper (the border is light) is inverted to MNIST's light on dark.
+    let border: Vec<f32> = (0..w)
+        .flat_map(|x| [gray[x], gray[(h - 1) * w + x]])
+        .chain((0..h).flat_map(|y| [gray[y * w], gray[y * w + w - 1]]))
+        .collect();
+    let light_paper = border.iter().sum::<f32>() / border.len() as f32 > 0.5;
+    Ok((gray.into_iter().map(|v| if light_paper { 1.0 - v } else { v }).collect(), w, h))
+}
+
+/// The 28×28 MNIST-like image (u8, 255 = ink) of the digit in the picture at `path`.
+pub fn mnist_digit(path: &Path) -> Result<Vec<u8>, String> {
+    let (ink, w, h) = ink(path)?;
+    let strongest = ink.iter().fold(0f32, |m, &v| m.max(v));
+    if strongest < 0.2 {
+        return Err("no digit found: the picture is blank".into());
+    }
+    // The digit's bounding box: the pixels with at least a third of the strongest ink.
+    let inked = |i: usize| ink[i] >= strongest / 3.0;
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for i in (0..w * h).filter(|&i| inked(i)) {
+        let (x, y) = (i % w, i / w);
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
+    let crop = ImageBuffer::<Luma<f32>, Vec<f32>>::from_fn(bw as u32, bh as u32, |x, y| {
+        Luma([ink[(y0 + y as usize) * w + x0 + x as usize]])
+    });
+    let scale = BOX / bw.max(bh) as f32;
+    let (tw, th) = (((bw as f32 * scale).round() as u32).max(1), ((bh as f32 * scale).round() as u32).max(1));
+    let digit = imageops::resize(&crop, tw, th, FilterType::Triangle);
+    Ok(centre_by_mass(&digit))
+}
+
+/// Places `digit` in a 28×28 image so that its centre of mass falls on the centre.
+fn centre_by_mass(digit: &ImageBuffer<Luma<f32>, Vec<f32>>) -> Vec<u8> {
+    let (mut mass, mut my, mut mx) = (0f32, 0f32, 0f32);
+    for (x, y, p) in digit.enumerate_pixels() {
+        mass += p[0];
+        (mx, my) = (mx + x as f32 * p[0], my + y as f32 * p[0]);
+    }
+    let (tw, th) = (digit.width() as i64, digit.height() as i64);
+    let centre = (SIDE as f32 - 1.0) / 2.0;
+    let place = |c: f32, size: i64| ((centre - c / mass.max(1e-6)).round() as i64).clamp(0, SIDE as i64 - size);
+    let (ox, oy) = (place(mx, tw), place(my, th));
+    let mut out = vec![0u8; SIDE * SIDE];
+    for (x, y, p) in digit.enumerate_pixels() {
+        let at = (oy + y as i64) as usize * SIDE + (ox + x as i64) as usize;
+        out[at] = (p[0].clamp(0.0, 1.0) * 255.0).round() as u8;
+    }
+    out
+}
+
+/// Class probabilities of each 28×28 image of `images` (u8, back to back): on the GPU when
+/// `ctx` is given, else with the CPU executor.
+pub fn classify(
+    ctx: Option<&GpuContext>,
+    graph: &Graph,
+    params: &[f32],
+    images: &[u8],
+) -> engine::Result<Vec<Vec<f32>>> {
+    let n = images.len() / (SIDE * SIDE);
+    let labels = vec![0u8; n];
+    let logits = match ctx {
+        Some(ctx) => {
+            let gpu_images = GpuImages::upload(ctx, images, &labels, SIDE * SIDE)?;
+            let order = ctx.upload(&(0..n as u32).collect::<Vec<_>>(), "order")?;
+            let (step, metrics) = (ctx.zeros(1, "step")?, Feed::new_metrics(ctx)?);
+            let feed = Feed {
+                images: &gpu_images,
+                order: &order,
+                step: &step,
+                metrics: &metrics,
+                predictions: None,
+                samples: n,
+                norm: MNIST_NORMALIZATION,
+            };
+            let plan = Plan::evaluation(ctx, graph, n, &Parameters::upload(ctx, graph, params)?, &feed)?;
+            plan.submit(ctx, None)?;
+            ctx.read(&plan.logits())?
+        }
+        None => {
+            let order: Vec<u32> = (0..n as u32).collect();
+            let (x, y) = gather::cpu::gather_batch(images, &labels, SIDE * SIDE, &order, MNIST_NORMALIZATION);
+            cpu::run(graph, &Program::build(graph, n, false)?, params, &x, &y).logits
+        }
+    };
+    Ok(logits.chunks(logits.len() / n.max(1)).map(softmax).collect())
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// The `top` most probable classes, most probable first, as `D (p=0.973)`.
+pub fn describe(probabilities: &[f32], top: usize) -> String {
+    let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let parts: Vec<String> = ranked.iter().take(top).map(|(d, p)| format!("{d} (p={p:.3})")).collect();
+    parts.join(", ")
+}

@@ -1,0 +1,173 @@
+//! `predict` on people's pictures: MNIST test images written as PNG in several variants (gray,
+//! RGB, 16-bit, dark ink on white paper, three times larger) get the digit the evaluation path
+//! gives the original; hostile files (not an image, empty, truncated, absurd dimensions, the
+//! weights of no known network, the old private checkpoint format) are refused naming the file,
+//! with a non-zero exit and bounded memory.
+
+use clap::Parser;
+use image::{ImageBuffer, Luma, Rgb};
+use models::cli::Args;
+use models::predict::{classify, mnist_digit, network_of};
+use models::state_dict::TensorFile;
+use models::Network;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("predict-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// simple_cnn trained for one epoch on 5000 images (about 91% accurate), saved by `--out`.
+fn trained_model(data: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("run");
+    let argv = [
+        "simple_cnn",
+        "--no-download",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "5000",
+        "--limit-test",
+        "100",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.04",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    models::cli::run(Network::SimpleCnn, &Args::try_parse_from(argv).unwrap()).unwrap();
+    out.join("model.safetensors")
+}
+
+fn argmax(p: &[f32]) -> usize {
+    (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap()
+}
+
+/// The variants of one 28×28 MNIST image, as PNG files.
+fn variants(dir: &Path, i: usize, pixels: &[u8]) -> Vec<PathBuf> {
+    let gray = ImageBuffer::<Luma<u8>, _>::from_raw(28, 28, pixels.to_vec()).unwrap();
+    let path = |what: &str| dir.join(format!("{i}-{what}.png"));
+    let files = [path("gray"), path("rgb"), path("16bit"), path("on-white"), path("large")];
+    gray.save(&files[0]).unwrap();
+    ImageBuffer::from_fn(28, 28, |x, y| Rgb([gray.get_pixel(x, y)[0]; 3])).save(&files[1]).unwrap();
+    ImageBuffer::<Luma<u16>, _>::from_fn(28, 28, |x, y| Luma([gray.get_pixel(x, y)[0] as u16 * 257]))
+        .save(&files[2])
+        .unwrap();
+    ImageBuffer::<Luma<u8>, _>::from_fn(28, 28, |x, y| Luma([255 - gray.get_pixel(x, y)[0]])).save(&files[3]).unwrap();
+    image::imageops::resize(&gray, 84, 84, image::imageops::FilterType::Nearest).save(&files[4]).unwrap();
+    files.to_vec()
+}
+
+#[test]
+fn pictures_of_test_images_get_the_digit_the_evaluation_gives_the_original() {
+    let Some(ctx) = tests::gpu() else { return };
+    let Some(data) = test_support::real_mnist_dir() else { return };
+    let dir = scratch();
+    let model = TensorFile::open(&trained_model(&data, &dir)).unwrap();
+    let (network, graph) = network_of(&model).unwrap();
+    assert_eq!(network, Network::SimpleCnn);
+    let params = model.params(&graph, "").unwrap();
+    let test = mnist_loader::inspect(&data, false).unwrap().test.read(Some(200)).unwrap();
+    let originals = classify(Some(ctx), &graph, &params, &test.images).unwrap();
+    // Digits the network is sure of: re-centring moves a digit by a pixel at most, which must not
+    // change such a prediction.
+    let sure: Vec<usize> = (0..200).filter(|&i| originals[i][argmax(&originals[i])] > 0.9).take(20).collect();
+    assert_eq!(sure.len(), 20);
+    for &i in &sure {
+        let files = variants(&dir, i, &test.images[i * 784..(i + 1) * 784]);
+        let digits: Vec<u8> = files.iter().flat_map(|f| mnist_digit(f).unwrap()).collect();
+        let on_gpu = classify(Some(ctx), &graph, &params, &digits).unwrap();
+        let on_cpu = classify(None, &graph, &params, &digits).unwrap();
+        for (file, (g, c)) in files.iter().zip(on_gpu.iter().zip(&on_cpu)) {
+            let want = argmax(&originals[i]);
+            assert_eq!((argmax(g), argmax(c)), (want, want), "{} (label {})", file.display(), test.labels[i]);
+        }
+    }
+    // The binary prints one line per picture, in order, with the argument as given.
+    let files = variants(&dir, sure[0], &test.images[sure[0] * 784..(sure[0] + 1) * 784]);
+    let output = Command::new(env!("CARGO_BIN_EXE_predict"))
+        .args(["--model", dir.join("run/model.safetensors").to_str().unwrap(), "--top", "2"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let digit = argmax(&originals[sure[0]]);
+    for (line, file) in stdout.lines().zip(&files) {
+        assert!(line.starts_with(&format!("{}: {digit} (p=", file.display())) && line.contains("), "), "{line}");
+    }
+    assert_eq!(stdout.lines().count(), files.len());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn hostile_files_are_refused_naming_the_file_in_bounded_memory() {
+    let dir = scratch().join("hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    // A real state_dict of simple_cnn (untrained), for the picture cases.
+    let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    let values = graph.init_params(1);
+    let model = dir.join("model.safetensors");
+    models::state_dict::write(&model, &models::state_dict::named(&graph, &values, ""), Default::default()).unwrap();
+    let mut png = Vec::new();
+    ImageBuffer::<Luma<u8>, _>::from_raw(28, 28, vec![200u8; 784])
+        .unwrap()
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let pictures = [
+        (write("not-an-image.png", b"this is text, not a picture"), "not a PNG, JPEG, BMP or PGM/PPM picture"),
+        (write("empty.png", b""), "picture"),
+        (write("truncated.png", &png[..png.len() / 2]), "picture"),
+        (write("huge.pgm", b"P5 100000 100000 255\n\x00\x00\x00"), "larger than 8192×8192 pixels"),
+        (
+            write("blank.png", &{
+                let mut blank = Vec::new();
+                ImageBuffer::<Luma<u8>, _>::from_raw(28, 28, vec![255u8; 784])
+                    .unwrap()
+                    .write_to(&mut std::io::Cursor::new(&mut blank), image::ImageFormat::Png)
+                    .unwrap();
+                blank
+            }),
+            "blank",
+        ),
+    ];
+    let predict = |model: &Path, picture: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_predict")).arg("--model").arg(model).arg(picture).output().unwrap()
+    };
+    for (picture, says) in &pictures {
+        let out = predict(&model, picture);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(picture.to_str().unwrap()) && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let resnet = Network::Resnet.build([1, 28, 28], 10).unwrap();
+    let resnet_values = resnet.init_params(1);
+    let mut tensors = models::state_dict::named(&resnet, &resnet_values, "");
+    tensors.pop();
+    let foreign = dir.join("foreign.safetensors");
+    models::state_dict::write(&foreign, &tensors, Default::default()).unwrap();
+    let old = write("old.ckpt", b"MNISTCKP\x01\x00\x00\x00 the private format of before");
+    for (bad, says) in
+        [(&foreign, "not the weights of simple_cnn, inception or resnet"), (&old, "not a usable safetensors file")]
+    {
+        let out = predict(bad, &pictures[2].0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(bad.to_str().unwrap()) && stderr.contains(says), "{stderr}");
+    }
+    let peak = test_support::children_peak_rss_kib();
+    assert!(peak < 300_000_000 / 1024, "a run peaked at {} MB", peak / 1024);
+    std::fs::remove_dir_all(dir).unwrap();
+}
