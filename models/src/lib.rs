@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod files;
 pub mod networks;
+pub mod onnx;
 pub mod predict;
 pub mod run_dir;
 pub mod state_dict;

@@ -1,8 +1,9 @@
 //! `--out DIR`: what a run leaves for the tools its users already have, updated after every
 //! epoch: `model.safetensors` (the latest weights) and `best.safetensors` (the epoch with the
 //! best test accuracy, chosen on the test set as the seed does), both state_dicts that PyTorch's
-//! `load_state_dict(strict=True)` takes; `metrics.csv`, one row per epoch, flushed as it goes;
-//! `confusion.csv`, the latest epoch's test confusion matrix.
+//! `load_state_dict(strict=True)` takes; `model.onnx`, the latest weights as an ONNX model;
+//! `metrics.csv`, one row per epoch, flushed as it goes; `confusion.csv`, the latest epoch's
+//! test confusion matrix.
 
 use crate::state_dict::{self, TensorFile, WeightsError};
 use crate::train::EpochReport;
@@ -72,6 +73,10 @@ impl RunDir {
         metadata.insert("epoch".into(), report.epoch.to_string());
         metadata.insert("test_accuracy".into(), format!("{:.4}", report.test_accuracy()));
         let tensors = state_dict::named(graph, values, "");
+        let onnx = self.dir.join("model.onnx");
+        let network = metadata.get("network").cloned().unwrap_or_default();
+        crate::files::write_atomically(&onnx, &crate::onnx::export(graph, values, &network))
+            .map_err(io_error(&onnx))?;
         state_dict::write(&self.dir.join("model.safetensors"), &tensors, metadata.clone())?;
         if self.best.is_none_or(|best| report.test_accuracy() > best) {
             state_dict::write(&self.dir.join("best.safetensors"), &tensors, metadata)?;

@@ -52,6 +52,13 @@ fn out_writes_weights_metrics_and_the_confusion_matrix_and_a_resume_continues_th
     assert_eq!(best.metadata()["epoch"], best_row[0], "best is the epoch with the best test accuracy");
     assert_eq!(best.metadata()["test_accuracy"].parse::<f64>().unwrap(), accuracy(best_row));
     best.params(&graph, "").unwrap();
+    let onnx =
+        <models::onnx::ModelProto as prost::Message>::decode(&std::fs::read(out.join("model.onnx")).unwrap()[..])
+            .unwrap();
+    let initializers = &onnx.graph.unwrap().initializer;
+    let fc = initializers.iter().find(|t| t.name == "fc.bias").unwrap();
+    let want: Vec<u8> = model.f32("fc.bias").unwrap().1.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(fc.raw_data, want, "model.onnx holds the last epoch's weights");
 
     let confusion = csv(&out.join("confusion.csv"));
     assert_eq!(confusion.len(), 11);

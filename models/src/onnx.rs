@@ -1,0 +1,232 @@
+//! The static graph exported as an ONNX model (opset 13) with the weights as initializers:
+//! input `input` [N, 1, 28, 28] float32 (N dynamic), normalized as in training, output `logits`
+//! [N, classes]. The messages are a subset of onnx.proto declared for prost (the protobuf
+//! encoding is prost's; no protoc is needed), with onnx.proto's field numbers.
+
+use engine::graph::{Graph, Op};
+use prost::Message;
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ModelProto {
+    #[prost(int64, tag = "1")]
+    pub ir_version: i64,
+    #[prost(string, tag = "2")]
+    pub producer_name: String,
+    #[prost(string, tag = "6")]
+    pub doc_string: String,
+    #[prost(message, optional, tag = "7")]
+    pub graph: Option<GraphProto>,
+    #[prost(message, repeated, tag = "8")]
+    pub opset_import: Vec<OperatorSetIdProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct OperatorSetIdProto {
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    #[prost(int64, tag = "2")]
+    pub version: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct GraphProto {
+    #[prost(message, repeated, tag = "1")]
+    pub node: Vec<NodeProto>,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(message, repeated, tag = "5")]
+    pub initializer: Vec<TensorProto>,
+    #[prost(message, repeated, tag = "11")]
+    pub input: Vec<ValueInfoProto>,
+    #[prost(message, repeated, tag = "12")]
+    pub output: Vec<ValueInfoProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct NodeProto {
+    #[prost(string, repeated, tag = "1")]
+    pub input: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    pub output: Vec<String>,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(string, tag = "4")]
+    pub op_type: String,
+    #[prost(message, repeated, tag = "5")]
+    pub attribute: Vec<AttributeProto>,
+}
+
+/// An attribute: an int (type 2) or a list of ints (type 7), the only kinds these ops take.
+#[derive(Clone, PartialEq, Message)]
+pub struct AttributeProto {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(int64, tag = "3")]
+    pub i: i64,
+    #[prost(int64, repeated, tag = "8")]
+    pub ints: Vec<i64>,
+    #[prost(int32, tag = "20")]
+    pub r#type: i32,
+}
+
+/// A float32 tensor (data_type 1) in raw little-endian bytes.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorProto {
+    #[prost(int64, repeated, tag = "1")]
+    pub dims: Vec<i64>,
+    #[prost(int32, tag = "2")]
+    pub data_type: i32,
+    #[prost(string, tag = "8")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "9")]
+    pub raw_data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ValueInfoProto {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub r#type: Option<TypeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TypeProto {
+    #[prost(message, optional, tag = "1")]
+    pub tensor_type: Option<TensorTypeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorTypeProto {
+    #[prost(int32, tag = "1")]
+    pub elem_type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub shape: Option<TensorShapeProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeProto {
+    #[prost(message, repeated, tag = "1")]
+    pub dim: Vec<Dimension>,
+}
+
+/// One dimension: a size, or a name for a size chosen at run time (onnx.proto's oneof).
+#[derive(Clone, PartialEq, Message)]
+pub struct Dimension {
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
+}
+
+const FLOAT: i32 = 1;
+const OPSET: i64 = 13;
+
+fn ints(name: &str, values: &[usize]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        ints: values.iter().map(|&v| v as i64).collect(),
+        r#type: 7,
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i: value, r#type: 2, ..Default::default() }
+}
+
+/// kernel_shape, strides and pads of a square window.
+fn window(kernel: usize, stride: usize, pad: usize) -> Vec<AttributeProto> {
+    vec![ints("kernel_shape", &[kernel, kernel]), ints("strides", &[stride, stride]), ints("pads", &[pad; 4])]
+}
+
+fn value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+    let shape = TensorShapeProto { dim: dims };
+    let tensor_type = TensorTypeProto { elem_type: FLOAT, shape: Some(shape) };
+    ValueInfoProto { name: name.into(), r#type: Some(TypeProto { tensor_type: Some(tensor_type) }) }
+}
+
+fn batch_and(sizes: &[usize]) -> Vec<Dimension> {
+    let batch = Dimension { dim_param: Some("N".into()), dim_value: None };
+    std::iter::once(batch)
+        .chain(sizes.iter().map(|&s| Dimension { dim_value: Some(s as i64), dim_param: None }))
+        .collect()
+}
+
+/// The ONNX model of `graph` with the packed parameters `values`, encoded.
+pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
+    let initializer = graph
+        .params
+        .iter()
+        .map(|p| TensorProto {
+            dims: p.shape.iter().map(|&d| d as i64).collect(),
+            data_type: FLOAT,
+            name: p.name.clone(),
+            raw_data: values[p.offset..p.offset + p.len()].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    // The logits are the node the loss reads; ONNX calls that output `logits`.
+    let logits = graph.nodes.iter().find_map(|n| match n.op {
+        Op::SoftmaxCrossEntropy { logits, .. } => Some(logits),
+        _ => None,
+    });
+    let name = |i: usize| if Some(i) == logits { "logits".to_string() } else { graph.nodes[i].name.clone() };
+    let mut nodes = Vec::new();
+    let (mut input, mut output) = (None, None);
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let (op, inputs, attribute): (&str, Vec<String>, Vec<AttributeProto>) = match &node.op {
+            Op::Input => {
+                input = Some(value_info(&node.name, batch_and(&node.shape)));
+                continue;
+            }
+            Op::Labels => continue,
+            Op::SoftmaxCrossEntropy { logits, .. } => {
+                output = Some(value_info("logits", batch_and(&graph.nodes[*logits].shape[..1])));
+                continue;
+            }
+            Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
+                let params = vec![name(*x), graph.params[*weight].name.clone(), graph.params[*bias].name.clone()];
+                ("Conv", params, window(*kernel, *stride, *pad))
+            }
+            Op::MaxPool2d { x, kernel, stride, pad } => ("MaxPool", vec![name(*x)], window(*kernel, *stride, *pad)),
+            Op::AvgPool2d { x, kernel, stride, pad } => {
+                let mut attributes = window(*kernel, *stride, *pad);
+                attributes.push(int("count_include_pad", 1));
+                ("AveragePool", vec![name(*x)], attributes)
+            }
+            Op::Relu { x } => ("Relu", vec![name(*x)], vec![]),
+            Op::Add { a, b } => ("Add", vec![name(*a), name(*b)], vec![]),
+            Op::Concat { xs } => ("Concat", xs.iter().map(|&x| name(x)).collect(), vec![int("axis", 1)]),
+            Op::Flatten { x } => ("Flatten", vec![name(*x)], vec![int("axis", 1)]),
+            Op::Linear { x, weight, bias } => {
+                let params = vec![name(*x), graph.params[*weight].name.clone(), graph.params[*bias].name.clone()];
+                ("Gemm", params, vec![int("transB", 1)])
+            }
+        };
+        nodes.push(NodeProto {
+            input: inputs,
+            output: vec![name(i)],
+            name: node.name.clone(),
+            op_type: op.into(),
+            attribute,
+        });
+    }
+    let graph = GraphProto {
+        node: nodes,
+        name: network.into(),
+        initializer,
+        input: input.into_iter().collect(),
+        output: output.into_iter().collect(),
+    };
+    ModelProto {
+        ir_version: 7,
+        producer_name: "mnist-gpu engine".into(),
+        doc_string: format!(
+            "The seed's {network}. Input: float32 [N, 1, 28, 28] normalized as in training, \
+             (pixel / 255 - 0.1307) / 0.3081; output: the logits [N, 10]."
+        ),
+        graph: Some(graph),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+    }
+    .encode_to_vec()
+}

@@ -1,0 +1,62 @@
+//! The ONNX export, run in a second, independent runtime (tract): for each of the seed's
+//! networks, real MNIST test images give the logits the engine's forward pass gives, at two
+//! batch sizes (the batch dimension is dynamic), and the model's interface is the documented one.
+
+use engine::graph::cpu;
+use engine::graph::program::Program;
+use engine::ops::gather;
+use models::onnx::{export, ModelProto};
+use models::train::MNIST_NORMALIZATION;
+use models::Network;
+use prost::Message;
+use tract_onnx::prelude::*;
+
+/// Logits agree to 1e-4 plus 1e-4 relative: f32 sums in another order (see golden.rs).
+fn assert_logits_close(network: Network, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 + 1e-4 * w.abs(),
+            "{}: logits[{i}] {g} in tract, {w} in the engine",
+            network.name()
+        );
+    }
+}
+
+#[test]
+fn tract_runs_the_exported_networks_and_gets_the_engines_logits() {
+    let Some(data) = test_support::real_mnist_dir() else { return };
+    let test = mnist_loader::inspect(&data, false).unwrap().test.read(Some(8)).unwrap();
+    for network in Network::ALL {
+        let graph = network.build([1, 28, 28], 10).unwrap();
+        let values = graph.init_params(5);
+        let bytes = export(&graph, &values, network.name());
+
+        let model = ModelProto::decode(&bytes[..]).unwrap();
+        let g = model.graph.as_ref().unwrap();
+        assert_eq!((g.input[0].name.as_str(), g.output[0].name.as_str()), ("input", "logits"));
+        let dims = |v: &models::onnx::ValueInfoProto| v.r#type.clone().unwrap().tensor_type.unwrap().shape.unwrap().dim;
+        assert_eq!(dims(&g.input[0])[0].dim_param.as_deref(), Some("N"));
+        assert_eq!(dims(&g.output[0])[1].dim_value, Some(10));
+        assert_eq!(model.opset_import[0].version, 13);
+
+        for n in [1, 8] {
+            let order: Vec<u32> = (0..n as u32).collect();
+            let (x, y) = gather::cpu::gather_batch(&test.images, &test.labels, 784, &order, MNIST_NORMALIZATION);
+            let want = cpu::run(&graph, &Program::build(&graph, n, false).unwrap(), &values, &x, &y).logits;
+            let runnable = tract_onnx::onnx()
+                .model_for_read(&mut &bytes[..])
+                .unwrap()
+                .with_input_fact(0, f32::fact([n, 1, 28, 28]).into())
+                .unwrap()
+                .into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap();
+            let input = Tensor::from_shape(&[n, 1, 28, 28], &x).unwrap();
+            let output = runnable.run(tvec!(input.into())).unwrap();
+            let got: Vec<f32> = output[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+            assert_logits_close(network, &got, &want);
+        }
+    }
+}
