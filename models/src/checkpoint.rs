@@ -6,8 +6,9 @@
 //! The file is safetensors: the weights under their state_dict names (so PyTorch's `load_file`
 //! and `--init-from` read them; `load_state_dict` wants the momentum buffers left out), the
 //! momentum buffers under [`MOMENTUM_PREFIX`], and in the metadata the network, the epochs done,
-//! the recipe and an MD5 of the tensors (names and bytes, in name order), which catches damage
-//! that leaves the file's structure intact.
+//! the recipe, an MD5 of the training data (so a resume on other data is refused) and an MD5 of
+//! the tensors (names and bytes, in name order), which catches damage that leaves the file's
+//! structure intact.
 
 use crate::state_dict::{self, TensorFile, WeightsError, MOMENTUM_PREFIX};
 use engine::graph::Graph;
@@ -42,6 +43,20 @@ pub struct Checkpoint {
     /// The packed parameter buffer, as `Graph::init_params` lays it out.
     pub values: Vec<f32>,
     pub velocity: Vec<f32>,
+    /// [`data_digest`] of the training images and labels.
+    pub data_md5: String,
+}
+
+/// The MD5 of a run's training data: its images, then its labels.
+pub fn data_digest(images: &[u8], labels: &[u8]) -> String {
+    let mut md5 = Md5::new();
+    md5.update(images);
+    md5.update(labels);
+    hex(&md5.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug)]
@@ -103,7 +118,7 @@ fn digest<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> String
         md5.update(name.as_bytes());
         values.iter().for_each(|v| md5.update(v.to_le_bytes()));
     }
-    md5.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&md5.finalize())
 }
 
 impl Checkpoint {
@@ -128,6 +143,7 @@ impl Checkpoint {
             ("train_count", f.train_count.to_string()),
             ("lr", f.lr.to_string()),
             ("momentum", f.momentum.to_string()),
+            ("data_md5", self.data_md5.clone()),
             ("md5", digest(tensors.iter().map(|t| (t.name.as_str(), t.values)))),
         ]
         .into_iter()
@@ -173,7 +189,24 @@ impl Checkpoint {
         if digest(tensors.iter().map(|t| (t.name.as_str(), t.values))) != *field("md5")? {
             return Err(invalid("its MD5 checksum does not match its contents: the file is damaged".into()));
         }
-        Ok(Checkpoint { network: saved.clone(), epochs_done, fingerprint, values, velocity })
+        let data_md5 = field("data_md5")?.clone();
+        Ok(Checkpoint { network: saved.clone(), epochs_done, fingerprint, values, velocity, data_md5 })
+    }
+
+    /// Refuses to resume on other training data than the checkpoint's (`data_digest` of this
+    /// run's): its epochs would not continue the saved ones.
+    pub fn check_data(&self, path: &Path, data_md5: &str) -> Result<(), CheckpointError> {
+        if self.data_md5 == data_md5 {
+            return Ok(());
+        }
+        Err(CheckpointError::Mismatch {
+            path: path.to_path_buf(),
+            why: format!(
+                "it was trained on other data (training images and labels with MD5 {}, this run's have {data_md5}); \
+                 check --data-dir",
+                self.data_md5
+            ),
+        })
     }
 
     /// Refuses to resume a run whose recipe differs from the checkpoint's: the result would

@@ -1,6 +1,7 @@
 //! The command line shared by the three binaries.
 
-use crate::checkpoint::{Checkpoint, Fingerprint};
+use crate::checkpoint::{data_digest, Checkpoint, Fingerprint};
+use crate::curves::StepLosses;
 use crate::networks::Network;
 use crate::run_dir::{confusion_table, RunDir};
 use crate::state_dict::TensorFile;
@@ -149,6 +150,10 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     )?;
     let train = info.train.read(Some(train_count))?;
     let test = info.test.read(Some(test_count))?;
+    let data_md5 = data_digest(&train.images, &train.labels);
+    if let Some((path, saved)) = &resume {
+        saved.check_data(path, &data_md5)?;
+    }
     println!(
         "{}: {} parameters; {} training and {} test images of {}×{} from {}",
         network.name(),
@@ -187,15 +192,17 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     }
     let mut last = None;
     for epoch in first_epoch..=args.epochs {
-        let report = train_epoch(&mut trainer, args, epoch, train.count)?;
+        let (report, steps) = train_epoch(&mut trainer, args, epoch, train.count)?;
         if run_dir.is_some() || args.checkpoint.is_some() {
             let (values, velocity) = trainer.state()?;
             if let Some(run_dir) = &mut run_dir {
-                run_dir.record(&graph, &values, run_metadata(network, args), &report)?;
+                run_dir.record(&graph, &values, run_metadata(network, args), &report, &steps)?;
             }
             if let Some(path) = &args.checkpoint {
                 let network = network.name().to_string();
-                Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity }.save(path, &graph)?;
+                let data_md5 = data_md5.clone();
+                Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity, data_md5 }
+                    .save(path, &graph)?;
             }
         }
         last = Some(report);
@@ -226,13 +233,14 @@ fn run_metadata(network: Network, args: &Args) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Trains one epoch with a progress bar on a terminal, then prints the test accuracy.
+/// Trains one epoch with a progress bar on a terminal, then prints the test accuracy. Returns
+/// the report and the running training loss at each progress read: (epoch as a fraction, loss).
 fn train_epoch(
     trainer: &mut Trainer,
     args: &Args,
     epoch: usize,
     train_count: usize,
-) -> Result<EpochReport, Box<dyn std::error::Error>> {
+) -> Result<(EpochReport, StepLosses), Box<dyn std::error::Error>> {
     let bar = std::io::stdout().is_terminal().then(|| {
         let bar = ProgressBar::new(train_count.div_ceil(args.batch_size) as u64);
         bar.set_style(
@@ -243,7 +251,9 @@ fn train_epoch(
         bar.set_prefix(epoch.to_string());
         bar
     });
-    let report = trainer.epoch(epoch, |step, _, loss, rate| {
+    let mut losses = Vec::new();
+    let report = trainer.epoch(epoch, |step, steps, loss, rate| {
+        losses.push(((epoch - 1) as f64 + step as f64 / steps as f64, loss));
         if let Some(bar) = &bar {
             bar.set_position(step as u64);
             bar.set_message(format!("loss {loss:.4}, {rate:.0} images/s"));
@@ -260,5 +270,5 @@ fn train_epoch(
         report.train_seconds,
         report.images_per_second
     );
-    Ok(report)
+    Ok((report, losses))
 }

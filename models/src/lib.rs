@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod curves;
 pub mod files;
 pub mod networks;
 pub mod onnx;

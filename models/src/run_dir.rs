@@ -5,6 +5,7 @@
 //! `metrics.csv`, one row per epoch, flushed as it goes; `confusion.csv`, the latest epoch's
 //! test confusion matrix.
 
+use crate::curves::EpochPoint;
 use crate::state_dict::{self, TensorFile, WeightsError};
 use crate::train::EpochReport;
 use engine::graph::Graph;
@@ -19,6 +20,8 @@ const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,test_loss,test_acc
 pub struct RunDir {
     dir: PathBuf,
     best: Option<f64>,
+    /// This process's training losses over steps: (epoch as a fraction, running loss).
+    steps: Vec<(f64, f64)>,
 }
 
 #[derive(Debug)]
@@ -56,18 +59,20 @@ impl RunDir {
             true => TensorFile::open(&best_path)?.metadata().get("test_accuracy").and_then(|a| a.parse().ok()),
             false => None,
         };
-        Ok(RunDir { dir: dir.to_path_buf(), best })
+        Ok(RunDir { dir: dir.to_path_buf(), best, steps: Vec::new() })
     }
 
     /// Writes what the epoch of `report` leaves: the weights (`values`, packed as `graph` lays
     /// them out) with `metadata` and the epoch's figures, the best weights if this epoch beats
-    /// the best, a metrics row and the confusion matrix.
+    /// the best, a metrics row, the confusion matrix and the curves (with `steps`, the epoch's
+    /// running training loss: (epoch as a fraction, loss)).
     pub fn record(
         &mut self,
         graph: &Graph,
         values: &[f32],
         mut metadata: BTreeMap<String, String>,
         report: &EpochReport,
+        steps: &[(f64, f64)],
     ) -> Result<(), RunDirError> {
         metadata.insert("format".into(), "pt".into());
         metadata.insert("epoch".into(), report.epoch.to_string());
@@ -84,7 +89,28 @@ impl RunDir {
         }
         self.append_metrics(report)?;
         let confusion = self.dir.join("confusion.csv");
-        fs::write(&confusion, confusion_csv(&report.confusion)).map_err(io_error(&confusion))
+        fs::write(&confusion, confusion_csv(&report.confusion)).map_err(io_error(&confusion))?;
+        self.steps.extend_from_slice(steps);
+        let curves = self.dir.join("curves.png");
+        let png = crate::curves::png(&network, &self.epochs()?, &self.steps).map_err(RunDirError)?;
+        crate::files::write_atomically(&curves, &png).map_err(io_error(&curves))
+    }
+
+    /// Every epoch in metrics.csv, this run's and a resumed run's.
+    fn epochs(&self) -> Result<Vec<EpochPoint>, RunDirError> {
+        let path = self.dir.join("metrics.csv");
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        let parse = |line: &str| {
+            let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap_or(f64::NAN)).collect();
+            (v.len() == 7).then(|| EpochPoint {
+                epoch: v[0],
+                train_loss: v[1],
+                train_accuracy: v[2],
+                test_loss: v[3],
+                test_accuracy: v[4],
+            })
+        };
+        Ok(text.lines().skip(1).filter_map(parse).collect())
     }
 
     fn append_metrics(&self, r: &EpochReport) -> Result<(), RunDirError> {

@@ -60,6 +60,13 @@ fn out_writes_weights_metrics_and_the_confusion_matrix_and_a_resume_continues_th
     let want: Vec<u8> = model.f32("fc.bias").unwrap().1.iter().flat_map(|v| v.to_le_bytes()).collect();
     assert_eq!(fc.raw_data, want, "model.onnx holds the last epoch's weights");
 
+    // The curves: a 1200×480 picture with the blue training and red test series drawn on it.
+    let curves = image::open(out.join("curves.png")).unwrap().to_rgb8();
+    assert_eq!(curves.dimensions(), (1200, 480));
+    let count = |f: &dyn Fn(&image::Rgb<u8>) -> bool| curves.pixels().filter(|p| f(p)).count();
+    assert!(count(&|p| p.0 == [0, 0, 255]) > 200 && count(&|p| p.0 == [255, 0, 0]) > 200, "the series are drawn");
+    assert!(count(&|p| p.0 == [0, 0, 0]) > 2000, "axes, ticks and text are drawn");
+
     let confusion = csv(&out.join("confusion.csv"));
     assert_eq!(confusion.len(), 11);
     let cells: Vec<Vec<u32>> =

@@ -30,6 +30,7 @@ fn sample(graph: &Graph) -> Checkpoint {
         fingerprint: fingerprint(7, 64, 60000, 0.01, 0.5),
         values: graph.init_params(7),
         velocity: graph.init_params(8).iter().map(|v| v * 1e-3).collect(),
+        data_md5: models::checkpoint::data_digest(&[1, 2, 3], &[4]),
     }
 }
 
@@ -108,6 +109,7 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
         ("absurd epochs", "epochs_done", Some("18446744073709551615"), "epochs done"),
         ("seed not a number", "seed", Some("seven"), "`seed` is `seven`, not a number"),
         ("no md5", "md5", None, "lacks `md5`"),
+        ("no data md5", "data_md5", None, "lacks `data_md5`"),
     ] {
         let mut m = meta.clone();
         match value {
@@ -142,6 +144,9 @@ fn a_checkpoint_of_another_network_or_recipe_is_refused() {
     assert!(e.contains("holds a simple_cnn network, not resnet") && e.contains("x.ckpt"), "{e}");
     let recipe = fingerprint(7, 64, 60000, 0.01, 0.5);
     ck.check_fits(&path, &recipe).unwrap();
+    ck.check_data(&path, &models::checkpoint::data_digest(&[1, 2, 3], &[4])).unwrap();
+    let e = ck.check_data(&path, &models::checkpoint::data_digest(&[1, 2, 3], &[5])).unwrap_err().to_string();
+    assert!(e.contains("it was trained on other data") && e.contains("--data-dir") && e.contains("x.ckpt"), "{e}");
     for (recipe, says) in [
         (fingerprint(8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),
         (fingerprint(7, 32, 60000, 0.01, 0.5), "--batch-size 64"),
