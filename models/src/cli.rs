@@ -7,6 +7,7 @@ use crate::run_dir::{confusion_table, RunDir};
 use crate::state_dict::TensorFile;
 use crate::train::{check_device_fits, EpochReport, Recipe, Trainer};
 use clap::Parser;
+use engine::graph::Graph;
 use engine::ops::sgd::Sgd;
 use engine::GpuContext;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -120,18 +121,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         lr: args.lr,
         momentum: args.momentum,
     };
-    if let Some(path) = &args.checkpoint {
-        Checkpoint::check_writable(path)?;
-    }
-    // A checkpoint is read and checked before anything is uploaded.
-    let resume = match &args.resume {
-        Some(path) => {
-            let saved = Checkpoint::load(path, network.name(), &graph)?;
-            saved.check_fits(path, &fingerprint)?;
-            Some((path, saved))
-        }
-        None => None,
-    };
+    let resume = checkpoints(network, args, &graph, &fingerprint)?;
 
     let mut run_dir = args.out.as_deref().map(|dir| RunDir::open(dir, args.resume.is_some())).transpose()?;
     let initial = match &args.init_from {
@@ -172,24 +162,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         ..Recipe::default()
     };
     let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
-    if let (Some(values), Some(path)) = (initial, &args.init_from) {
-        trainer.restore(&values, &vec![0.0; values.len()])?;
-        println!("{}: initial weights from {}", network.name(), path.display());
-    }
-    let mut first_epoch = 1;
-    if let Some((path, saved)) = resume {
-        trainer.restore(&saved.values, &saved.velocity)?;
-        // Header::parse keeps epochs_done within 1..=2^31.
-        first_epoch = saved.epochs_done as usize + 1;
-        println!("{}: resumed from {} after epoch {}", network.name(), path.display(), saved.epochs_done);
-        if first_epoch > args.epochs {
-            println!(
-                "{}: the checkpoint already holds {} or more epochs; nothing to train",
-                network.name(),
-                args.epochs
-            );
-        }
-    }
+    let first_epoch = start(&trainer, network, args, initial, resume)?;
     let mut last = None;
     for epoch in first_epoch..=args.epochs {
         let (report, steps) = train_epoch(&mut trainer, args, epoch, train.count)?;
@@ -215,6 +188,47 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         );
     }
     Ok(())
+}
+
+/// Checks that `--checkpoint` can be written, and reads and checks the `--resume` checkpoint,
+/// before anything is uploaded.
+fn checkpoints<'a>(
+    network: Network,
+    args: &'a Args,
+    graph: &Graph,
+    fingerprint: &Fingerprint,
+) -> Result<Option<(&'a PathBuf, Checkpoint)>, Box<dyn std::error::Error>> {
+    if let Some(path) = &args.checkpoint {
+        Checkpoint::check_writable(path)?;
+    }
+    let Some(path) = &args.resume else { return Ok(None) };
+    let saved = Checkpoint::load(path, network.name(), graph)?;
+    saved.check_fits(path, fingerprint)?;
+    Ok(Some((path, saved)))
+}
+
+/// Puts the `--init-from` weights or the `--resume` checkpoint into the trainer; returns the
+/// first epoch to train.
+fn start(
+    trainer: &Trainer,
+    network: Network,
+    args: &Args,
+    initial: Option<Vec<f32>>,
+    resume: Option<(&PathBuf, Checkpoint)>,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    if let (Some(values), Some(path)) = (initial, &args.init_from) {
+        trainer.restore(&values, &vec![0.0; values.len()])?;
+        println!("{}: initial weights from {}", network.name(), path.display());
+    }
+    let Some((path, saved)) = resume else { return Ok(1) };
+    trainer.restore(&saved.values, &saved.velocity)?;
+    // Checkpoint::load keeps epochs_done within 1..=2^31.
+    let first_epoch = saved.epochs_done as usize + 1;
+    println!("{}: resumed from {} after epoch {}", network.name(), path.display(), saved.epochs_done);
+    if first_epoch > args.epochs {
+        println!("{}: the checkpoint already holds {} or more epochs; nothing to train", network.name(), args.epochs);
+    }
+    Ok(first_epoch)
 }
 
 /// What the weights files of `--out` say of the run that made them.
