@@ -63,6 +63,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     assert!(excess <= 0.0, "{what}[{i}]: got {}, want {} (tolerance {rtol}·|want| + {atol})", got[i], want[i]);
 }
 
+/// The Euclidean norm, summed in f64.
+pub fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
 /// Central finite difference of a scalar function along coordinate `i` of `x`.
 pub fn finite_difference(x: &[f32], i: usize, eps: f32, f: impl Fn(&[f32]) -> f64) -> f64 {
     let mut plus = x.to_vec();

@@ -23,7 +23,7 @@ use engine::ops::softmax_cross_entropy::Metrics;
 use models::state_dict::TensorFile;
 use models::train::MNIST_NORMALIZATION;
 use models::Network;
-use tests::{gpu, Rig};
+use tests::{gpu, norm, Rig};
 
 const BATCH: usize = 16;
 const STEPS: usize = 3;
@@ -109,10 +109,6 @@ fn gpu_outputs(ctx: &engine::GpuContext, f: &Fixture) -> Outputs {
         rig.step(ctx);
     }
     Outputs { logits, loss, grads, after_steps: ctx.read(&rig.params.values).unwrap() }
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
 }
 
 /// Every way `got` misses PyTorch's `want` beyond the tolerances above, naming the tensor.

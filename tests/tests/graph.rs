@@ -11,7 +11,7 @@ use engine::ops::sgd::Sgd;
 use engine::rng::Rng;
 use engine::GpuContext;
 use models::Network;
-use tests::{gpu, Rig};
+use tests::{gpu, norm, Rig};
 
 const BATCH: usize = 3; // odd on purpose: no tile or chunk divides it evenly
 
@@ -55,10 +55,6 @@ fn gpu_step(
     let rig = Rig::new(ctx, graph, params, &images, &order, BATCH, plan_batch, sgd);
     rig.step(ctx);
     (ctx.read(&rig.params.grads).unwrap(), ctx.read(&rig.params.values).unwrap())
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
 }
 
 /// The CPU reference's gradients against finite differences (on any machine, GPU or not), then
