@@ -373,21 +373,23 @@ impl GpuContext {
             return Ok(Vec::new());
         }
         let mut read = AsyncRead::new(self, t);
-        self.submit(&[], Some(&mut read))?;
+        self.submit([], Some(&mut read))?;
         self.wait()?;
         read.wait_take()
     }
 
     /// Submits the dispatches as one compute pass in one command buffer, then the copy that
     /// `read` requests (if any), without waiting; the submission can be waited for.
-    pub fn submit(&self, dispatches: &[Dispatch], read: Option<&mut AsyncRead>) -> Result<Submission> {
+    pub fn submit<'a>(
+        &self,
+        dispatches: impl IntoIterator<Item = &'a Dispatch>,
+        read: Option<&mut AsyncRead>,
+    ) -> Result<Submission> {
         if read.as_ref().is_some_and(|r| r.pending) {
             return Err(Error::Readback("a copy was requested while the previous one is still pending".into()));
         }
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        if !dispatches.is_empty() {
-            crate::kernel::record(&mut encoder, dispatches);
-        }
+        crate::kernel::record(&mut encoder, dispatches);
         if let Some(read) = &read {
             let source = &read.source;
             encoder.copy_buffer_to_buffer(&source.buffer, source.offset, &read.staging, 0, source.bytes());

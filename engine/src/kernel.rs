@@ -151,8 +151,12 @@ impl Dispatch {
     }
 }
 
-/// Records dispatches, in order, into one compute pass of `encoder`.
+/// Records dispatches, in order, into one compute pass of `encoder` (none when there are none).
 pub(crate) fn record<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
+    let mut dispatches = dispatches.into_iter().peekable();
+    if dispatches.peek().is_none() {
+        return;
+    }
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
     for d in dispatches {
         d.record(&mut pass);

@@ -1,5 +1,5 @@
 //! The training loop the three binaries share: the dataset lives on the GPU, each epoch uploads
-//! only its permutation, each step is one recorded command buffer, and loss and accuracy
+//! only its permutation, many steps are recorded into each command buffer, and loss and accuracy
 //! accumulate on the GPU, read back without stalling the queue.
 
 use engine::graph::plan::{Feed, Parameters, Plan};
@@ -163,6 +163,8 @@ struct Stage {
     samples: usize,
     steps: usize,
     plan: Option<Plan>,
+    /// Measured on the stage's first run; grouping steps changes no result, only the submits.
+    steps_per_submit: Option<usize>,
 }
 
 impl Stage {
@@ -179,6 +181,7 @@ impl Stage {
             samples: split.count,
             steps,
             plan: None,
+            steps_per_submit: None,
         })
     }
 
@@ -200,10 +203,20 @@ impl Stage {
     }
 }
 
-/// How many steps may be queued ahead of the GPU before the host waits.
-const MAX_IN_FLIGHT: usize = 8;
-/// Steps between progress reads.
+/// How many submissions may be queued ahead of the GPU before the host waits.
+const MAX_IN_FLIGHT: usize = 2;
+/// Steps between progress reads (at the end of the submission that reaches them).
 const REPORT_EVERY: usize = 25;
+/// The GPU time one submission aims at: long enough that the cost of a submission is small
+/// beside it, and well under the second or two after which desktop drivers and browsers reset a
+/// device whose work does not finish.
+pub const SUBMIT_SECONDS: f64 = 0.25;
+const MAX_STEPS_PER_SUBMIT: usize = 256;
+
+/// Steps recorded into one submission when a step takes `step_seconds`.
+pub fn steps_per_submit(step_seconds: f64) -> usize {
+    ((SUBMIT_SECONDS / step_seconds.max(1e-6)) as usize).clamp(1, MAX_STEPS_PER_SUBMIT)
+}
 
 pub struct Trainer<'a> {
     ctx: &'a GpuContext,
@@ -267,11 +280,12 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Runs every step of a stage; `on_metrics` sees progress reads (and may stop the run). The
-    /// metrics are read back asynchronously, so the queue never waits for the host.
+    /// Runs every step of a stage, many to a submission; `on_metrics` sees progress reads (and
+    /// may stop the run). The metrics are read back asynchronously, so the queue never waits for
+    /// the host, except to time the first steps of a stage's first run.
     fn run_stage(
         ctx: &GpuContext,
-        stage: &Stage,
+        stage: &mut Stage,
         mut on_metrics: impl FnMut(usize, Metrics) -> Result<(), TrainError>,
     ) -> Result<Metrics, TrainError> {
         stage.reset(ctx);
@@ -279,12 +293,27 @@ impl<'a> Trainer<'a> {
         let mut read_covers = 0;
         let mut in_flight = VecDeque::new();
         let plan = stage.plan.as_ref().expect("plans are built with their stage");
-        for step in 0..stage.steps {
-            let read = ((step + 1) % REPORT_EVERY == 0 && !reader.pending()).then_some(&mut reader);
+        let mut done = 0;
+        while done < stage.steps {
+            let per_submit = match stage.steps_per_submit {
+                Some(n) => n,
+                None if stage.steps - done >= 2 => {
+                    // Step one warms up; step two, alone on the queue, is timed.
+                    let seconds = Self::time_step(ctx, plan)?;
+                    done += 2;
+                    stage.steps_per_submit = Some(steps_per_submit(seconds));
+                    continue;
+                }
+                None => 1,
+            };
+            let count = per_submit.min(stage.steps - done);
+            let reaches_report = (done + count) / REPORT_EVERY > done / REPORT_EVERY;
+            let read = (reaches_report && !reader.pending()).then_some(&mut reader);
             if read.is_some() {
-                read_covers = step + 1;
+                read_covers = done + count;
             }
-            in_flight.push_back(plan.submit(ctx, read)?);
+            in_flight.push_back(plan.submit_steps(ctx, count, read)?);
+            done += count;
             if in_flight.len() > MAX_IN_FLIGHT {
                 ctx.wait_for(in_flight.pop_front().unwrap())?;
             }
@@ -294,6 +323,14 @@ impl<'a> Trainer<'a> {
         }
         let words: Vec<u32> = ctx.read(&stage.metrics)?;
         Ok(Metrics::from_words(&words))
+    }
+
+    /// Runs two steps, each alone on the queue, and returns the second one's wall-clock seconds.
+    fn time_step(ctx: &GpuContext, plan: &Plan) -> Result<f64, TrainError> {
+        ctx.wait_for(plan.submit(ctx, None)?)?;
+        let start = Instant::now();
+        ctx.wait_for(plan.submit(ctx, None)?)?;
+        Ok(start.elapsed().as_secs_f64())
     }
 
     /// Trains one epoch (numbered from 1), then evaluates on the test split.
@@ -308,7 +345,7 @@ impl<'a> Trainer<'a> {
         let steps = self.train.steps;
         let nonfinite =
             |m: &Metrics| m.first_nonfinite_step.map(|s| TrainError::NonFinite { epoch, step: s as usize + 1 });
-        let train = Self::run_stage(self.ctx, &self.train, |step, m| {
+        let train = Self::run_stage(self.ctx, &mut self.train, |step, m| {
             if let Some(e) = nonfinite(&m) {
                 return Err(e);
             }
@@ -320,7 +357,7 @@ impl<'a> Trainer<'a> {
         if let Some(e) = nonfinite(&train) {
             return Err(e);
         }
-        let test = Self::run_stage(self.ctx, &self.test, |_, _| Ok(()))?;
+        let test = Self::run_stage(self.ctx, &mut self.test, |_, _| Ok(()))?;
         Ok(EpochReport {
             epoch,
             test_correct: test.correct,

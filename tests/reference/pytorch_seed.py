@@ -2,10 +2,13 @@
 
 Usage: python3 pytorch_seed.py MNIST_DIR [--epochs N] [--limit-train N] [--limit-test N]
                                 [--batch-size N] [--lr X] [--nets simple_cnn,inception,resnet]
+                                [--threads N]
 
 Reads the gzip IDX files itself, keeps the data on the device (like the engine's GPU gather, so
 the timing compares training, not data loading), shuffles each epoch, SGD lr 0.01 momentum 0.5,
 cross-entropy, and prints 'Accuracy on test set' with the epoch's seconds like the binaries.
+--threads pins PyTorch's intra-op threads (the bench passes as many as the engine's CPU driver
+uses); the default is PyTorch's own choice.
 """
 import argparse, gzip, struct, time
 import torch
@@ -107,7 +110,10 @@ def main():
     p.add_argument("--limit-train", type=int, default=60000)
     p.add_argument("--limit-test", type=int, default=10000)
     p.add_argument("--nets", default="simple_cnn,inception,resnet")
+    p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     norm = lambda x: ((x.float() / 255 - 0.1307) / 0.3081).unsqueeze(1).to(dev)
     xtr = norm(idx(f"{a.dir}/train-images-idx3-ubyte.gz")[:a.limit_train])
@@ -115,7 +121,8 @@ def main():
     xte = norm(idx(f"{a.dir}/t10k-images-idx3-ubyte.gz")[:a.limit_test])
     yte = idx(f"{a.dir}/t10k-labels-idx1-ubyte.gz")[:a.limit_test].long().to(dev)
     nets = {"simple_cnn": SimpleCnn, "inception": Inception, "resnet": ResNet}
-    print(f"pytorch {torch.__version__} on {torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'}")
+    print(f"pytorch {torch.__version__} on {torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'}, "
+          f"{torch.get_num_threads()} threads")
     for name in a.nets.split(","):
         torch.manual_seed(1)
         model = nets[name]().to(dev)

@@ -244,6 +244,12 @@ impl Plan {
 
     /// Submits one step, then the copy `read` requests, if any.
     pub fn submit(&self, ctx: &GpuContext, read: Option<&mut AsyncRead>) -> Result<Submission> {
-        ctx.submit(&self.dispatches, read)
+        self.submit_steps(ctx, 1, read)
+    }
+
+    /// Submits `steps` steps back to back in one command buffer (the step counter lives on the
+    /// GPU, so no host work sits between them), then the copy `read` requests, if any.
+    pub fn submit_steps(&self, ctx: &GpuContext, steps: usize, read: Option<&mut AsyncRead>) -> Result<Submission> {
+        ctx.submit((0..steps).flat_map(|_| &self.dispatches), read)
     }
 }

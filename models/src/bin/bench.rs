@@ -1,8 +1,12 @@
-//! Per-kernel timing of one training step of each network, and epoch throughput:
-//! `cargo run --release -p models --bin bench -- [--batch-size 64] [--steps 20] [--each]`.
-//! Prints the adapter and, for each network, the time of every dispatch of a step (each run
-//! alone, submit and wait included) and the images/s of back-to-back recorded steps; then, where
-//! the device runs both matmul kernels, the two side by side on the networks' products.
+//! Training speed of each of the seed's networks on the GPU, and beside PyTorch:
+//! `cargo run --release -p models --bin bench -- [--batch-size 64] [--steps 20] [--each]
+//! [--vs-pytorch [--python python3]]`.
+//!
+//! Prints the adapter, then one line per network:
+//! `NAME: N dispatches a step, X ms a step, Y images/s, S submits an epoch, activation memory M MiB`,
+//! the steps recorded many to a submission as the training loop records them. `--each` adds the
+//! GPU time of every dispatch and kernel; `--vs-pytorch` then trains each network for one epoch
+//! with tests/reference/pytorch_seed.py on as many threads and prints the ratios.
 
 use clap::Parser;
 use engine::graph::plan::{Feed, Parameters, Plan};
@@ -10,25 +14,39 @@ use engine::ops::gather::GpuImages;
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, View};
 use engine::ops::sgd::Sgd;
 use engine::{Dispatch, GpuContext};
-use models::train::MNIST_NORMALIZATION;
+use models::train::{steps_per_submit, MNIST_NORMALIZATION};
 use models::Network;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
-/// Times a training step of each of the seed's networks, kernel by kernel, on the GPU.
+/// Times training steps of each of the seed's networks on the GPU, optionally beside PyTorch.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     /// Samples per training step.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch_size: u32,
-    /// Steps recorded back to back for the images/s figure.
+    /// Steps timed for the images/s figure (after two warm-up steps).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     steps: u32,
-    /// Also print the GPU time of every dispatch of a step.
+    /// Also print the GPU time of every dispatch and kernel, and compare the matmul kernels.
     #[arg(long)]
     each: bool,
+    /// Then train each network for one epoch in PyTorch (tests/reference/pytorch_seed.py) on
+    /// the same number of threads, and print this engine's images/s over PyTorch's.
+    #[arg(long)]
+    vs_pytorch: bool,
+    /// The Python that runs PyTorch for --vs-pytorch.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Directory of the MNIST files for --vs-pytorch (default: $MNIST_DIR, else ./data/mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
+
+const NETWORKS: [Network; 3] = [Network::SimpleCnn, Network::Resnet, Network::Inception];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -36,69 +54,140 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.report);
     // One batch of synthetic images, gathered at every step: timing does not depend on pixel values.
-    let count = batch * steps;
     let pixels: Vec<u8> = (0..batch * 784).map(|i| (i * 7 % 251) as u8).collect();
     let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
     let images = GpuImages::upload(&ctx, &pixels, &labels, 784)?;
-    for network in [Network::SimpleCnn, Network::Inception, Network::Resnet] {
-        let graph = network.build([1, 28, 28], 10)?;
-        let params = Parameters::upload(&ctx, &graph, &graph.init_params(1))?;
-        let order = ctx.upload(&(0..count).map(|i| (i % batch) as u32).collect::<Vec<_>>(), "order")?;
-        let step = ctx.zeros(1, "step")?;
-        let metrics = Feed::new_metrics(&ctx)?;
-        let feed = Feed {
-            images: &images,
-            order: &order,
-            step: &step,
-            metrics: &metrics,
-            predictions: None,
-            samples: count,
-            norm: MNIST_NORMALIZATION,
-        };
-        let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
-        let plan = Plan::training(&ctx, &graph, batch, &params, sgd, &feed)?;
-
-        // Each dispatch's GPU time from timestamp queries where the device has them, else the
-        // wall-clock time of running it alone (submit and wait included). The step counter
-        // stays at 0: each gather reads batch 0.
-        let refs: Vec<_> = plan.dispatches.iter().collect();
-        ctx.run(&refs)?; // warm up: pipelines compiled, buffers touched
-        let (times, how) = dispatch_times(&ctx, &refs)?;
-        let mut per_kernel: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
-        for (d, t) in refs.iter().zip(&times) {
-            if args.each {
-                println!("  {} {:?} {:.3} ms", d.kernel.name, d.workgroups, 1e3 * t);
-            }
-            let e = per_kernel.entry(d.kernel.name).or_default();
-            e.0 += 1;
-            e.1 += t;
-        }
-        // Whole steps, back to back, each its own command buffer.
-        ctx.write(&step, &[0u32]);
-        ctx.wait()?;
-        let t = Instant::now();
-        for _ in 0..steps {
-            plan.submit(&ctx, None)?;
-        }
-        ctx.wait()?;
-        let seconds = t.elapsed().as_secs_f64();
-        println!(
-            "\n{}: {} dispatches a step, {:.1} ms a step, {:.0} images/s (batch {batch}, {steps} steps); \
-             activation memory {:.1} MiB shared by liveness ({:.1} MiB unshared)",
-            network.name(),
-            plan.dispatches.len(),
-            1e3 * seconds / steps as f64,
-            (batch * steps) as f64 / seconds,
-            plan.activation_bytes as f64 / (1 << 20) as f64,
-            plan.unshared_bytes as f64 / (1 << 20) as f64
-        );
-        let mut rows: Vec<_> = per_kernel.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-        for (name, (n, secs)) in rows {
-            println!("  {name:24} x{n:3}  {:8.2} ms ({how})", 1e3 * secs);
-        }
+    let mut ours = Vec::new();
+    for network in NETWORKS {
+        ours.push((network, bench_network(&ctx, &args, network, &images, batch, steps)?));
     }
-    compare_matmul_kernels(&ctx)
+    if args.each {
+        compare_matmul_kernels(&ctx)?;
+    }
+    if args.vs_pytorch {
+        vs_pytorch(&args, &ours)?;
+    }
+    Ok(())
+}
+
+/// Prints the network's summary line (and with --each its kernels); returns its images/s.
+fn bench_network(
+    ctx: &GpuContext,
+    args: &Args,
+    network: Network,
+    images: &GpuImages,
+    batch: usize,
+    steps: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let graph = network.build([1, 28, 28], 10)?;
+    let params = Parameters::upload(ctx, &graph, &graph.init_params(1))?;
+    // Every step gathers the one uploaded batch; the order covers the warm-up and timed steps.
+    let count = batch * (steps + 2);
+    let order = ctx.upload(&(0..count).map(|i| (i % batch) as u32).collect::<Vec<_>>(), "order")?;
+    let (step, metrics) = (ctx.zeros(1, "step")?, Feed::new_metrics(ctx)?);
+    let feed = Feed {
+        images,
+        order: &order,
+        step: &step,
+        metrics: &metrics,
+        predictions: None,
+        samples: count,
+        norm: MNIST_NORMALIZATION,
+    };
+    let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
+    let plan = Plan::training(ctx, &graph, batch, &params, sgd, &feed)?;
+    if args.each {
+        print_kernel_times(ctx, &plan)?;
+        ctx.write(&step, &[0u32]);
+    }
+    // As the training loop does: one step warms up, one alone sizes the submissions.
+    ctx.wait_for(plan.submit(ctx, None)?)?;
+    let t = Instant::now();
+    ctx.wait_for(plan.submit(ctx, None)?)?;
+    let per_submit = steps_per_submit(t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for first in (0..steps).step_by(per_submit) {
+        plan.submit_steps(ctx, per_submit.min(steps - first), None)?;
+    }
+    ctx.wait()?;
+    let seconds = t.elapsed().as_secs_f64();
+    let images_per_second = (batch * steps) as f64 / seconds;
+    println!(
+        "{}: {} dispatches a step, {:.1} ms a step, {:.0} images/s, {} submits an epoch, activation memory {:.1} MiB",
+        network.name(),
+        plan.dispatches.len(),
+        1e3 * seconds / steps as f64,
+        images_per_second,
+        60_000usize.div_ceil(batch).div_ceil(per_submit),
+        plan.activation_bytes as f64 / (1 << 20) as f64,
+    );
+    Ok(images_per_second)
+}
+
+/// The GPU time of every dispatch of a step, then of every kernel over the step.
+fn print_kernel_times(ctx: &GpuContext, plan: &Plan) -> engine::Result<()> {
+    let refs: Vec<_> = plan.dispatches.iter().collect();
+    ctx.run(&refs)?; // warm up: pipelines compiled, buffers touched
+    let (times, how) = dispatch_times(ctx, &refs)?;
+    let mut per_kernel: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    for (d, t) in refs.iter().zip(&times) {
+        println!("  {} {:?} {:.3} ms", d.kernel.name, d.workgroups, 1e3 * t);
+        let e = per_kernel.entry(d.kernel.name).or_default();
+        e.0 += 1;
+        e.1 += t;
+    }
+    let mut rows: Vec<_> = per_kernel.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    for (name, (n, secs)) in rows {
+        println!("  {name:24} x{n:3}  {:8.2} ms ({how})", 1e3 * secs);
+    }
+    Ok(())
+}
+
+/// Runs tests/reference/pytorch_seed.py for one epoch of each network on as many threads as
+/// this machine has (the GPU driver's, where it is a CPU driver) and prints the ratios.
+fn vs_pytorch(args: &Args, ours: &[(Network, f64)]) -> Result<(), Box<dyn std::error::Error>> {
+    let python = &args.python;
+    let has_torch = Command::new(python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
+    if !has_torch {
+        return Err(format!(
+            "--vs-pytorch: {} cannot import torch. Install it in a virtual environment \
+             (python3 -m venv venv && venv/bin/pip install torch) and pass --python venv/bin/python",
+            python.display()
+        )
+        .into());
+    }
+    let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/pytorch_seed.py");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nets: Vec<&str> = ours.iter().map(|(n, _)| n.name()).collect();
+    println!("PyTorch, one epoch of each network on {threads} threads ({}):", dir.display());
+    let output = Command::new(python)
+        .arg(&script)
+        .arg(&dir)
+        .args(["--epochs", "1", "--batch-size", &args.batch_size.to_string()])
+        .args(["--threads", &threads.to_string(), "--nets", &nets.join(",")])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout.lines() {
+        println!("  {line}");
+    }
+    if !output.status.success() {
+        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&output.stderr)).into());
+    }
+    for (network, images_per_second) in ours {
+        let theirs = stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("{}: ", network.name())))
+            .find_map(|l| l.rsplit_once(", ")?.1.strip_suffix(" images/s)")?.parse::<f64>().ok())
+            .ok_or_else(|| format!("no images/s for {} in the PyTorch output", network.name()))?;
+        println!(
+            "vs PyTorch, {}: {images_per_second:.0} images/s here, {theirs:.0} in PyTorch, ratio {:.3}",
+            network.name(),
+            images_per_second / theirs
+        );
+    }
+    Ok(())
 }
 
 /// Each dispatch's GPU time from timestamp queries where the device has them, else the
