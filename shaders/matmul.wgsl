@@ -7,11 +7,15 @@
 // A column index j of B and C may be folded in two, j = jo * n_inner + ji, so that the columns of
 // several images (each a block of n_inner positions) form one wide matrix.
 //   A(m, k) at a[b*a_bs + r*a_rs + m*a_ms + k*a_ks]
-//   B(k, j) at b[b*b_bs + r*b_rs + k*b_ks + ji*b_ns + jo*b_no]
+//   B(k, j) at b[b*b_bs + r*b_rs + k*b_ks + ji*b_ns + jo*b_no]   (b_view 0)
 //   C(m, j) at c[b*c_bs + m*c_ms + ji + jo*c_no]
+// With b_view 1 or 2, B is the column matrix of a convolution's input, read from the input where
+// it lies (implicit GEMM: no column buffer; see prelude/matmul_params.wgsl). The epilogue adds a
+// bias along C's rows or columns and applies ReLU (bias_along, relu).
 //
-// Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), declared in
-// prelude/matmul_params.wgsl (shared with matmul_subgroup.wgsl).
+// Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), 4 bias (read; any
+// buffer when bias_along is 0), declared in prelude/matmul_params.wgsl (shared with
+// matmul_subgroup.wgsl).
 // Dispatch: (min(T, 65535), ceil(M / 32), batch * col_folds) workgroups of 16×8 threads, where
 // T = ceil(N / 64) column tiles are folded into z as col_folds = ceil(T / 65535) when there are
 // more than 65535 (workgroups past the last tile return at once). Each workgroup owns a
@@ -51,6 +55,8 @@ fn matmul(
     let b_k = lid / (BN / 4u);
     let b_n4 = lid % (BN / 4u);
     var b_cols: array<u32, 4>;
+    var b_ji: array<u32, 4>;
+    var b_jo: array<u32, 4>;
     var b_ok: array<bool, 4>;
     for (var j = 0u; j < 4u; j++) {
         let m = row0 + a_m4 * 4u + j;
@@ -59,7 +65,9 @@ fn matmul(
         let n = col0 + b_n4 * 4u + j;
         let jo = n / p.n_inner;
         b_ok[j] = n < p.n;
-        b_cols[j] = batch * p.b_bs + (n - jo * p.n_inner) * p.b_ns + jo * p.b_no;
+        b_ji[j] = n - jo * p.n_inner;
+        b_jo[j] = jo;
+        b_cols[j] = batch * p.b_bs + b_ji[j] * p.b_ns + jo * p.b_no;
     }
 
     var acc0 = vec4<f32>();
@@ -86,7 +94,11 @@ fn matmul(
                 var v = vec4<f32>();
                 for (var j = 0u; j < 4u; j++) {
                     if (b_ok[j] && gk < p.k) {
-                        v[j] = b[b_cols[j] + at];
+                        if (p.b_view == 0u) {
+                            v[j] = b[b_cols[j] + at];
+                        } else {
+                            v[j] = walk_value(walk_at(batch, r, gk, b_ji[j], b_jo[j]));
+                        }
                     }
                 }
                 b_tile[kk * (BN / 4u) + b_n4] = v;
@@ -111,7 +123,8 @@ fn matmul(
             break;
         }
         let jo = gn / p.n_inner;
-        let col = batch * p.c_bs + (gn - jo * p.n_inner) + jo * p.c_no;
+        let ji = gn - jo * p.n_inner;
+        let col = batch * p.c_bs + ji + jo * p.c_no;
         for (var i = 0u; i < 4u; i++) {
             let gm = row0 + lid3.y * 4u + i;
             if (gm < p.m) {
@@ -120,7 +133,7 @@ fn matmul(
                 if (p.accumulate != 0u) {
                     v += c[idx];
                 }
-                c[idx] = v;
+                c[idx] = epilogue(v, gm, ji);
             }
         }
     }

@@ -12,8 +12,11 @@
 // No `enable subgroups;` directive: naga 30 rejects it, so shaders::browser_source adds it for
 // browsers (whose compiler requires it); natively the feature is requested on the device.
 //
-// Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), declared in
-// prelude/matmul_params.wgsl.
+// B may be a convolution's implicit column matrix (b_view 1 or 2), and the epilogue adds a bias
+// and applies ReLU, as in matmul.wgsl.
+//
+// Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), 4 bias (read),
+// declared in prelude/matmul_params.wgsl.
 // Dispatch: (min(T, 65535), ceil(M / 16), batch * col_folds) workgroups of 64 invocations, which
 // must form 8 subgroups of 8 (launch only where the subgroup size is 8), T = ceil(N / 128)
 // column tiles folded into z as in matmul.wgsl. Each subgroup owns a 16×16 tile of C, the 8
@@ -34,10 +37,33 @@ fn rows_4_7(lo: f32) -> vec4<f32> {
     return vec4(subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u));
 }
 
+// The tile's sums in this lane: rows 0-15 of column a (ca0: rows 0-3, ...) and of column b, in
+// fours (a struct of named vectors, not an array, so that a CPU driver keeps it in registers).
+struct Tile {
+    ca0: vec4<f32>, ca1: vec4<f32>, ca2: vec4<f32>, ca3: vec4<f32>,
+    cb0: vec4<f32>, cb1: vec4<f32>, cb2: vec4<f32>, cb3: vec4<f32>,
+}
+
+// One k step: rows lo (lane i holds row i) and hi (row 8 + i) of A times this lane's entries
+// xa and xb of its two columns of B.
+fn accumulate(t: Tile, lo: f32, hi: f32, xa: f32, xb: f32) -> Tile {
+    let r0 = rows_0_3(lo);
+    let r1 = rows_4_7(lo);
+    let r2 = rows_0_3(hi);
+    let r3 = rows_4_7(hi);
+    let va = vec4(xa);
+    let vb = vec4(xb);
+    return Tile(
+        fma(r0, va, t.ca0), fma(r1, va, t.ca1), fma(r2, va, t.ca2), fma(r3, va, t.ca3),
+        fma(r0, vb, t.cb0), fma(r1, vb, t.cb1), fma(r2, vb, t.cb2), fma(r3, vb, t.cb3),
+    );
+}
+
 // Writes (or adds) rows row0.. of one column of the tile.
 fn store_column(acc: array<vec4<f32>, 4>, row0: u32, column: u32, batch: u32) {
     let jo = column / p.n_inner;
-    let base = batch * p.c_bs + (column - jo * p.n_inner) + jo * p.c_no;
+    let ji = column - jo * p.n_inner;
+    let base = batch * p.c_bs + ji + jo * p.c_no;
     for (var i = 0u; i < ROWS; i++) {
         let m = row0 + i;
         if (m >= p.m) {
@@ -48,7 +74,7 @@ fn store_column(acc: array<vec4<f32>, 4>, row0: u32, column: u32, batch: u32) {
         if (p.accumulate != 0u) {
             v += c[idx];
         }
-        c[idx] = v;
+        c[idx] = epilogue(v, m, ji);
     }
 }
 
@@ -73,45 +99,38 @@ fn matmul_subgroup(
     let col_b = col_a + LANES;
     let na = min(col_a, p.n - 1u);
     let nb = min(col_b, p.n - 1u);
-    let b_a = batch * p.b_bs + (na % p.n_inner) * p.b_ns + (na / p.n_inner) * p.b_no;
-    let b_b = batch * p.b_bs + (nb % p.n_inner) * p.b_ns + (nb / p.n_inner) * p.b_no;
+    let ja = na / p.n_inner;
+    let jb = nb / p.n_inner;
+    let ia = na - ja * p.n_inner;
+    let ib = nb - jb * p.n_inner;
+    let b_a = batch * p.b_bs + ia * p.b_ns + ja * p.b_no;
+    let b_b = batch * p.b_bs + ib * p.b_ns + jb * p.b_no;
 
-    var a0 = vec4<f32>(); // column a, rows 0-3
-    var a1 = vec4<f32>();
-    var a2 = vec4<f32>();
-    var a3 = vec4<f32>();
-    var b0 = vec4<f32>(); // column b, rows 0-3
-    var b1 = vec4<f32>();
-    var b2 = vec4<f32>();
-    var b3 = vec4<f32>();
+    var t = Tile();
     for (var r = 0u; r < p.reduce; r++) {
         var ak = r * p.a_rs;
-        var bk = r * p.b_rs;
-        for (var k = 0u; k < p.k; k++) {
-            let lo = a[a_lo + ak];
-            let hi = a[a_hi + ak];
-            let xa = vec4(b[b_a + bk]);
-            let xb = vec4(b[b_b + bk]);
-            let r0 = rows_0_3(lo);
-            let r1 = rows_4_7(lo);
-            let r2 = rows_0_3(hi);
-            let r3 = rows_4_7(hi);
-            a0 = fma(r0, xa, a0);
-            a1 = fma(r1, xa, a1);
-            a2 = fma(r2, xa, a2);
-            a3 = fma(r3, xa, a3);
-            b0 = fma(r0, xb, b0);
-            b1 = fma(r1, xb, b1);
-            b2 = fma(r2, xb, b2);
-            b3 = fma(r3, xb, b3);
-            ak += p.a_ks;
-            bk += p.b_ks;
+        if (p.b_view == 0u) {
+            var bk = r * p.b_rs;
+            for (var k = 0u; k < p.k; k++) {
+                t = accumulate(t, a[a_lo + ak], a[a_hi + ak], b[b_a + bk], b[b_b + bk]);
+                ak += p.a_ks;
+                bk += p.b_ks;
+            }
+        } else {
+            var wa = walk_at(batch, r, 0u, ia, ja);
+            var wb = walk_at(batch, r, 0u, ib, jb);
+            for (var k = 0u; k < p.k; k++) {
+                t = accumulate(t, a[a_lo + ak], a[a_hi + ak], walk_value(wa), walk_value(wb));
+                wa = walk_next(wa);
+                wb = walk_next(wb);
+                ak += p.a_ks;
+            }
         }
     }
     if (col_a < p.n) {
-        store_column(array(a0, a1, a2, a3), row0, col_a, batch);
+        store_column(array(t.ca0, t.ca1, t.ca2, t.ca3), row0, col_a, batch);
     }
     if (col_b < p.n) {
-        store_column(array(b0, b1, b2, b3), row0, col_b, batch);
+        store_column(array(t.cb0, t.cb1, t.cb2, t.cb3), row0, col_b, batch);
     }
 }

@@ -49,18 +49,30 @@ fn matmul_kernels(ctx: &GpuContext) -> Vec<matmul::MatmulKernel> {
     }
 }
 
-fn check_matmul(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b_len: usize, c_len: usize, seed: u64) {
+/// Runs `s` on both kernels (where both run) against the CPU reference; returns the result.
+fn check_matmul(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b_len: usize, c_len: usize, seed: u64) -> Vec<f32> {
+    let b = Rng::new(seed ^ 0xb).uniform_vec(b_len, 1.0);
+    check_matmul_on(ctx, s, a_len, &b, c_len, seed)
+}
+
+/// `check_matmul` with B given.
+fn check_matmul_on(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b: &[f32], c_len: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     let a = rng.uniform_vec(a_len, 1.0);
-    let b = rng.uniform_vec(b_len, 1.0);
     let c0 = rng.uniform_vec(c_len, 1.0);
+    let bias = match s.bias {
+        matmul::BiasAlong::None => vec![],
+        matmul::BiasAlong::Rows => rng.uniform_vec(s.m, 1.0),
+        matmul::BiasAlong::Columns => rng.uniform_vec(s.n_inner, 1.0),
+    };
     let mut want = c0.clone();
-    matmul::cpu::matmul(s, &a, &b, &mut want);
-    let (a, b) = (up(ctx, &a), up(ctx, &b));
+    matmul::cpu::matmul(s, &a, &b, &bias, &mut want);
+    let (a, b, bias) = (up(ctx, &a), up(ctx, b), (!bias.is_empty()).then(|| up(ctx, &bias)));
     let mut results = Vec::new();
     for kernel in matmul_kernels(ctx) {
         let c = up(ctx, &c0);
-        let got = run_and_read(ctx, &[matmul::matmul_with(ctx, kernel, s, &a, &b, &c).unwrap()], &c);
+        let d = matmul::matmul_with(ctx, kernel, s, [&a, &b, &c], bias.as_ref()).unwrap();
+        let got = run_and_read(ctx, &[d], &c);
         assert_close(&format!("matmul ({kernel:?}) {s:?}"), &got, &want, 1e-4, sum_tol(s.k * s.reduce));
         results.push(got);
     }
@@ -69,6 +81,7 @@ fn check_matmul(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b_len: usize
         let first = tiled.iter().zip(subgroup).position(|(t, s)| t != s);
         assert!(first.is_none(), "matmul kernels differ at {first:?}: {s:?}");
     }
+    results.swap_remove(0)
 }
 
 #[test]
@@ -162,7 +175,8 @@ fn matmul_folds_more_than_65535_column_tiles_into_z() {
 fn matmul_subgroup_is_refused_where_subgroups_are_not_8_lanes() {
     let Some(ctx) = gpu() else { return };
     let t = up(ctx, &[1.0; 4]);
-    let result = matmul::matmul_with(ctx, matmul::MatmulKernel::Subgroup, &matmul::Matmul::dense(2, 2, 1), &t, &t, &t);
+    let result =
+        matmul::matmul_with(ctx, matmul::MatmulKernel::Subgroup, &matmul::Matmul::dense(2, 2, 1), [&t, &t, &t], None);
     match (ctx.report.cpu_lanes_8(), result) {
         (true, Ok(_)) => {}
         (false, Err(e)) => assert!(e.to_string().contains("8-lane subgroups"), "{e}"),
@@ -251,6 +265,38 @@ fn col2im_is_the_adjoint_of_im2col() {
     }
 }
 
+/// The implicit-GEMM products (B read from the input where it lies) against the reference path,
+/// im2col on the GPU then the same product over the stored column matrix: both kernels must
+/// give the reference's exact floats, and the CPU's to rounding.
+#[test]
+fn implicit_conv_products_equal_im2col_then_matmul() {
+    let Some(ctx) = gpu() else { return };
+    // All but inception conv2, whose CPU reference alone would take most of a minute.
+    let affordable = |(g, oc): &(conv::ConvGeometry, usize)| g.cols_len() * oc < 50_000_000;
+    for (i, (g, oc)) in geometries().into_iter().filter(affordable).enumerate() {
+        let (p, rows) = (g.oh() * g.ow(), g.col_rows());
+        let mut rng = Rng::new(500 + i as u64);
+        let x = rng.uniform_vec(g.input_len(), 1.0);
+        let cols_t = dirty(ctx, g.cols_len());
+        let cols = run_and_read(ctx, &[conv::im2col(ctx, &g, &up(ctx, &x), &cols_t).unwrap()], &cols_t);
+        let reference = |s: matmul::Matmul, a_len: usize, c_len: usize, seed: u64| {
+            let implicit = check_matmul_on(ctx, &s, a_len, &x, c_len, seed);
+            let stored = matmul::Matmul { b_source: matmul::BSource::View, ..s };
+            assert_eq!(implicit, check_matmul_on(ctx, &stored, a_len, &cols, c_len, seed), "{s:?}");
+        };
+        if g.is_pointwise() {
+            continue; // the pointwise products read x as a stored matrix already
+        }
+        let mut forward = conv::forward_product(&g, oc, i % 2 == 0);
+        reference(forward, oc * rows, g.n * oc * p, 510 + i as u64);
+        forward.bias = matmul::BiasAlong::None;
+        reference(forward, oc * rows, g.n * oc * p, 520 + i as u64);
+        for chunks in [1, g.n] {
+            reference(conv::weight_grad_product(&g, oc, chunks), g.n * oc * p, chunks * oc * rows, 530 + i as u64);
+        }
+    }
+}
+
 #[test]
 fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
     let Some(ctx) = gpu() else { return };
@@ -267,8 +313,7 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
                 want.iter_mut().for_each(|v| *v = v.max(0.0));
             }
             let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
-            let cols = dirty(ctx, g.cols_len());
-            let layer = conv::Conv2d { g, out_channels: oc, x: &xt, weight: &wt, bias: &bt, cols: &cols };
+            let layer = conv::Conv2d { g, out_channels: oc, x: &xt, weight: &wt, bias: &bt };
             let y = dirty(ctx, y_len);
             let got = run_and_read(ctx, &conv::conv2d_forward(ctx, &layer, relu, &y).unwrap(), &y);
             assert_close(&format!("conv2d_forward {g:?} relu {relu}"), &got, &want, 1e-4, sum_tol(g.col_rows()));

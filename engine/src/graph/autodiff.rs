@@ -50,7 +50,6 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
             let dcols = b.new_buf(dcols_len, false, format!("{}.dcols", node.name));
             let partials =
                 b.new_buf(weight_grad_partials_len(&g, oc), false, format!("{}.weight.grad.partials", node.name));
-            let cols = f.cols[i].expect("the forward pass built the column matrix");
             let (w, dw, db) = (Buf::Param(weight), Buf::Grad(weight), Buf::Grad(bias));
             push_layer_backward(b, grads, x, |dx| Instr::ConvBack {
                 g,
@@ -61,7 +60,6 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
                 dw,
                 db,
                 dx,
-                cols,
                 dcols,
                 partials,
             });

@@ -101,23 +101,18 @@ impl State<'_> {
                 }
             }
             Instr::Linear { n, inputs, outputs, x, w, b, y } => self.write(y, |s, out| {
-                let product = matmul::Matmul {
-                    b: matmul::View::row_major(inputs).t(),
-                    ..matmul::Matmul::dense(n, outputs, inputs)
-                };
-                matmul::cpu::matmul(&product, s.get(x), s.get(w), out);
-                bias::cpu::bias_add(n, outputs, 1, false, s.get(b), out);
+                matmul::cpu::matmul(&matmul::linear_product(n, inputs, outputs), s.get(x), s.get(w), s.get(b), out)
             }),
             Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
                 let weight_grad = matmul::Matmul {
                     a: matmul::View::row_major(outputs).t(),
                     ..matmul::Matmul::dense(outputs, inputs, n)
                 };
-                self.write(dw, |s, out| matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), out));
+                self.write(dw, |s, out| matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), &[], out));
                 self.write(db, |s, out| bias::cpu::bias_grad(n, outputs, 1, s.get(dy), out));
                 if let Some(dx) = dx {
                     let input_grad = matmul::Matmul::dense(n, inputs, outputs);
-                    self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), out));
+                    self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), &[], out));
                 }
             }
             Instr::MaxPool { g, x, y, argmax } => {

@@ -164,14 +164,14 @@ impl Plan {
         let (unused, no_predictions) = (ctx.zeros(1, "no gradient")?, ctx.zeros(1, "no predictions")?);
         for instr in &p.instrs {
             match *instr {
-                Instr::Conv { g, oc, x, w, b, y, relu, cols } => {
-                    let (x, w, b, cols) = (t(x), t(w), t(b), t(cols));
-                    let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b, cols: &cols };
+                Instr::Conv { g, oc, x, w, b, y, relu } => {
+                    let (x, w, b) = (t(x), t(w), t(b));
+                    let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b };
                     out.extend(conv::conv2d_forward(ctx, &layer, relu, &t(y))?);
                 }
-                Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, cols, dcols, partials } => {
-                    let (x, w, b, cols, dcols) = (t(x), t(w), unused.clone(), t(cols), t(dcols));
-                    let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b, cols: &cols };
+                Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, dcols, partials } => {
+                    let (x, w, b, dcols) = (t(x), t(w), unused.clone(), t(dcols));
+                    let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b };
                     let dx = dx.map(t);
                     out.extend(conv::conv2d_backward(
                         ctx,

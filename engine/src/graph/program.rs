@@ -28,8 +28,7 @@ pub struct BufferDesc {
 
 #[derive(Clone, Debug)]
 pub enum Instr {
-    /// y = conv(x) + b, then ReLU when `relu`. `cols` receives x's column matrix (unused for a
-    /// pointwise convolution, whose column matrix is x itself).
+    /// y = conv(x) + b, then ReLU when `relu`.
     Conv {
         g: ConvGeometry,
         oc: usize,
@@ -38,10 +37,8 @@ pub enum Instr {
         b: Buf,
         y: Buf,
         relu: bool,
-        cols: Buf,
     },
-    /// dw, db and (when wanted) dx from dy. `cols` is the forward pass's column matrix, kept
-    /// alive until here; `dcols` and `partials` are scratch.
+    /// dw, db and (when wanted) dx from dy; `dcols` and `partials` are scratch.
     ConvBack {
         g: ConvGeometry,
         oc: usize,
@@ -51,7 +48,6 @@ pub enum Instr {
         dw: Buf,
         db: Buf,
         dx: Option<Buf>,
-        cols: Buf,
         dcols: Buf,
         partials: Buf,
     },
@@ -144,9 +140,9 @@ impl Instr {
     pub fn buffers(&self) -> Vec<Buf> {
         use Instr::*;
         match self {
-            Conv { x, w, b, y, cols, .. } => vec![*x, *w, *b, *y, *cols],
-            ConvBack { x, w, dy, dw, db, dx, cols, dcols, partials, .. } => {
-                [*x, *w, *dy, *dw, *db, *cols, *dcols, *partials].into_iter().chain(*dx).collect()
+            Conv { x, w, b, y, .. } => vec![*x, *w, *b, *y],
+            ConvBack { x, w, dy, dw, db, dx, dcols, partials, .. } => {
+                [*x, *w, *dy, *dw, *db, *dcols, *partials].into_iter().chain(*dx).collect()
             }
             Linear { x, w, b, y, .. } => vec![*x, *w, *b, *y],
             LinearBack { x, w, dy, dw, db, dx, .. } => [*x, *w, *dy, *dw, *db].into_iter().chain(*dx).collect(),
@@ -191,8 +187,6 @@ pub(super) struct Forward {
     pub out: Vec<Buf>,
     /// A max pool's saved argmax.
     pub argmax: Vec<Option<Buf>>,
-    /// A convolution's column matrix.
-    pub cols: Vec<Option<Buf>>,
 }
 
 impl Builder<'_> {
@@ -304,7 +298,7 @@ impl Builder<'_> {
     fn forward(&mut self) -> Forward {
         let nodes = &self.graph.nodes;
         let n = nodes.len();
-        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n], cols: vec![None; n] };
+        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n] };
         let mut fused_into_conv = false;
         for (i, node) in nodes.iter().enumerate() {
             if std::mem::take(&mut fused_into_conv) {
@@ -331,12 +325,9 @@ impl Builder<'_> {
             Op::Input | Op::Labels | Op::Flatten { .. } | Op::SoftmaxCrossEntropy { .. } => {}
             Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
                 let g = self.conv_geometry(x, kernel, stride, pad);
-                let cols_len = if g.is_pointwise() { 1 } else { g.cols_len() };
-                let cols = self.new_buf(cols_len, false, format!("{}.cols", node.name));
-                f.cols[i] = Some(cols);
                 let relu = self.relu_fuses_into(i);
                 let (w, b, x) = (Buf::Param(weight), Buf::Param(bias), f.out[x]);
-                self.instrs.push(Instr::Conv { g, oc: node.shape[0], x, w, b, y, relu, cols });
+                self.instrs.push(Instr::Conv { g, oc: node.shape[0], x, w, b, y, relu });
                 return relu;
             }
             Op::Linear { x, weight, bias } => self.instrs.push(Instr::Linear {

@@ -1,11 +1,15 @@
-//! conv.wgsl: im2col and col2im, which turn a 2-D convolution into matmul.
+//! A 2-D convolution as matrix products over its input's column matrix, and conv.wgsl's im2col
+//! and col2im.
 //!
-//! Forward:  cols = im2col(x);  y[n] = W (OC × C·KH·KW) · cols[n]  (+ bias)
-//! Backward: dW = Σ_n dy[n] · cols[n]ᵀ;  dcols[n] = Wᵀ · dy[n];  dx = col2im(dcols)
+//! Forward:  y[n] = W (OC × C·KH·KW) · cols[n] + bias, ReLU fused: one matmul dispatch whose B
+//!           is read as im2col would write it (implicit GEMM, no column buffer).
+//! Backward: dW = Σ_n dy[n] · cols[n]ᵀ, likewise implicit;  dcols[n] = Wᵀ · dy[n];
+//!           dx = col2im(dcols).
+//! im2col itself stays as the reference path the tests compare the implicit products with.
 
 use super::add::sum_slices;
-use super::bias::{bias_add, bias_grad};
-use super::matmul::{matmul, Matmul, View};
+use super::bias::bias_grad;
+use super::matmul::{matmul, matmul_bias, BSource, BiasAlong, Matmul, View};
 use super::window::Window;
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
@@ -201,50 +205,51 @@ pub mod cpu {
     }
 }
 
-/// Buffers of a convolution layer. `cols` is unused (may be any tensor) for a 1×1 kernel at
-/// stride 1 without padding, whose column matrix is the input itself.
+/// Buffers of a convolution layer.
 pub struct Conv2d<'a> {
     pub g: ConvGeometry,
     pub out_channels: usize,
     pub x: &'a Tensor,
     pub weight: &'a Tensor,
     pub bias: &'a Tensor,
-    pub cols: &'a Tensor,
 }
 
-impl Conv2d<'_> {
-    fn cols(&self) -> &Tensor {
-        if self.g.is_pointwise() {
-            self.x
-        } else {
-            self.cols
-        }
-    }
-    fn positions(&self) -> usize {
-        self.g.oh() * self.g.ow()
-    }
-}
-
-/// y [n, oc, oh, ow] = conv(x) + bias, then ReLU when `relu`: im2col, one batched matmul
-/// (W · cols[n] for every image), bias add.
-pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let (g, oc, p, rows) = (&c.g, c.out_channels, c.positions(), c.g.col_rows());
-    let mut out = Vec::new();
-    if !c.g.is_pointwise() {
-        out.push(im2col(ctx, g, c.x, c.cols)?);
-    }
-    // One wide matmul over every image: column j = image · P + position.
-    let product = Matmul {
-        batch: 1,
+/// The forward product y = W · cols(x) + bias (ReLU when `relu`) over every image at once:
+/// column j = image · positions + position. A pointwise convolution's column matrix is x itself.
+pub fn forward_product(g: &ConvGeometry, out_channels: usize, relu: bool) -> Matmul {
+    let (p, rows) = (g.oh() * g.ow(), g.col_rows());
+    let b_source = if g.is_pointwise() { BSource::View } else { BSource::ConvColumns(*g) };
+    Matmul {
         n: g.n * p,
         n_inner: p,
         b_col_outer: rows * p,
-        c_col_outer: oc * p,
-        ..Matmul::dense(oc, p, rows)
-    };
-    out.push(matmul(ctx, &product, c.weight, c.cols(), y)?);
-    out.push(bias_add(ctx, g.n, oc, p, relu, c.bias, y)?);
-    Ok(out)
+        c_col_outer: out_channels * p,
+        b_source,
+        bias: BiasAlong::Rows,
+        relu,
+        ..Matmul::dense(out_channels, p, rows)
+    }
+}
+
+/// The weight gradient's product dW = Σ_n dy[n] · cols[n]ᵀ, the batch split into `chunks` (a
+/// divisor of n) summed separately.
+pub fn weight_grad_product(g: &ConvGeometry, out_channels: usize, chunks: usize) -> Matmul {
+    let (p, rows, per_chunk) = (g.oh() * g.ow(), g.col_rows(), g.n / chunks);
+    let b_source = if g.is_pointwise() { BSource::View } else { BSource::ConvColumnsT(*g) };
+    Matmul {
+        reduce: per_chunk,
+        batch: chunks,
+        a: View::row_major(p).reduced(out_channels * p).batched(per_chunk * out_channels * p),
+        b: View::row_major(p).t().reduced(rows * p).batched(per_chunk * rows * p),
+        c_batch_stride: out_channels * rows,
+        b_source,
+        ..Matmul::dense(out_channels, rows, p)
+    }
+}
+
+/// y [n, oc, oh, ow] = conv(x) + bias, then ReLU when `relu`: one dispatch.
+pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Vec<Dispatch>> {
+    Ok(vec![matmul_bias(ctx, &forward_product(&c.g, c.out_channels, relu), c.weight, c.x, c.bias, y)?])
 }
 
 /// The weight gradient sums over the batch; a small weight (few output tiles) would leave the
@@ -277,22 +282,14 @@ pub fn conv2d_backward(
     partials: &Tensor,
     dx: Option<(&Tensor, &Tensor)>,
 ) -> Result<Vec<Dispatch>> {
-    let (g, oc, p, rows) = (&c.g, c.out_channels, c.positions(), c.g.col_rows());
+    let (g, oc, p, rows) = (&c.g, c.out_channels, c.g.oh() * c.g.ow(), c.g.col_rows());
     let mut out = vec![bias_grad(ctx, g.n, oc, p, dy, dbias)?];
     let chunks = weight_grad_chunks(g, oc);
-    let per_chunk = g.n / chunks;
-    let weight_grad = Matmul {
-        reduce: per_chunk,
-        batch: chunks,
-        a: View::row_major(p).reduced(oc * p).batched(per_chunk * oc * p),
-        b: View::row_major(p).t().reduced(rows * p).batched(per_chunk * rows * p),
-        c_batch_stride: oc * rows,
-        ..Matmul::dense(oc, rows, p)
-    };
+    let weight_grad = weight_grad_product(g, oc, chunks);
     if chunks == 1 {
-        out.push(matmul(ctx, &weight_grad, dy, c.cols(), dweight)?);
+        out.push(matmul(ctx, &weight_grad, dy, c.x, dweight)?);
     } else {
-        out.push(matmul(ctx, &weight_grad, dy, c.cols(), partials)?);
+        out.push(matmul(ctx, &weight_grad, dy, c.x, partials)?);
         out.push(sum_slices(ctx, oc * rows, chunks, partials, dweight)?);
     }
     if let Some((dx, dcols)) = dx {

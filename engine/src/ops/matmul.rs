@@ -1,6 +1,9 @@
 //! matmul.wgsl: C[b] (+)= Σ_r A[b,r]·B[b,r] over strided views (see the shader header).
 //! Transposes are swapped strides; a reduce index sums products over a batch in one dispatch.
+//! B may be a convolution's column matrix read from its input (implicit GEMM), and the epilogue
+//! adds a bias and applies ReLU, so a convolution or linear layer is one dispatch.
 
+use super::conv::ConvGeometry;
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access, Access::*, Dispatch, KernelSpec};
@@ -13,11 +16,14 @@ crate::gpu_params! {
         pub a_ms: u32, pub a_ks: u32, pub a_rs: u32, pub a_bs: u32,
         pub b_ks: u32, pub b_ns: u32, pub b_rs: u32, pub b_bs: u32,
         pub c_ms: u32, pub c_bs: u32, pub accumulate: u32, pub n_inner: u32,
-        pub b_no: u32, pub c_no: u32, pub col_folds: u32,
+        pub b_no: u32, pub c_no: u32, pub col_folds: u32, pub b_view: u32,
+        pub c: u32, pub h: u32, pub w: u32, pub kh: u32,
+        pub kw: u32, pub stride: u32, pub pad: u32, pub ow: u32,
+        pub bias_along: u32, pub relu: u32,
     }
 }
 
-const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
+const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)];
 pub const MATMUL: KernelSpec = KernelSpec::new::<MatmulParams>("matmul", "matmul", OPERANDS);
 /// The same product for CPU drivers with 8-lane subgroups (see matmul_subgroup.wgsl).
 pub const MATMUL_SUBGROUP: KernelSpec = KernelSpec::new::<MatmulParams>("matmul_subgroup", "matmul_subgroup", OPERANDS);
@@ -104,6 +110,32 @@ pub struct Matmul {
     pub n_inner: usize,
     pub b_col_outer: usize,
     pub c_col_outer: usize,
+    pub b_source: BSource,
+    pub bias: BiasAlong,
+    pub relu: bool,
+}
+
+/// Where B's elements come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BSource {
+    /// Stored as the view `b` describes.
+    View,
+    /// The column matrix of the convolution's input, as im2col would write it: B(k, j) is row k
+    /// at position ji of image jo (n_inner = positions): the convolution's product.
+    ConvColumns(ConvGeometry),
+    /// Its transpose: B(k, j) is row ji at position k of image batch·reduce + r: the weight
+    /// gradient's product.
+    ConvColumnsT(ConvGeometry),
+}
+
+/// Which index of C the epilogue's bias follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasAlong {
+    None,
+    /// bias[m]: a convolution's output channels.
+    Rows,
+    /// bias[ji]: a linear layer's outputs.
+    Columns,
 }
 
 impl Matmul {
@@ -123,6 +155,37 @@ impl Matmul {
             n_inner: n,
             b_col_outer: 0,
             c_col_outer: 0,
+            b_source: BSource::View,
+            bias: BiasAlong::None,
+            relu: false,
+        }
+    }
+
+    /// B's length, and the number of (ConvColumns) or a check on (ConvColumnsT) its images.
+    fn b_extent(&self) -> Result<usize> {
+        let mismatch = |what: &str| Err(Error::Shape(format!("matmul over a convolution's columns: {what}: {self:?}")));
+        match self.b_source {
+            BSource::View => {
+                // Offsets grow with both parts of a column index, so the largest is at the last
+                // column or at the last column of the fold before it.
+                let last_fold = (self.n - 1) / self.n_inner;
+                let before = if last_fold > 0 { last_fold * self.n_inner - 1 } else { self.n - 1 };
+                let b_col = self.column(before).0.max(self.column(self.n - 1).0);
+                Ok(View { col_stride: 0, ..self.b }.extent(self.k, 1, self.reduce, self.batch) + b_col)
+            }
+            BSource::ConvColumns(g) => {
+                let positions = g.oh() * g.ow();
+                if self.k != g.col_rows() || self.n_inner != positions || self.n % positions != 0 {
+                    return mismatch("k must be the column matrix's rows and n whole images of positions");
+                }
+                Ok(ConvGeometry { n: self.n / positions, ..g }.input_len())
+            }
+            BSource::ConvColumnsT(g) => {
+                if self.k != g.oh() * g.ow() || self.n != g.col_rows() || self.n_inner != self.n {
+                    return mismatch("k must be the positions and n the column matrix's rows");
+                }
+                Ok(ConvGeometry { n: self.batch * self.reduce, ..g }.input_len())
+            }
         }
     }
 
@@ -132,22 +195,23 @@ impl Matmul {
         (ji * self.b.col_stride + jo * self.b_col_outer, ji + jo * self.c_col_outer)
     }
 
-    fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
+    fn check(&self, a: usize, b: usize, c: usize, bias: usize) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.k == 0 || self.reduce == 0 || self.batch == 0 || self.n_inner == 0 {
             return Err(Error::Shape(format!("matmul with an empty dimension: {self:?}")));
         }
-        // Offsets grow with both parts of a column index, so the largest is at the last column
-        // or at the last column of the fold before it.
         let last_fold = (self.n - 1) / self.n_inner;
         let before = if last_fold > 0 { last_fold * self.n_inner - 1 } else { self.n - 1 };
-        let last_columns = [self.column(before), self.column(self.n - 1)];
-        let b_col = last_columns.iter().map(|c| c.0).max().unwrap();
-        let c_col = last_columns.iter().map(|c| c.1).max().unwrap();
-        let b_rest = View { col_stride: 0, ..self.b }.extent(self.k, 1, self.reduce, self.batch);
+        let c_col = self.column(before).1.max(self.column(self.n - 1).1);
+        let bias_need = match self.bias {
+            BiasAlong::None => 0,
+            BiasAlong::Rows => self.m,
+            BiasAlong::Columns => self.n_inner,
+        };
         let need = [
             ("A", self.a.extent(self.m, self.k, self.reduce, self.batch), a),
-            ("B", b_rest + b_col, b),
+            ("B", self.b_extent()?, b),
             ("C", (self.batch - 1) * self.c_batch_stride + (self.m - 1) * self.c_row_stride + c_col + 1, c),
+            ("the bias", bias_need, bias),
         ];
         for (name, extent, len) in need {
             if extent > len {
@@ -158,22 +222,51 @@ impl Matmul {
         }
         Ok(())
     }
+
+    /// The shader's encoding of the B source, and the convolution it reads.
+    fn b_view_params(&self) -> (u32, Option<ConvGeometry>) {
+        match self.b_source {
+            BSource::View => (0, None),
+            BSource::ConvColumns(g) => (1, Some(g)),
+            BSource::ConvColumnsT(g) => (2, Some(g)),
+        }
+    }
 }
 
+/// C = A·B as `s` describes, without a bias (`s.bias` must be None).
 pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
-    matmul_with(ctx, MatmulKernel::for_device(ctx), s, a, b, c)
+    matmul_with(ctx, MatmulKernel::for_device(ctx), s, [a, b, c], None)
 }
 
-/// `matmul` with the kernel chosen by the caller (tests run both where both can run).
+/// C = A·B + bias (along `s.bias`), then ReLU when `s.relu`.
+pub fn matmul_bias(
+    ctx: &GpuContext,
+    s: &Matmul,
+    a: &Tensor,
+    b: &Tensor,
+    bias: &Tensor,
+    c: &Tensor,
+) -> Result<Dispatch> {
+    matmul_with(ctx, MatmulKernel::for_device(ctx), s, [a, b, c], Some(bias))
+}
+
+/// `matmul` or `matmul_bias` with the kernel chosen by the caller (tests run both where both
+/// can run).
 pub fn matmul_with(
     ctx: &GpuContext,
     kernel: MatmulKernel,
     s: &Matmul,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
+    [a, b, c]: [&Tensor; 3],
+    bias: Option<&Tensor>,
 ) -> Result<Dispatch> {
-    s.check(a.len, b.len, c.len)?;
+    if bias.is_some() != (s.bias != BiasAlong::None) {
+        return Err(Error::Shape(format!(
+            "matmul given a bias tensor {:?} for a bias along {:?}",
+            bias.is_some(),
+            s.bias
+        )));
+    }
+    s.check(a.len, b.len, c.len, bias.map_or(0, |t| t.len))?;
     if kernel == MatmulKernel::Subgroup && !ctx.report.cpu_lanes_8() {
         // Lanes of other subgroup sizes would broadcast the wrong rows.
         return Err(Error::Kernel {
@@ -189,6 +282,8 @@ pub fn matmul_with(
         return Err(Error::Shape(format!("matmul batch {} of {} columns needs too many workgroups", s.batch, s.n)));
     }
     let u = |v: usize| v as u32;
+    let (b_view, g) = s.b_view_params();
+    let conv = |field: fn(&ConvGeometry) -> usize| g.as_ref().map_or(0, |g| field(g) as u32);
     let params = MatmulParams {
         m: u(s.m),
         n: u(s.n),
@@ -209,21 +304,58 @@ pub fn matmul_with(
         b_no: u(s.b_col_outer),
         c_no: u(s.c_col_outer),
         col_folds: u(folds),
+        b_view,
+        c: conv(|g| g.c),
+        h: conv(|g| g.h),
+        w: conv(|g| g.w),
+        kh: conv(|g| g.kh),
+        kw: conv(|g| g.kw),
+        stride: conv(|g| g.stride),
+        pad: conv(|g| g.pad),
+        ow: conv(ConvGeometry::ow),
+        bias_along: match s.bias {
+            BiasAlong::None => 0,
+            BiasAlong::Rows => 1,
+            BiasAlong::Columns => 2,
+        },
+        relu: s.relu as u32,
     };
     let groups = [tiles.min(65535) as u32, s.m.div_ceil(tile_rows) as u32, (s.batch * folds) as u32];
-    ctx.dispatch(spec, &params, &[a, b, c], groups)
+    // Without a bias, A is bound again in its place (two read-only bindings may share a buffer).
+    ctx.dispatch(spec, &params, &[a, b, c, bias.unwrap_or(a)], groups)
 }
 
 pub mod cpu {
-    use super::Matmul;
+    use super::{BSource, BiasAlong, Matmul, View};
+    use crate::ops::conv::{self, ConvGeometry};
 
-    /// The plain triple loop the kernel must agree with.
-    pub fn matmul(s: &Matmul, a: &[f32], b: &[f32], c: &mut [f32]) {
-        s.check(a.len(), b.len(), c.len()).expect("cpu matmul shape");
+    /// The plain triple loop the kernel must agree with (sums in f64). A convolution's column
+    /// matrix is written out by the CPU im2col first.
+    pub fn matmul(s: &Matmul, a: &[f32], b: &[f32], bias: &[f32], c: &mut [f32]) {
+        s.check(a.len(), b.len(), c.len(), bias.len()).expect("cpu matmul shape");
+        let columns = |g: ConvGeometry, images: usize| {
+            let g = ConvGeometry { n: images, ..g };
+            let mut cols = vec![0.0; g.cols_len()];
+            conv::cpu::im2col(&g, b, &mut cols);
+            cols
+        };
+        // Each source as a stored matrix with its view.
+        let (b, view) = match s.b_source {
+            BSource::View => (b.to_vec(), *s),
+            BSource::ConvColumns(g) => {
+                let p = g.oh() * g.ow();
+                (columns(g, s.n / p), Matmul { b: View::row_major(p), b_col_outer: g.col_rows() * p, ..*s })
+            }
+            BSource::ConvColumnsT(g) => {
+                let p = g.oh() * g.ow();
+                let b_view = View::row_major(p).t().reduced(g.col_rows() * p).batched(s.reduce * g.col_rows() * p);
+                (columns(g, s.batch * s.reduce), Matmul { b: b_view, ..*s })
+            }
+        };
         for bi in 0..s.batch {
             for m in 0..s.m {
                 for n in 0..s.n {
-                    let (b_col, c_col) = s.column(n);
+                    let (b_col, c_col) = view.column(n);
                     let mut sum = 0.0f64;
                     for r in 0..s.reduce {
                         for k in 0..s.k {
@@ -231,12 +363,19 @@ pub mod cpu {
                                 + r * s.a.reduce_stride
                                 + m * s.a.row_stride
                                 + k * s.a.col_stride];
-                            let bv = b[bi * s.b.batch_stride + r * s.b.reduce_stride + k * s.b.row_stride + b_col];
+                            let bv =
+                                b[bi * view.b.batch_stride + r * view.b.reduce_stride + k * view.b.row_stride + b_col];
                             sum += av as f64 * bv as f64;
                         }
                     }
                     let at = bi * s.c_batch_stride + m * s.c_row_stride + c_col;
-                    c[at] = if s.accumulate { c[at] + sum as f32 } else { sum as f32 };
+                    let mut v = if s.accumulate { c[at] + sum as f32 } else { sum as f32 };
+                    v += match s.bias {
+                        BiasAlong::None => 0.0,
+                        BiasAlong::Rows => bias[m],
+                        BiasAlong::Columns => bias[n % s.n_inner],
+                    };
+                    c[at] = if s.relu { v.max(0.0) } else { v };
                 }
             }
         }
@@ -253,10 +392,14 @@ pub struct Linear<'a> {
     pub bias: &'a Tensor,
 }
 
-/// y [n, out] = x · weightᵀ + bias.
+/// The product of a linear layer's forward pass, y [n, out] = x · weightᵀ + bias.
+pub fn linear_product(n: usize, inputs: usize, outputs: usize) -> Matmul {
+    Matmul { b: View::row_major(inputs).t(), bias: BiasAlong::Columns, ..Matmul::dense(n, outputs, inputs) }
+}
+
+/// y [n, out] = x · weightᵀ + bias, one dispatch.
 pub fn linear_forward(ctx: &GpuContext, l: &Linear, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let product = Matmul { b: View::row_major(l.inputs).t(), ..Matmul::dense(l.n, l.outputs, l.inputs) };
-    Ok(vec![matmul(ctx, &product, l.x, l.weight, y)?, super::bias::bias_add(ctx, l.n, l.outputs, 1, false, l.bias, y)?])
+    Ok(vec![matmul_bias(ctx, &linear_product(l.n, l.inputs, l.outputs), l.x, l.weight, l.bias, y)?])
 }
 
 /// dweight = dyᵀ · x, dbias = Σ_n dy, and dx = dy · weight when `dx` is given.

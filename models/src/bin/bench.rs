@@ -231,7 +231,7 @@ fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Er
         let c = ctx.zeros(m * n, "c")?;
         let (mut best, mut how) = (Vec::new(), "");
         for kernel in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
-            let d = matmul_with(ctx, kernel, &s, &a, &b, &c)?;
+            let d = matmul_with(ctx, kernel, &s, [&a, &b, &c], None)?;
             ctx.run(&[&d])?;
             let (times, measured) = dispatch_times(ctx, &[&d, &d, &d])?;
             best.push(times.into_iter().fold(f64::MAX, f64::min));
