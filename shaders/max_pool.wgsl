@@ -3,6 +3,8 @@
 //
 //   x: [N, C, H, W] -> y: [N, C, OH, OW], OH = (H + 2*pad - k) / stride + 1
 //   argmax[n, c, oy, ox] = iy*W + ix of the first maximum in the window (saved for backward)
+//   With relu != 0, y = max(max, 0), the ReLU that follows the pool fused in; where the ReLU
+//   clamps, argmax = NO_PIXEL, so the backward pass gives that window no gradient (ReLU's).
 //   max_pool_backward: dx[n, c, iy, ix] = sum of dy over the windows whose argmax is (iy, ix),
 //   a gather over the windows that contain the pixel, so no atomics are needed.
 //
@@ -19,6 +21,8 @@
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read> argmax_in: array<u32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+
+const NO_PIXEL: u32 = 0xffffffffu;
 
 @compute @workgroup_size(256)
 fn max_pool_forward(
@@ -57,6 +61,11 @@ fn max_pool_forward(
             }
         }
     }
+    let nan = (bitcast<u32>(best) & 0x7fffffffu) > 0x7f800000u;
+    if (p.relu != 0u && !(best > 0.0) && !nan) {
+        best = 0.0;
+        best_at = NO_PIXEL;
+    }
     y[idx] = best;
     argmax_out[idx] = best_at;
 }
@@ -75,19 +84,18 @@ fn max_pool_backward(
     let iy = (idx / p.w) % p.h;
     let plane = idx / (p.w * p.h);
     let here = iy * p.w + ix;
+    // The windows that hold the pixel: oy from ceil((iy + pad - k + 1) / stride) to
+    // (iy + pad) / stride, within the output (a few divisions a thread, none a tap).
+    let ty = iy + p.pad;
+    let tx = ix + p.pad;
+    let oy_end = min(ty / p.stride + 1u, p.oh);
+    let ox_end = min(tx / p.stride + 1u, p.ow);
+    let oy_start = select(0u, (ty + p.stride - p.k) / p.stride, ty + p.stride > p.k);
+    let ox_start = select(0u, (tx + p.stride - p.k) / p.stride, tx + p.stride > p.k);
     var sum = 0.0;
-    for (var ky = 0u; ky < p.k; ky++) {
-        let sy = i32(iy + p.pad) - i32(ky);
-        if (sy < 0 || u32(sy) % p.stride != 0u || u32(sy) / p.stride >= p.oh) {
-            continue;
-        }
-        let oy = u32(sy) / p.stride;
-        for (var kx = 0u; kx < p.k; kx++) {
-            let sx = i32(ix + p.pad) - i32(kx);
-            if (sx < 0 || u32(sx) % p.stride != 0u || u32(sx) / p.stride >= p.ow) {
-                continue;
-            }
-            let o = (plane * p.oh + oy) * p.ow + u32(sx) / p.stride;
+    for (var oy = oy_start; oy < oy_end; oy++) {
+        for (var ox = ox_start; ox < ox_end; ox++) {
+            let o = (plane * p.oh + oy) * p.ow + ox;
             if (argmax_in[o] == here) {
                 sum += dy[o];
             }

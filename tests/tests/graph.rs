@@ -264,7 +264,7 @@ fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
         conv2d_forward(&g, oc, x, p(&format!("{layer}.weight")), p(&format!("{layer}.bias")), &mut y);
         let pool = PoolGeometry { planes: n * oc, h: g.oh(), w: g.ow(), k: 2, stride: 2, pad: 0 };
         let (mut out, mut arg) = (vec![0.0; pool.output_len()], vec![0; pool.output_len()]);
-        max_pool_forward(&pool, &y, &mut out, &mut arg);
+        max_pool_forward(&pool, false, &y, &mut out, &mut arg);
         out.iter().map(|v| v.max(0.0)).collect::<Vec<f32>>()
     };
     let h1 = conv_pool_relu(&b.x, 1, 28, 10, "conv1");

@@ -538,14 +538,16 @@ fn pools() -> Vec<max_pool::PoolGeometry> {
 fn max_pool_matches_cpu() {
     let Some(ctx) = gpu() else { return };
     for (i, g) in pools().into_iter().enumerate() {
+        let relu = i % 2 == 1;
         let mut rng = Rng::new(1000 + i as u64);
         let x = rng.uniform_vec(g.input_len(), 1.0);
         let (mut y_want, mut arg_want) = (vec![0.0; g.output_len()], vec![0u32; g.output_len()]);
-        max_pool::cpu::max_pool_forward(&g, &x, &mut y_want, &mut arg_want);
+        max_pool::cpu::max_pool_forward(&g, relu, &x, &mut y_want, &mut arg_want);
         let (y, arg) = (dirty(ctx, g.output_len()), dirty(ctx, g.output_len()));
-        let got = run_and_read(ctx, &[max_pool::max_pool_forward(ctx, &g, &up(ctx, &x), &y, &arg).unwrap()], &y);
-        assert_eq!(got, y_want, "max_pool_forward {g:?}");
-        assert_eq!(ctx.read::<u32>(&arg).unwrap(), arg_want, "max_pool argmax {g:?}");
+        let forward = max_pool::max_pool_forward(ctx, &g, relu, &up(ctx, &x), &y, &arg).unwrap();
+        let got = run_and_read(ctx, &[forward], &y);
+        assert_eq!(got, y_want, "max_pool_forward {g:?} relu {relu}");
+        assert_eq!(ctx.read::<u32>(&arg).unwrap(), arg_want, "max_pool argmax {g:?} relu {relu}");
 
         let dy = rng.uniform_vec(g.output_len(), 1.0);
         let mut dx_want = vec![0.0; g.input_len()];
@@ -593,9 +595,9 @@ fn pool_backward_passes_match_finite_differences() {
     let x = rng.uniform_vec(g.input_len(), 1.0);
     let probe = rng.uniform_vec(g.output_len(), 1.0);
     let dot = |y: &[f32]| y.iter().zip(&probe).map(|(a, b)| (a * b) as f64).sum::<f64>();
-    let max_loss = |x: &[f32]| {
+    let max_loss = |x: &[f32], relu: bool| {
         let (mut y, mut a) = (vec![0.0; g.output_len()], vec![0; g.output_len()]);
-        max_pool::cpu::max_pool_forward(&g, x, &mut y, &mut a);
+        max_pool::cpu::max_pool_forward(&g, relu, x, &mut y, &mut a);
         dot(&y)
     };
     let avg_loss = |x: &[f32]| {
@@ -603,15 +605,23 @@ fn pool_backward_passes_match_finite_differences() {
         avg_pool::cpu::avg_pool_forward(&g, x, &mut y);
         dot(&y)
     };
-    let (mut y, mut arg) = (vec![0.0; g.output_len()], vec![0; g.output_len()]);
-    max_pool::cpu::max_pool_forward(&g, &x, &mut y, &mut arg);
-    let (mut dmax, mut davg) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-    max_pool::cpu::max_pool_backward(&g, &probe, &arg, &mut dmax);
+    let mut davg = vec![0.0; x.len()];
     avg_pool::cpu::avg_pool_backward(&g, &probe, &mut davg);
+    for relu in [false, true] {
+        let (mut y, mut arg) = (vec![0.0; g.output_len()], vec![0; g.output_len()]);
+        max_pool::cpu::max_pool_forward(&g, relu, &x, &mut y, &mut arg);
+        if relu {
+            assert!(arg.contains(&max_pool::NO_PIXEL), "the fused ReLU clamps some window of {x:?}");
+        }
+        let mut dmax = vec![0.0; x.len()];
+        max_pool::cpu::max_pool_backward(&g, &probe, &arg, &mut dmax);
+        for i in 0..x.len() {
+            // A small step: random inputs are far enough apart that no window changes its winner.
+            let fd = finite_difference(&x, i, 1e-4, |x| max_loss(x, relu));
+            assert!((fd - dmax[i] as f64).abs() < 1e-2, "max_pool (relu {relu}) dx[{i}]: fd {fd} vs {}", dmax[i]);
+        }
+    }
     for i in 0..x.len() {
-        // A small step: random inputs are far enough apart that no window changes its winner.
-        let fd = finite_difference(&x, i, 1e-4, max_loss);
-        assert!((fd - dmax[i] as f64).abs() < 1e-2, "max_pool dx[{i}]: fd {fd} vs {}", dmax[i]);
         let fd = finite_difference(&x, i, 1e-2, avg_loss);
         assert!((fd - davg[i] as f64).abs() < 1e-3, "avg_pool dx[{i}]: fd {fd} vs {}", davg[i]);
     }

@@ -115,10 +115,10 @@ impl State<'_> {
                     self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), &[], out));
                 }
             }
-            Instr::MaxPool { g, x, y, argmax } => {
+            Instr::MaxPool { g, x, y, argmax, relu } => {
                 let ai = self.int(argmax);
                 let mut arg = std::mem::take(&mut self.ints[ai]);
-                self.write(y, |s, out| max_pool::cpu::max_pool_forward(&g, s.get(x), out, &mut arg));
+                self.write(y, |s, out| max_pool::cpu::max_pool_forward(&g, relu, s.get(x), out, &mut arg));
                 self.ints[ai] = arg;
             }
             Instr::MaxPoolBack { g, dy, argmax, dx } => {

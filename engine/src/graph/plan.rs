@@ -193,8 +193,8 @@ impl Plan {
                     let layer = matmul::Linear { n, inputs, outputs, x: &x, weight: &w, bias: &unused };
                     out.extend(matmul::linear_backward(ctx, &layer, &t(dy), &t(dw), &t(db), dx.map(t).as_ref())?);
                 }
-                Instr::MaxPool { g, x, y, argmax } => {
-                    out.push(max_pool::max_pool_forward(ctx, &g, &t(x), &t(y), &t(argmax))?)
+                Instr::MaxPool { g, x, y, argmax, relu } => {
+                    out.push(max_pool::max_pool_forward(ctx, &g, relu, &t(x), &t(y), &t(argmax))?)
                 }
                 Instr::MaxPoolBack { g, dy, argmax, dx } => {
                     out.push(max_pool::max_pool_backward(ctx, &g, &t(dy), &t(argmax), &t(dx))?)

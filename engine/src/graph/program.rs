@@ -71,11 +71,13 @@ pub enum Instr {
         db: Buf,
         dx: Option<Buf>,
     },
+    /// y = max pool of x, then ReLU when `relu` (the argmax then masks the ReLU's gradient).
     MaxPool {
         g: PoolGeometry,
         x: Buf,
         y: Buf,
         argmax: Buf,
+        relu: bool,
     },
     MaxPoolBack {
         g: PoolGeometry,
@@ -187,6 +189,8 @@ pub(super) struct Forward {
     pub out: Vec<Buf>,
     /// A max pool's saved argmax.
     pub argmax: Vec<Option<Buf>>,
+    /// A ReLU fused into the max pool before it, whose gradient the pool's argmax masks.
+    pub relu_in_pool: Vec<bool>,
 }
 
 impl Builder<'_> {
@@ -293,16 +297,17 @@ impl Program {
 }
 
 impl Builder<'_> {
-    /// The forward instructions of every node, in graph order. A ReLU right after a conv (its
-    /// only consumer) is fused: the conv writes the ReLU's output directly.
+    /// The forward instructions of every node, in graph order. A ReLU right after a conv or a
+    /// max pool (its only consumer) is fused: the conv or pool writes the ReLU's output directly.
     fn forward(&mut self) -> Forward {
         let nodes = &self.graph.nodes;
         let n = nodes.len();
-        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n] };
-        let mut fused_into_conv = false;
+        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n], relu_in_pool: vec![false; n] };
+        let mut relu_fused = false;
         for (i, node) in nodes.iter().enumerate() {
-            if std::mem::take(&mut fused_into_conv) {
+            if std::mem::take(&mut relu_fused) {
                 f.out.push(f.out[i - 1]);
+                f.relu_in_pool[i] = matches!(nodes[i - 1].op, Op::MaxPool2d { .. });
                 continue;
             }
             let y = match node.op {
@@ -311,7 +316,7 @@ impl Builder<'_> {
                 _ => self.new_buf(self.node_len(i), false, node.name.clone()),
             };
             f.out.push(y);
-            fused_into_conv = self.forward_node(i, &mut f);
+            relu_fused = self.forward_node(i, &mut f);
         }
         f
     }
@@ -343,7 +348,9 @@ impl Builder<'_> {
                 let g = self.pool_geometry(x, kernel, stride, pad);
                 let argmax = self.new_buf(len, true, format!("{}.argmax", node.name));
                 f.argmax[i] = Some(argmax);
-                self.instrs.push(Instr::MaxPool { g, x: f.out[x], y, argmax });
+                let relu = self.relu_fuses_into(i);
+                self.instrs.push(Instr::MaxPool { g, x: f.out[x], y, argmax, relu });
+                return relu;
             }
             Op::AvgPool2d { x, kernel, stride, pad } => {
                 let g = self.pool_geometry(x, kernel, stride, pad);

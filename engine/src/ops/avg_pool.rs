@@ -15,14 +15,14 @@ pub fn avg_pool_forward(ctx: &GpuContext, g: &PoolGeometry, x: &Tensor, y: &Tens
     g.validate()?;
     x.check_len("avg_pool input", g.input_len())?;
     y.check_len("avg_pool output", g.output_len())?;
-    ctx.dispatch(&AVG_POOL_FORWARD, &g.params(), &[x, y], grid_1d(g.output_len()))
+    ctx.dispatch(&AVG_POOL_FORWARD, &g.params(false), &[x, y], grid_1d(g.output_len()))
 }
 
 pub fn avg_pool_backward(ctx: &GpuContext, g: &PoolGeometry, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     g.validate()?;
     dy.check_len("avg_pool output gradient", g.output_len())?;
     dx.check_len("avg_pool input gradient", g.input_len())?;
-    ctx.dispatch(&AVG_POOL_BACKWARD, &g.params(), &[dy, dx], grid_1d(g.input_len()))
+    ctx.dispatch(&AVG_POOL_BACKWARD, &g.params(false), &[dy, dx], grid_1d(g.input_len()))
 }
 
 pub mod cpu {

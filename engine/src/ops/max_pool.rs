@@ -1,4 +1,5 @@
-//! max_pool.wgsl: max pooling with saved argmax, and its backward as a gather.
+//! max_pool.wgsl: max pooling with saved argmax (a ReLU after it fused in), and its backward as
+//! a gather.
 
 use super::window::Window;
 use crate::context::{grid_1d, GpuContext, Tensor};
@@ -10,8 +11,12 @@ crate::gpu_params! {
     pub struct PoolParams {
         pub planes: u32, pub h: u32, pub w: u32, pub k: u32,
         pub stride: u32, pub pad: u32, pub oh: u32, pub ow: u32,
+        pub relu: u32,
     }
 }
+
+/// The argmax of a window whose output the fused ReLU clamped to 0: no pixel gets its gradient.
+pub const NO_PIXEL: u32 = u32::MAX;
 
 pub const MAX_POOL_FORWARD: KernelSpec =
     KernelSpec::new::<PoolParams>("max_pool", "max_pool_forward", &[(1, Read), (2, ReadWrite), (3, ReadWrite)]);
@@ -56,7 +61,8 @@ impl PoolGeometry {
         }
         Ok(())
     }
-    pub(crate) fn params(&self) -> PoolParams {
+    /// The kernels' parameters; `relu` only for max_pool_forward.
+    pub(crate) fn params(&self, relu: bool) -> PoolParams {
         let u = |v: usize| v as u32;
         PoolParams {
             planes: u(self.planes),
@@ -67,6 +73,7 @@ impl PoolGeometry {
             pad: u(self.pad),
             oh: u(self.oh()),
             ow: u(self.ow()),
+            relu: relu as u32,
         }
     }
 
@@ -82,10 +89,12 @@ impl PoolGeometry {
     }
 }
 
-/// y = max over each window of x; argmax (u32) = the winning pixel's index within its plane.
+/// y = max over each window of x, then ReLU when `relu`; argmax (u32) = the winning pixel's
+/// index within its plane, or NO_PIXEL where the ReLU clamped.
 pub fn max_pool_forward(
     ctx: &GpuContext,
     g: &PoolGeometry,
+    relu: bool,
     x: &Tensor,
     y: &Tensor,
     argmax: &Tensor,
@@ -94,7 +103,7 @@ pub fn max_pool_forward(
     x.check_len("max_pool input", g.input_len())?;
     y.check_len("max_pool output", g.output_len())?;
     argmax.check_len("max_pool argmax", g.output_len())?;
-    ctx.dispatch(&MAX_POOL_FORWARD, &g.params(), &[x, y, argmax], grid_1d(g.output_len()))
+    ctx.dispatch(&MAX_POOL_FORWARD, &g.params(relu), &[x, y, argmax], grid_1d(g.output_len()))
 }
 
 /// dx[pixel] = Σ dy over the windows whose argmax is that pixel.
@@ -109,15 +118,16 @@ pub fn max_pool_backward(
     dy.check_len("max_pool output gradient", g.output_len())?;
     argmax.check_len("max_pool argmax", g.output_len())?;
     dx.check_len("max_pool input gradient", g.input_len())?;
-    ctx.dispatch(&MAX_POOL_BACKWARD, &g.params(), &[dy, argmax, dx], grid_1d(g.input_len()))
+    ctx.dispatch(&MAX_POOL_BACKWARD, &g.params(false), &[dy, argmax, dx], grid_1d(g.input_len()))
 }
 
 pub mod cpu {
-    use super::PoolGeometry;
+    use super::{PoolGeometry, NO_PIXEL};
 
     /// The first maximum of each window wins, except that a NaN always wins (as in PyTorch);
-    /// argmax holds its index within the plane.
-    pub fn max_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    /// argmax holds its index within the plane. With `relu`, a maximum that is not positive
+    /// (nor NaN) becomes 0 with argmax NO_PIXEL.
+    pub fn max_pool_forward(g: &PoolGeometry, relu: bool, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
         let mut best: Vec<Option<(f32, usize)>> = vec![None; g.output_len()];
         g.taps(|o, i| {
             if best[o].is_none_or(|(b, _)| x[i] > b || x[i].is_nan()) {
@@ -127,15 +137,16 @@ pub mod cpu {
         let plane_len = g.h * g.w;
         for (o, b) in best.into_iter().enumerate() {
             let (v, i) = b.expect("validated geometry puts a pixel in every window");
-            y[o] = v;
-            argmax[o] = (i % plane_len) as u32;
+            let clamped = relu && !(v > 0.0) && !v.is_nan();
+            y[o] = if clamped { 0.0 } else { v };
+            argmax[o] = if clamped { NO_PIXEL } else { (i % plane_len) as u32 };
         }
     }
 
     pub fn max_pool_backward(g: &PoolGeometry, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
         dx[..g.input_len()].fill(0.0);
         let outputs = g.oh() * g.ow();
-        for o in 0..g.output_len() {
+        for o in (0..g.output_len()).filter(|&o| argmax[o] != NO_PIXEL) {
             let plane = o / outputs;
             dx[plane * g.h * g.w + argmax[o] as usize] += dy[o];
         }
