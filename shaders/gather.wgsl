@@ -6,12 +6,11 @@
 //   step[0]: the current step; this batch takes order[step * stride .. + rows]
 //   gather_batch:  x[r, j] = (pixel / 255 - mean) / std   (x: [rows, image_len] = NCHW with C = 1)
 //                  y[r]    = labels[order[step * stride + r]]
-//   advance_step:  step[0] += 1
+//   (softmax_cross_entropy.wgsl advances the step counter when the step's loss is done)
 //
 // gather_batch  bindings: 0 uniform GatherParams, 1 pixels (read, u32), 2 labels (read, u32),
 //               3 order (read, u32), 4 step (read, u32), 5 x (read_write), 6 y (read_write, u32).
 //               Dispatch: one thread per element of x, workgroups of 256, folded into y past 65535.
-// advance_step  bindings: 7 step (read_write, u32). Dispatch: (1, 1, 1).
 
 struct GatherParams {
     rows: u32, image_len: u32, stride: u32,
@@ -25,7 +24,6 @@ struct GatherParams {
 @group(0) @binding(4) var<storage, read> step: array<u32>;
 @group(0) @binding(5) var<storage, read_write> x: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<u32>;
-@group(0) @binding(7) var<storage, read_write> step_counter: array<u32>;
 
 @compute @workgroup_size(256)
 fn gather_batch(
@@ -46,9 +44,4 @@ fn gather_batch(
     if (j == 0u) {
         y[row] = labels[sample];
     }
-}
-
-@compute @workgroup_size(1)
-fn advance_step() {
-    step_counter[0] += 1u;
 }

@@ -1,5 +1,6 @@
 // softmax_cross_entropy: fused, numerically stable softmax + cross-entropy, mean over the batch,
-// its gradient, and the running metrics of a training or evaluation pass.
+// its gradient, and the running metrics of a training or evaluation pass. It closes the step:
+// it advances the step counter.
 //
 //   logits: [rows, classes], labels: [rows] (u32)
 //   Only the first `valid` rows count, valid = min(rows, samples - step * rows): the last batch
@@ -12,11 +13,12 @@
 //     [2] rows seen                              [3] 1 + the step of the first non-finite loss, 0 if none
 //   predictions[done + i] = argmax(logits_i) for the valid rows, where done = the samples of the
 //   earlier steps (written when write_predictions != 0: an evaluation's confusion matrix)
-//   step[0] is the index of the current step (advanced by gather.wgsl's advance_step).
+//   step[0] is the index of the current step; thread 0 adds 1 once every thread has read it.
 //
-// Bindings: 0 uniform SoftmaxCrossEntropyParams, 1 logits (read), 2 labels (read, u32), 3 step (read, u32),
+// Bindings: 0 uniform SoftmaxCrossEntropyParams, 1 logits (read), 2 labels (read, u32), 3 step (read_write, u32),
 //           4 dlogits (read_write), 5 metrics (read_write, u32), 6 predictions (read_write, u32).
-// Dispatch: (1, 1, 1): one workgroup of 256 threads strides over the rows, then reduces.
+// Dispatch: (1, 1, 1): one workgroup of 64 threads strides over the rows; thread 0 then adds up
+// the 64 partial sums (one barrier: on a CPU driver each barrier switches every thread).
 
 struct SoftmaxCrossEntropyParams {
     rows: u32, classes: u32, write_grad: u32, samples: u32, write_predictions: u32,
@@ -25,32 +27,35 @@ struct SoftmaxCrossEntropyParams {
 @group(0) @binding(0) var<uniform> p: SoftmaxCrossEntropyParams;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
-@group(0) @binding(3) var<storage, read> step: array<u32>;
+@group(0) @binding(3) var<storage, read_write> step: array<u32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(5) var<storage, read_write> metrics: array<u32>;
 @group(0) @binding(6) var<storage, read_write> predictions: array<u32>;
 
-var<workgroup> loss_partial: array<f32, 256>;
-var<workgroup> correct_partial: array<u32, 256>;
+const THREADS: u32 = 64u;
+
+var<workgroup> loss_partial: array<f32, THREADS>;
+var<workgroup> correct_partial: array<u32, THREADS>;
 
 fn is_finite(v: f32) -> bool {
     // Exponent bits all ones means inf or NaN; a bit test survives fast-math compilers.
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(THREADS)
 fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
     var loss = 0.0;
     var correct = 0u;
-    let done = min(p.samples, step[0] * p.rows);
+    let current = step[0];
+    let done = min(p.samples, current * p.rows);
     let valid = min(p.rows, p.samples - done);
     let inv_rows = 1.0 / f32(max(valid, 1u));
     if (p.write_grad != 0u) {
-        for (var i = valid * p.classes + lid; i < p.rows * p.classes; i += 256u) {
+        for (var i = valid * p.classes + lid; i < p.rows * p.classes; i += THREADS) {
             dlogits[i] = 0.0;
         }
     }
-    for (var row = lid; row < valid; row += 256u) {
+    for (var row = lid; row < valid; row += THREADS) {
         let base = row * p.classes;
         var max_logit = logits[base];
         var arg = 0u;
@@ -83,20 +88,23 @@ fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
     loss_partial[lid] = loss;
     correct_partial[lid] = correct;
     workgroupBarrier();
-    for (var width = 128u; width > 0u; width = width / 2u) {
-        if (lid < width) {
-            loss_partial[lid] += loss_partial[lid + width];
-            correct_partial[lid] += correct_partial[lid + width];
-        }
-        workgroupBarrier();
+    storageBarrier();
+    if (lid == 0u) {
+        step[0] = current + 1u;
     }
     if (lid == 0u && valid > 0u) {
-        let mean_loss = loss_partial[0] * inv_rows;
+        var loss_sum = 0.0;
+        var correct_sum = 0u;
+        for (var t = 0u; t < THREADS; t++) {
+            loss_sum += loss_partial[t];
+            correct_sum += correct_partial[t];
+        }
+        let mean_loss = loss_sum * inv_rows;
         metrics[0] = bitcast<u32>(bitcast<f32>(metrics[0]) + mean_loss);
-        metrics[1] += correct_partial[0];
+        metrics[1] += correct_sum;
         metrics[2] += valid;
         if (!is_finite(mean_loss) && metrics[3] == 0u) {
-            metrics[3] = step[0] + 1u;
+            metrics[3] = current + 1u;
         }
     }
 }

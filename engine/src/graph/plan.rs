@@ -80,7 +80,6 @@ impl Plan {
         plan.lower(ctx, graph, params, feed)?;
         let len = params.values.len;
         plan.dispatches.push(sgd::sgd_momentum(ctx, len, &opt, &params.grads, &params.values, &params.velocity)?);
-        plan.dispatches.push(gather::advance_step(ctx, feed.step)?);
         Ok(plan)
     }
 
@@ -89,7 +88,6 @@ impl Plan {
         let program = Program::build(graph, batch, false)?;
         let mut plan = Plan::allocate(ctx, program)?;
         plan.lower(ctx, graph, params, feed)?;
-        plan.dispatches.push(gather::advance_step(ctx, feed.step)?);
         Ok(plan)
     }
 

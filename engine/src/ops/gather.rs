@@ -22,7 +22,6 @@ pub const GATHER_BATCH: KernelSpec = KernelSpec::new::<GatherParams>(
     "gather_batch",
     &[(1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, ReadWrite)],
 );
-pub const ADVANCE_STEP: KernelSpec = KernelSpec::without_params("gather", "advance_step", &[(7, ReadWrite)]);
 
 /// A split of a dataset on the GPU: raw pixels packed four to a u32, labels as u32.
 pub struct GpuImages {
@@ -98,12 +97,6 @@ pub fn gather_batch(
         &[&images.pixels, &images.labels, order, step, x, y],
         grid_1d(rows * images.image_len),
     )
-}
-
-/// step[0] += 1, so the next recorded step gathers the next batch.
-pub fn advance_step(ctx: &GpuContext, step: &Tensor) -> Result<Dispatch> {
-    step.check_len("step counter", 1)?;
-    ctx.dispatch(&ADVANCE_STEP, &(), &[step], [1, 1, 1])
 }
 
 pub mod cpu {

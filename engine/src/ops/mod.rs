@@ -30,7 +30,6 @@ pub const KERNELS: &[&KernelSpec] = &[
     &conv::IM2COL,
     &conv::COL2IM,
     &gather::GATHER_BATCH,
-    &gather::ADVANCE_STEP,
     &matmul::MATMUL,
     &matmul::MATMUL_SUBGROUP,
     &max_pool::MAX_POOL_FORWARD,

@@ -20,7 +20,7 @@ crate::gpu_params! {
 pub const SOFTMAX_CROSS_ENTROPY: KernelSpec = KernelSpec::new::<SoftmaxCrossEntropyParams>(
     "softmax_cross_entropy",
     "softmax_cross_entropy",
-    &[(1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, ReadWrite), (6, ReadWrite)],
+    &[(1, Read), (2, Read), (3, ReadWrite), (4, ReadWrite), (5, ReadWrite), (6, ReadWrite)],
 );
 
 /// Words in the metrics buffer.
@@ -55,8 +55,9 @@ pub struct LossOutputs<'a> {
 }
 
 /// Loss and metrics of `logits` [rows, classes] against `labels` (u32); writes
-/// dlogits = (softmax − onehot) / valid when `write_grad`. `step` is the step counter (u32);
-/// rows past `samples` (counting `rows` a step) are padding: no loss, no metrics, zero gradient.
+/// dlogits = (softmax − onehot) / valid when `write_grad`. `step` is the step counter (u32),
+/// which the loss advances, closing the step; rows past `samples` (counting `rows` a step) are
+/// padding: no loss, no metrics, zero gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_cross_entropy(
     ctx: &GpuContext,
