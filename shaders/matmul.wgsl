@@ -13,9 +13,11 @@
 // it lies (implicit GEMM: no column buffer; see prelude/matmul_params.wgsl). The epilogue adds a
 // bias along C's rows or columns and applies ReLU (bias_along, relu).
 //
+// With row_sums, it also writes the sums of A's rows (a bias gradient, see the prelude).
+//
 // Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), 4 bias (read; any
-// buffer when bias_along is 0), declared in prelude/matmul_params.wgsl (shared with
-// matmul_subgroup.wgsl).
+// buffer when bias_along is 0), 5 sums (read_write; any when row_sums is 0), declared in
+// prelude/matmul_params.wgsl (shared with matmul_subgroup.wgsl).
 // Dispatch: (min(T, 65535), ceil(M / 32), batch * col_folds) workgroups of 16×8 threads, where
 // T = ceil(N / 64) column tiles are folded into z as col_folds = ceil(T / 65535) when there are
 // more than 65535 (workgroups past the last tile return at once). Each workgroup owns a
@@ -74,6 +76,7 @@ fn matmul(
     var acc1 = vec4<f32>();
     var acc2 = vec4<f32>();
     var acc3 = vec4<f32>();
+    var row_sum = vec4<f32>(); // rows 4ty..4ty+3 of A, summed over r and k
     for (var r = 0u; r < p.reduce; r++) {
         for (var t0 = 0u; t0 < p.k; t0 += BK) {
             {
@@ -107,12 +110,22 @@ fn matmul(
             for (var kk = 0u; kk < BK; kk++) {
                 let av = a_tile[kk * (BM / 4u) + lid3.y];
                 let bv = b_tile[kk * (BN / 4u) + lid3.x];
+                row_sum += av;
                 acc0 = fma(vec4<f32>(av.x), bv, acc0);
                 acc1 = fma(vec4<f32>(av.y), bv, acc1);
                 acc2 = fma(vec4<f32>(av.z), bv, acc2);
                 acc3 = fma(vec4<f32>(av.w), bv, acc3);
             }
             workgroupBarrier();
+        }
+    }
+
+    if (p.row_sums != 0u && col0 == 0u && lid3.x == 0u) {
+        for (var i = 0u; i < 4u; i++) {
+            let gm = row0 + lid3.y * 4u + i;
+            if (gm < p.m) {
+                sums[batch * p.m + gm] = row_sum[i];
+            }
         }
     }
 

@@ -12,11 +12,11 @@
 // No `enable subgroups;` directive: naga 30 rejects it, so shaders::browser_source adds it for
 // browsers (whose compiler requires it); natively the feature is requested on the device.
 //
-// B may be a convolution's implicit column matrix (b_view 1 or 2), and the epilogue adds a bias
-// and applies ReLU, as in matmul.wgsl.
+// B may be a convolution's implicit column matrix (b_view 1 or 2), the epilogue adds a bias and
+// applies ReLU, and A's row sums may be written too (row_sums), as in matmul.wgsl.
 //
 // Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), 4 bias (read),
-// declared in prelude/matmul_params.wgsl.
+// 5 sums (read_write), declared in prelude/matmul_params.wgsl.
 // Dispatch: (min(T, 65535), ceil(M / 16), batch * col_folds) workgroups of 64 invocations, which
 // must form 8 subgroups of 8 (launch only where the subgroup size is 8), T = ceil(N / 128)
 // column tiles folded into z as in matmul.wgsl. Each subgroup owns a 16×16 tile of C, the 8
@@ -107,12 +107,18 @@ fn matmul_subgroup(
     let b_b = batch * p.b_bs + ib * p.b_ns + jb * p.b_no;
 
     var t = Tile();
+    var sum_lo = 0.0; // rows lane and 8 + lane of A, summed over r and k
+    var sum_hi = 0.0;
     for (var r = 0u; r < p.reduce; r++) {
         var ak = r * p.a_rs;
         if (p.b_view == 0u) {
             var bk = r * p.b_rs;
             for (var k = 0u; k < p.k; k++) {
-                t = accumulate(t, a[a_lo + ak], a[a_hi + ak], b[b_a + bk], b[b_b + bk]);
+                let lo = a[a_lo + ak];
+                let hi = a[a_hi + ak];
+                t = accumulate(t, lo, hi, b[b_a + bk], b[b_b + bk]);
+                sum_lo += lo;
+                sum_hi += hi;
                 ak += p.a_ks;
                 bk += p.b_ks;
             }
@@ -120,11 +126,23 @@ fn matmul_subgroup(
             var wa = walk_at(batch, r, 0u, ia, ja);
             var wb = walk_at(batch, r, 0u, ib, jb);
             for (var k = 0u; k < p.k; k++) {
-                t = accumulate(t, a[a_lo + ak], a[a_hi + ak], walk_value(wa), walk_value(wb));
+                let lo = a[a_lo + ak];
+                let hi = a[a_hi + ak];
+                t = accumulate(t, lo, hi, walk_value(wa), walk_value(wb));
+                sum_lo += lo;
+                sum_hi += hi;
                 wa = walk_next(wa);
                 wb = walk_next(wb);
                 ak += p.a_ks;
             }
+        }
+    }
+    if (p.row_sums != 0u && col0 == 0u) {
+        if (row0 + lane < p.m) {
+            sums[batch * p.m + row0 + lane] = sum_lo;
+        }
+        if (row0 + LANES + lane < p.m) {
+            sums[batch * p.m + row0 + LANES + lane] = sum_hi;
         }
     }
     if (col_a < p.n) {

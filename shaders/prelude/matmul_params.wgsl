@@ -10,7 +10,7 @@ struct MatmulParams {
     b_no: u32, c_no: u32, col_folds: u32, b_view: u32,
     c: u32, h: u32, w: u32, kh: u32,
     kw: u32, stride: u32, pad: u32, ow: u32,
-    bias_along: u32, relu: u32,
+    bias_along: u32, relu: u32, row_sums: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
@@ -18,6 +18,10 @@ struct MatmulParams {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sums: array<f32>;
+
+// With row_sums != 0, sums[batch * m + row] = Σ_r Σ_k A[batch, r](row, k), added in k order:
+// a layer's bias gradient (A = dy) beside its weight gradient, written by the tile of column 0.
 
 // With b_view 1 or 2, B is not stored: it is the column matrix of the images in the B binding,
 // x [images, c, h, w], as conv.wgsl's im2col would write it (cols[image][row][pos], row =

@@ -21,8 +21,6 @@ macro_rules! joined {
 pub const ALL: &[(&str, &str)] = &[
     joined!("add", "grid"),
     joined!("avg_pool", "pool_params", "grid"),
-    joined!("bias", "bias_params", "grid"),
-    joined!("bias_subgroup", "bias_params"),
     joined!("concat", "grid"),
     joined!("conv"),
     joined!("gather", "grid"),

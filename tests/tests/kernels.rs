@@ -10,9 +10,7 @@
 //! summed), the rounding of f32 sums accumulated in another order; the gather's normalization
 //! to 1e-5 relative.
 
-use engine::ops::{
-    add, avg_pool, bias, concat, conv, gather, matmul, max_pool, relu, sgd, softmax_cross_entropy as sce,
-};
+use engine::ops::{add, avg_pool, concat, conv, gather, matmul, max_pool, relu, sgd, softmax_cross_entropy as sce};
 use engine::rng::Rng;
 use engine::{Dispatch, GpuContext, Tensor};
 use tests::{assert_close, finite_difference, gpu};
@@ -67,21 +65,27 @@ fn check_matmul_on(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b: &[f32]
     };
     let mut want = c0.clone();
     matmul::cpu::matmul(s, &a, &b, &bias, &mut want);
+    let sums_want = matmul::cpu::row_sums(s, &a);
     let (a, b, bias) = (up(ctx, &a), up(ctx, b), (!bias.is_empty()).then(|| up(ctx, &bias)));
     let mut results = Vec::new();
     for kernel in matmul_kernels(ctx) {
-        let c = up(ctx, &c0);
-        let d = matmul::matmul_with(ctx, kernel, s, [&a, &b, &c], bias.as_ref()).unwrap();
-        let got = run_and_read(ctx, &[d], &c);
+        let (c, sums) = (up(ctx, &c0), dirty(ctx, s.batch * s.m));
+        let ops = matmul::Operands { a: &a, b: &b, c: &c, bias: bias.as_ref(), sums: s.row_sums.then_some(&sums) };
+        let got = run_and_read(ctx, &[matmul::matmul_with(ctx, kernel, s, &ops).unwrap()], &c);
         assert_close(&format!("matmul ({kernel:?}) {s:?}"), &got, &want, 1e-4, sum_tol(s.k * s.reduce));
-        results.push(got);
+        let sums = if s.row_sums { ctx.read::<f32>(&sums).unwrap() } else { vec![] };
+        if s.row_sums {
+            assert_close(&format!("row sums ({kernel:?}) {s:?}"), &sums, &sums_want, 1e-4, sum_tol(s.k * s.reduce));
+        }
+        results.push((got, sums));
     }
     // Both kernels add the same products in the same order: equal results, not merely close.
     if let [tiled, subgroup] = &results[..] {
-        let first = tiled.iter().zip(subgroup).position(|(t, s)| t != s);
+        let first = tiled.0.iter().zip(&subgroup.0).position(|(t, s)| t != s);
         assert!(first.is_none(), "matmul kernels differ at {first:?}: {s:?}");
+        assert_eq!(tiled.1, subgroup.1, "the kernels' row sums differ: {s:?}");
     }
-    results.swap_remove(0)
+    results.swap_remove(0).0
 }
 
 #[test]
@@ -175,8 +179,8 @@ fn matmul_folds_more_than_65535_column_tiles_into_z() {
 fn matmul_subgroup_is_refused_where_subgroups_are_not_8_lanes() {
     let Some(ctx) = gpu() else { return };
     let t = up(ctx, &[1.0; 4]);
-    let result =
-        matmul::matmul_with(ctx, matmul::MatmulKernel::Subgroup, &matmul::Matmul::dense(2, 2, 1), [&t, &t, &t], None);
+    let ops = matmul::Operands { a: &t, b: &t, c: &t, bias: None, sums: None };
+    let result = matmul::matmul_with(ctx, matmul::MatmulKernel::Subgroup, &matmul::Matmul::dense(2, 2, 1), &ops);
     match (ctx.report.cpu_lanes_8(), result) {
         (true, Ok(_)) => {}
         (false, Err(e)) => assert!(e.to_string().contains("8-lane subgroups"), "{e}"),
@@ -405,35 +409,27 @@ fn linear_forward_and_backward_match_the_cpu_reference() {
     }
 }
 
+/// The epilogue (a bias along rows or columns, then ReLU) and the row sums beside the product.
 #[test]
-fn bias_add_and_bias_grad_match_cpu() {
+fn matmul_epilogue_and_row_sums_match_cpu() {
     let Some(ctx) = gpu() else { return };
-    for (i, &(n, c, s)) in [(1, 1, 1), (7, 3, 65), (64, 10, 576), (64, 20, 64), (64, 10, 1)].iter().enumerate() {
+    for (i, &(m, n, k)) in [(1, 1, 1), (10, 65, 25), (20, 250, 64), (33, 17, 129)].iter().enumerate() {
         for relu in [false, true] {
-            let mut rng = Rng::new(600 + i as u64);
-            let y0 = rng.uniform_vec(n * c * s, 1.0);
-            let b = rng.uniform_vec(c, 1.0);
-            let mut want = y0.clone();
-            bias::cpu::bias_add(n, c, s, relu, &b, &mut want);
-            let y = up(ctx, &y0);
-            let got = run_and_read(ctx, &[bias::bias_add(ctx, n, c, s, relu, &up(ctx, &b), &y).unwrap()], &y);
-            assert_close("bias_add", &got, &want, 1e-6, 1e-6);
+            let along_rows = matmul::Matmul { bias: matmul::BiasAlong::Rows, relu, ..matmul::Matmul::dense(m, n, k) };
+            check_matmul(ctx, &along_rows, m * k, k * n, m * n, 600 + i as u64);
+            let along_columns = matmul::Matmul { bias: matmul::BiasAlong::Columns, relu, ..along_rows };
+            check_matmul(ctx, &along_columns, m * k, k * n, m * n, 610 + i as u64);
         }
-        let mut rng = Rng::new(700 + i as u64);
-        let dy = rng.uniform_vec(n * c * s, 1.0);
-        let mut want = vec![0.0; c];
-        bias::cpu::bias_grad(n, c, s, &dy, &mut want);
-        let mut variants = vec![&bias::BIAS_GRAD];
-        if ctx.report.subgroups {
-            variants.push(&bias::BIAS_GRAD_SUBGROUP);
-        } else {
-            tests::note("no SUBGROUP feature on this device: bias_grad_subgroup not run");
-        }
-        for spec in variants {
-            let db = dirty(ctx, c);
-            let got = run_and_read(ctx, &[bias::bias_grad_with(ctx, spec, n, c, s, &up(ctx, &dy), &db).unwrap()], &db);
-            assert_close(spec.entry, &got, &want, 1e-4, sum_tol(n * s));
-        }
+        // Row sums of a transposed A over a reduction and a batch: a split weight gradient.
+        let dw = matmul::Matmul {
+            reduce: 3,
+            batch: 2,
+            a: matmul::View::row_major(m).t().reduced(k * m).batched(3 * k * m),
+            c_batch_stride: m * n,
+            row_sums: true,
+            ..matmul::Matmul::dense(m, n, k)
+        };
+        check_matmul(ctx, &dw, 6 * k * m, k * n, 2 * m * n, 620 + i as u64);
     }
 }
 
@@ -478,8 +474,15 @@ fn relu_add_and_copy_match_cpu() {
             let mut sum = vec![0.0; part];
             add::cpu::sum_slices(part, &x, &mut sum);
             let out5 = dirty(ctx, part);
-            let got = run_and_read(ctx, &[add::sum_slices(ctx, part, 5, &xt, &out5).unwrap()], &out5);
+            let got = run_and_read(ctx, &[add::sum_slices(ctx, 5, [&xt, &out5], None).unwrap()], &out5);
             assert_close(&format!("sum_slices {len}"), &got, &sum, 1e-6, 1e-6);
+            // With a second pair of a different length (a split bias gradient beside its weight's).
+            let (second, out2) = (&x[..5 * (part / 2 + 1)], dirty(ctx, part / 2 + 1));
+            let mut sum2 = vec![0.0; part / 2 + 1];
+            add::cpu::sum_slices(part / 2 + 1, second, &mut sum2);
+            let d = add::sum_slices(ctx, 5, [&xt, &out5], Some([&up(ctx, second), &out2])).unwrap();
+            assert_close(&format!("sum_slices {len}, second pair"), &run_and_read(ctx, &[d], &out2), &sum2, 1e-6, 1e-6);
+            assert_close(&format!("sum_slices {len}, first pair"), &ctx.read(&out5).unwrap(), &sum, 1e-6, 1e-6);
         }
 
         add::cpu::copy(&x, &mut want);

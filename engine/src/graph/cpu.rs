@@ -3,7 +3,7 @@
 
 use super::program::{Buf, Instr, Program};
 use super::Graph;
-use crate::ops::{add, avg_pool, bias, concat, conv, matmul, max_pool, relu, softmax_cross_entropy};
+use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu, softmax_cross_entropy};
 
 pub struct CpuRun {
     /// The batch's mean loss and correct predictions.
@@ -104,12 +104,9 @@ impl State<'_> {
                 matmul::cpu::matmul(&matmul::linear_product(n, inputs, outputs), s.get(x), s.get(w), s.get(b), out)
             }),
             Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
-                let weight_grad = matmul::Matmul {
-                    a: matmul::View::row_major(outputs).t(),
-                    ..matmul::Matmul::dense(outputs, inputs, n)
-                };
+                let weight_grad = matmul::linear_weight_grad_product(n, inputs, outputs);
                 self.write(dw, |s, out| matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), &[], out));
-                self.write(db, |s, out| bias::cpu::bias_grad(n, outputs, 1, s.get(dy), out));
+                self.write(db, |s, out| out.copy_from_slice(&matmul::cpu::row_sums(&weight_grad, s.get(dy))));
                 if let Some(dx) = dx {
                     let input_grad = matmul::Matmul::dense(n, inputs, outputs);
                     self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), &[], out));

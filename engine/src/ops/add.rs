@@ -7,10 +7,12 @@ use crate::error::Result;
 use crate::kernel::{Access, Access::*, Dispatch, KernelSpec};
 
 crate::gpu_params! {
-    /// add.wgsl's parameters: elements of the output, and slices summed by `sum_slices`.
+    /// add.wgsl's parameters: elements of the output; for `sum_slices`, the slices summed and
+    /// the elements of its second output.
     pub struct AddParams {
         pub total: u32,
         pub slices: u32,
+        pub total2: u32,
     }
 }
 
@@ -18,11 +20,12 @@ crate::gpu_params! {
 const ONE_INPUT: &[(u32, Access)] = &[(1, Read), (3, ReadWrite)];
 pub const ADD: KernelSpec = KernelSpec::new::<AddParams>("add", "add", &[(1, Read), (2, Read), (3, ReadWrite)]);
 pub const ADD_ASSIGN: KernelSpec = KernelSpec::new::<AddParams>("add", "add_assign", ONE_INPUT);
-pub const SUM_SLICES: KernelSpec = KernelSpec::new::<AddParams>("add", "sum_slices", ONE_INPUT);
+pub const SUM_SLICES: KernelSpec =
+    KernelSpec::new::<AddParams>("add", "sum_slices", &[(1, Read), (2, Read), (3, ReadWrite), (4, ReadWrite)]);
 pub const COPY: KernelSpec = KernelSpec::new::<AddParams>("add", "copy", ONE_INPUT);
 
 fn elements(len: usize) -> AddParams {
-    AddParams { total: len as u32, slices: 0 }
+    AddParams { total: len as u32, slices: 0, total2: 0 }
 }
 
 pub fn add(ctx: &GpuContext, len: usize, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Dispatch> {
@@ -39,12 +42,24 @@ pub fn add_assign(ctx: &GpuContext, len: usize, a: &Tensor, out: &Tensor) -> Res
     ctx.dispatch(&ADD_ASSIGN, &elements(len), &[a, out], grid_1d(len))
 }
 
-/// out[i] = Σ_s slices[s·len + i] over `count` slices of `len` elements.
-pub fn sum_slices(ctx: &GpuContext, len: usize, count: usize, slices: &Tensor, out: &Tensor) -> Result<Dispatch> {
+/// Sums `count` slices into one, for one or two (slices, out) pairs: out[i] = Σ_s slices[s·len + i]
+/// over slices of `len = out.len` elements.
+pub fn sum_slices(
+    ctx: &GpuContext,
+    count: usize,
+    first: [&Tensor; 2],
+    second: Option<[&Tensor; 2]>,
+) -> Result<Dispatch> {
+    let [slices, out] = first;
+    let (len, len2) = (out.len, second.map_or(0, |[_, out2]| out2.len));
     slices.check_len("sum_slices input", len * count)?;
-    out.check_len("sum_slices output", len)?;
-    let params = AddParams { total: len as u32, slices: count as u32 };
-    ctx.dispatch(&SUM_SLICES, &params, &[slices, out], grid_1d(len))
+    if let Some([slices2, _]) = second {
+        slices2.check_len("sum_slices second input", len2 * count)?;
+    }
+    let params = AddParams { total: len as u32, slices: count as u32, total2: len2 as u32 };
+    // Without a second pair, the first is bound again in its place.
+    let [slices2, out2] = second.unwrap_or(first);
+    ctx.dispatch(&SUM_SLICES, &params, &[slices, slices2, out, out2], grid_1d(len.max(len2)))
 }
 
 /// out = src.

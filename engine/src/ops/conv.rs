@@ -3,16 +3,16 @@
 //!
 //! Forward:  y[n] = W (OC × C·KH·KW) · cols[n] + bias, ReLU fused: one matmul dispatch whose B
 //!           is read as im2col would write it (implicit GEMM, no column buffer).
-//! Backward: dW = Σ_n dy[n] · cols[n]ᵀ, likewise implicit;  dcols[n] = Wᵀ · dy[n];
-//!           dx = col2im(dcols).
+//! Backward: dW = Σ_n dy[n] · cols[n]ᵀ, likewise implicit, with dbias = Σ dy as the same
+//!           dispatch's row sums;  dcols[n] = Wᵀ · dy[n];  dx = col2im(dcols).
 //! im2col itself stays as the reference path the tests compare the implicit products with.
 
 use super::add::sum_slices;
-use super::bias::bias_grad;
-use super::matmul::{matmul, matmul_bias, BSource, BiasAlong, Matmul, View};
+use super::matmul::{matmul, matmul_fused, BSource, BiasAlong, Matmul, Operands, View};
 use super::window::Window;
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
+use crate::graph::PARAM_ALIGN;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
 crate::gpu_params! {
@@ -249,7 +249,8 @@ pub fn weight_grad_product(g: &ConvGeometry, out_channels: usize, chunks: usize)
 
 /// y [n, oc, oh, ow] = conv(x) + bias, then ReLU when `relu`: one dispatch.
 pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Vec<Dispatch>> {
-    Ok(vec![matmul_bias(ctx, &forward_product(&c.g, c.out_channels, relu), c.weight, c.x, c.bias, y)?])
+    let ops = Operands { a: c.weight, b: c.x, c: y, bias: Some(c.bias), sums: None };
+    Ok(vec![matmul_fused(ctx, &forward_product(&c.g, c.out_channels, relu), &ops)?])
 }
 
 /// The weight gradient sums over the batch; a small weight (few output tiles) would leave the
@@ -262,17 +263,22 @@ pub fn weight_grad_chunks(g: &ConvGeometry, out_channels: usize) -> usize {
     (1..=want).rev().find(|d| g.n.is_multiple_of(*d)).unwrap_or(1)
 }
 
-/// Elements of the partial weight gradients scratch (`conv2d_backward`'s `partials`).
+/// Elements of the split gradients' scratch (`conv2d_backward`'s `partials`): each chunk's
+/// weight gradient, then, from an aligned offset, each chunk's bias gradient.
 pub fn weight_grad_partials_len(g: &ConvGeometry, out_channels: usize) -> usize {
     match weight_grad_chunks(g, out_channels) {
         1 => 1,
-        chunks => chunks * out_channels * g.col_rows(),
+        chunks => bias_partials_at(g, out_channels, chunks) + chunks * out_channels,
     }
 }
 
-/// From dy (already through the fused ReLU's backward): dweight = Σ_n dy[n] · cols[n]ᵀ (via
-/// `partials` scratch when split), dbias = Σ dy, and when `dx` is given,
-/// dx = col2im(Wᵀ · dy[n]) using `dcols` as scratch.
+fn bias_partials_at(g: &ConvGeometry, out_channels: usize, chunks: usize) -> usize {
+    (chunks * out_channels * g.col_rows()).next_multiple_of(PARAM_ALIGN)
+}
+
+/// From dy (already through the fused ReLU's backward): dweight = Σ_n dy[n] · cols[n]ᵀ and
+/// dbias = Σ dy in one dispatch (with a second summing the chunks' `partials` when split), and
+/// when `dx` is given, dx = col2im(Wᵀ · dy[n]) using `dcols` as scratch.
 pub fn conv2d_backward(
     ctx: &GpuContext,
     c: &Conv2d,
@@ -283,14 +289,22 @@ pub fn conv2d_backward(
     dx: Option<(&Tensor, &Tensor)>,
 ) -> Result<Vec<Dispatch>> {
     let (g, oc, p, rows) = (&c.g, c.out_channels, c.g.oh() * c.g.ow(), c.g.col_rows());
-    let mut out = vec![bias_grad(ctx, g.n, oc, p, dy, dbias)?];
     let chunks = weight_grad_chunks(g, oc);
-    let weight_grad = weight_grad_product(g, oc, chunks);
+    let weight_grad = Matmul { row_sums: true, ..weight_grad_product(g, oc, chunks) };
+    let mut out = Vec::new();
     if chunks == 1 {
-        out.push(matmul(ctx, &weight_grad, dy, c.x, dweight)?);
+        out.push(matmul_fused(
+            ctx,
+            &weight_grad,
+            &Operands { a: dy, b: c.x, c: dweight, bias: None, sums: Some(dbias) },
+        )?);
     } else {
-        out.push(matmul(ctx, &weight_grad, dy, c.x, partials)?);
-        out.push(sum_slices(ctx, oc * rows, chunks, partials, dweight)?);
+        partials.check_len("weight gradient partials", weight_grad_partials_len(g, oc))?;
+        let weights = partials.slice(0, chunks * oc * rows);
+        let biases = partials.slice(bias_partials_at(g, oc, chunks), chunks * oc);
+        let ops = Operands { a: dy, b: c.x, c: &weights, bias: None, sums: Some(&biases) };
+        out.push(matmul_fused(ctx, &weight_grad, &ops)?);
+        out.push(sum_slices(ctx, chunks, [&weights, dweight], Some([&biases, dbias]))?);
     }
     if let Some((dx, dcols)) = dx {
         let dcols = if c.g.is_pointwise() { dx } else { dcols };

@@ -19,11 +19,11 @@ crate::gpu_params! {
         pub b_no: u32, pub c_no: u32, pub col_folds: u32, pub b_view: u32,
         pub c: u32, pub h: u32, pub w: u32, pub kh: u32,
         pub kw: u32, pub stride: u32, pub pad: u32, pub ow: u32,
-        pub bias_along: u32, pub relu: u32,
+        pub bias_along: u32, pub relu: u32, pub row_sums: u32,
     }
 }
 
-const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)];
+const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite), (4, Read), (5, ReadWrite)];
 pub const MATMUL: KernelSpec = KernelSpec::new::<MatmulParams>("matmul", "matmul", OPERANDS);
 /// The same product for CPU drivers with 8-lane subgroups (see matmul_subgroup.wgsl).
 pub const MATMUL_SUBGROUP: KernelSpec = KernelSpec::new::<MatmulParams>("matmul_subgroup", "matmul_subgroup", OPERANDS);
@@ -113,6 +113,8 @@ pub struct Matmul {
     pub b_source: BSource,
     pub bias: BiasAlong,
     pub relu: bool,
+    /// Also write Σ_r Σ_k A(m, k) for each batch and row (a bias gradient beside a weight gradient).
+    pub row_sums: bool,
 }
 
 /// Where B's elements come from.
@@ -158,6 +160,7 @@ impl Matmul {
             b_source: BSource::View,
             bias: BiasAlong::None,
             relu: false,
+            row_sums: false,
         }
     }
 
@@ -235,38 +238,39 @@ impl Matmul {
 
 /// C = A·B as `s` describes, without a bias (`s.bias` must be None).
 pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
-    matmul_with(ctx, MatmulKernel::for_device(ctx), s, [a, b, c], None)
+    matmul_fused(ctx, s, &Operands { a, b, c, bias: None, sums: None })
 }
 
-/// C = A·B + bias (along `s.bias`), then ReLU when `s.relu`.
-pub fn matmul_bias(
-    ctx: &GpuContext,
-    s: &Matmul,
-    a: &Tensor,
-    b: &Tensor,
-    bias: &Tensor,
-    c: &Tensor,
-) -> Result<Dispatch> {
-    matmul_with(ctx, MatmulKernel::for_device(ctx), s, [a, b, c], Some(bias))
+/// The tensors of a product: A, B, C, the epilogue's bias (given exactly when `Matmul::bias` is
+/// set) and the row sums' output (given exactly when `Matmul::row_sums`, `batch · m` elements).
+#[derive(Clone, Copy)]
+pub struct Operands<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub c: &'a Tensor,
+    pub bias: Option<&'a Tensor>,
+    pub sums: Option<&'a Tensor>,
 }
 
-/// `matmul` or `matmul_bias` with the kernel chosen by the caller (tests run both where both
-/// can run).
-pub fn matmul_with(
-    ctx: &GpuContext,
-    kernel: MatmulKernel,
-    s: &Matmul,
-    [a, b, c]: [&Tensor; 3],
-    bias: Option<&Tensor>,
-) -> Result<Dispatch> {
-    if bias.is_some() != (s.bias != BiasAlong::None) {
+/// C = A·B + bias (along `s.bias`), then ReLU when `s.relu`; and A's row sums when `s.row_sums`.
+pub fn matmul_fused(ctx: &GpuContext, s: &Matmul, ops: &Operands) -> Result<Dispatch> {
+    matmul_with(ctx, MatmulKernel::for_device(ctx), s, ops)
+}
+
+/// `matmul_fused` with the kernel chosen by the caller (tests run both where both can run).
+pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Operands) -> Result<Dispatch> {
+    let &Operands { a, b, c, bias, sums } = ops;
+    if bias.is_some() != (s.bias != BiasAlong::None) || sums.is_some() != s.row_sums {
         return Err(Error::Shape(format!(
-            "matmul given a bias tensor {:?} for a bias along {:?}",
+            "matmul given a bias {:?} and row sums {:?} for {s:?}",
             bias.is_some(),
-            s.bias
+            sums.is_some()
         )));
     }
     s.check(a.len, b.len, c.len, bias.map_or(0, |t| t.len))?;
+    if let Some(sums) = sums {
+        sums.check_len("matmul row sums", s.batch * s.m)?;
+    }
     if kernel == MatmulKernel::Subgroup && !ctx.report.cpu_lanes_8() {
         // Lanes of other subgroup sizes would broadcast the wrong rows.
         return Err(Error::Kernel {
@@ -319,15 +323,26 @@ pub fn matmul_with(
             BiasAlong::Columns => 2,
         },
         relu: s.relu as u32,
+        row_sums: s.row_sums as u32,
     };
     let groups = [tiles.min(65535) as u32, s.m.div_ceil(tile_rows) as u32, (s.batch * folds) as u32];
-    // Without a bias, A is bound again in its place (two read-only bindings may share a buffer).
-    ctx.dispatch(spec, &params, &[a, b, c, bias.unwrap_or(a)], groups)
+    // Unused bindings get A (read-only) and C (read-write) again: a buffer may back several
+    // bindings of one access.
+    ctx.dispatch(spec, &params, &[a, b, c, bias.unwrap_or(a), sums.unwrap_or(c)], groups)
 }
 
 pub mod cpu {
     use super::{BSource, BiasAlong, Matmul, View};
     use crate::ops::conv::{self, ConvGeometry};
+
+    /// Σ_r Σ_k A[b, r](m, k) for each batch b and row m (`Matmul::row_sums`), summed in f64.
+    pub fn row_sums(s: &Matmul, a: &[f32]) -> Vec<f32> {
+        let at = |b, r, m, k| a[b * s.a.batch_stride + r * s.a.reduce_stride + m * s.a.row_stride + k * s.a.col_stride];
+        let sum = |b, m| {
+            (0..s.reduce).flat_map(|r| (0..s.k).map(move |k| (r, k))).map(|(r, k)| at(b, r, m, k) as f64).sum::<f64>()
+        };
+        (0..s.batch).flat_map(|b| (0..s.m).map(move |m| (b, m))).map(|(b, m)| sum(b, m) as f32).collect()
+    }
 
     /// The plain triple loop the kernel must agree with (sums in f64). A convolution's column
     /// matrix is written out by the CPU im2col first.
@@ -399,10 +414,16 @@ pub fn linear_product(n: usize, inputs: usize, outputs: usize) -> Matmul {
 
 /// y [n, out] = x · weightᵀ + bias, one dispatch.
 pub fn linear_forward(ctx: &GpuContext, l: &Linear, y: &Tensor) -> Result<Vec<Dispatch>> {
-    Ok(vec![matmul_bias(ctx, &linear_product(l.n, l.inputs, l.outputs), l.x, l.weight, l.bias, y)?])
+    let ops = Operands { a: l.x, b: l.weight, c: y, bias: Some(l.bias), sums: None };
+    Ok(vec![matmul_fused(ctx, &linear_product(l.n, l.inputs, l.outputs), &ops)?])
 }
 
-/// dweight = dyᵀ · x, dbias = Σ_n dy, and dx = dy · weight when `dx` is given.
+/// The weight gradient's product dweight = dyᵀ · x, with dbias = Σ_n dy as its row sums.
+pub fn linear_weight_grad_product(n: usize, inputs: usize, outputs: usize) -> Matmul {
+    Matmul { a: View::row_major(outputs).t(), row_sums: true, ..Matmul::dense(outputs, inputs, n) }
+}
+
+/// dweight = dyᵀ · x and dbias = Σ_n dy in one dispatch, and dx = dy · weight when `dx` is given.
 pub fn linear_backward(
     ctx: &GpuContext,
     l: &Linear,
@@ -411,9 +432,9 @@ pub fn linear_backward(
     dbias: &Tensor,
     dx: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
-    let weight_grad = Matmul { a: View::row_major(l.outputs).t(), ..Matmul::dense(l.outputs, l.inputs, l.n) };
-    let mut out =
-        vec![matmul(ctx, &weight_grad, dy, l.x, dweight)?, super::bias::bias_grad(ctx, l.n, l.outputs, 1, dy, dbias)?];
+    let weight_grad = linear_weight_grad_product(l.n, l.inputs, l.outputs);
+    let ops = Operands { a: dy, b: l.x, c: dweight, bias: None, sums: Some(dbias) };
+    let mut out = vec![matmul_fused(ctx, &weight_grad, &ops)?];
     if let Some(dx) = dx {
         out.push(matmul(ctx, &Matmul::dense(l.n, l.inputs, l.outputs), dy, l.weight, dx)?);
     }

@@ -4,7 +4,6 @@ use crate::kernel::KernelSpec;
 
 pub mod add;
 pub mod avg_pool;
-pub mod bias;
 pub mod concat;
 pub mod conv;
 pub mod gather;
@@ -23,9 +22,6 @@ pub const KERNELS: &[&KernelSpec] = &[
     &add::COPY,
     &avg_pool::AVG_POOL_FORWARD,
     &avg_pool::AVG_POOL_BACKWARD,
-    &bias::BIAS_ADD,
-    &bias::BIAS_GRAD,
-    &bias::BIAS_GRAD_SUBGROUP,
     &concat::COPY_CHANNELS,
     &conv::IM2COL,
     &conv::COL2IM,

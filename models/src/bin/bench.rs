@@ -11,7 +11,7 @@
 use clap::Parser;
 use engine::graph::plan::{Feed, Parameters, Plan};
 use engine::ops::gather::GpuImages;
-use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, View};
+use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, Operands, View};
 use engine::ops::sgd::Sgd;
 use engine::{Dispatch, GpuContext};
 use models::train::{steps_per_submit, MNIST_NORMALIZATION};
@@ -231,7 +231,7 @@ fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Er
         let c = ctx.zeros(m * n, "c")?;
         let (mut best, mut how) = (Vec::new(), "");
         for kernel in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
-            let d = matmul_with(ctx, kernel, &s, [&a, &b, &c], None)?;
+            let d = matmul_with(ctx, kernel, &s, &Operands { a: &a, b: &b, c: &c, bias: None, sums: None })?;
             ctx.run(&[&d])?;
             let (times, measured) = dispatch_times(ctx, &[&d, &d, &d])?;
             best.push(times.into_iter().fold(f64::MAX, f64::min));
