@@ -10,7 +10,7 @@ struct MatmulParams {
     b_no: u32, c_no: u32, col_folds: u32, b_view: u32,
     c: u32, h: u32, w: u32, kh: u32,
     kw: u32, stride: u32, pad: u32, ow: u32,
-    bias_along: u32, relu: u32, row_sums: u32,
+    bias_along: u32, relu: u32, row_sums: u32, oh: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
@@ -28,6 +28,10 @@ struct MatmulParams {
 // (ci, ky, kx), pos = (oy, ox)), read where it lies in x:
 //   b_view 1 (convolution):      B(k, j) = cols[jo][k][ji]                     (image jo, row k)
 //   b_view 2 (weight gradient):  B(k, j) = cols[batch * reduce + r][ji][k]     (row ji, position k)
+// With b_view 3 (input gradient of a stride-1 convolution), the B binding is dy [images, reduce
+// output channels, oh, ow] and B[r](k, j) = dy[jo, r, iy + pad - ky, ix + pad - kx] (0 outside),
+// tap k = (ky, kx), pixel ji = (iy, ix): the transposed convolution, so dx = Σ_r W[r]ᵀ-taps · B[r]
+// needs neither a column buffer nor col2im. (Its walk keeps the pixel in oy, ox.)
 // A ColWalk is one entry of that matrix, stepped down B's k by walk_next with no division.
 struct ColWalk {
     base: u32, ci: u32, ky: u32, kx: u32, oy: u32, ox: u32,
@@ -47,10 +51,23 @@ fn walk_at(batch: u32, r: u32, k: u32, ji: u32, jo: u32) -> ColWalk {
     if (p.b_view == 1u) {
         return walk_start(jo, k, ji);
     }
+    if (p.b_view == 3u) {
+        let ky = k / p.kw;
+        let iy = ji / p.w;
+        return ColWalk((jo * p.reduce + r) * p.oh * p.ow, 0u, ky, k - ky * p.kw, iy, ji - iy * p.w);
+    }
     return walk_start(batch * p.reduce + r, ji, k);
 }
 
 fn walk_value(e: ColWalk) -> f32 {
+    if (p.b_view == 3u) {
+        let y = i32(e.oy + p.pad) - i32(e.ky);
+        let x = i32(e.ox + p.pad) - i32(e.kx);
+        if (y < 0 || y >= i32(p.oh) || x < 0 || x >= i32(p.ow)) {
+            return 0.0;
+        }
+        return b[e.base + u32(y) * p.ow + u32(x)];
+    }
     let iy = i32(e.oy * p.stride + e.ky) - i32(p.pad);
     let ix = i32(e.ox * p.stride + e.kx) - i32(p.pad);
     if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
@@ -62,7 +79,7 @@ fn walk_value(e: ColWalk) -> f32 {
 // The entry one k further down the same column.
 fn walk_next(e: ColWalk) -> ColWalk {
     var n = e;
-    if (p.b_view == 1u) {
+    if (p.b_view != 2u) {
         n.kx += 1u;
         if (n.kx == p.kw) {
             n.kx = 0u;

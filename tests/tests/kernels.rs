@@ -298,6 +298,11 @@ fn implicit_conv_products_equal_im2col_then_matmul() {
         for chunks in [1, g.n] {
             reference(conv::weight_grad_product(&g, oc, chunks), g.n * oc * p, chunks * oc * rows, 530 + i as u64);
         }
+        // The transposed convolution of dy (stride 1), against the CPU with dy written out.
+        if g.stride == 1 {
+            let dy = rng.uniform_vec(g.n * oc * p, 1.0);
+            check_matmul_on(ctx, &conv::input_grad_product(&g, oc), oc * rows, &dy, g.input_len(), 540 + i as u64);
+        }
     }
 }
 

@@ -235,12 +235,13 @@ fn a_kernel_spec_that_disagrees_with_its_shader_is_named_with_the_field_or_bindi
     fields[1].1 += 4;
     fields.pop();
     let fields: &'static [_] = fields.leak();
+    assert!(!fields.is_empty());
     let size = good.params.unwrap().size;
     let layout = ParamsLayout { name: "MatmulParams", size: size - 4, fields };
     let wrong_layout = KernelSpec { params: Some(layout), ..*good };
     let found = mismatches(&wrong_layout, &module, &info).join("\n");
-    let last = fields.len();
-    assert!(found.contains("field 1 (`n`)") && found.contains(&format!("field {last} (`relu`)")), "{found}");
+    let (last, last_name) = (fields.len(), good.params.unwrap().fields[fields.len()].0);
+    assert!(found.contains("field 1 (`n`)") && found.contains(&format!("field {last} (`{last_name}`)")), "{found}");
     assert!(found.contains(&format!("MatmulParams is {size} bytes in WGSL but {} in Rust", size - 4)), "{found}");
 }
 

@@ -6,7 +6,7 @@
 use super::program::{Buf, Builder, Forward, Instr};
 use super::Op;
 use crate::error::{Error, Result};
-use crate::ops::conv::weight_grad_partials_len;
+use crate::ops::conv::{input_grad_scratch_len, weight_grad_partials_len};
 
 /// Gradient buffers by node, and which nodes need one (those that depend on a parameter).
 struct Grads {
@@ -46,7 +46,7 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
         Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
             let g = b.conv_geometry(x, kernel, stride, pad);
             let oc = node.shape[0];
-            let dcols_len = if wanted(x) && !g.is_pointwise() { g.cols_len() } else { 1 };
+            let dcols_len = if wanted(x) { input_grad_scratch_len(&g) } else { 1 };
             let dcols = b.new_buf(dcols_len, false, format!("{}.dcols", node.name));
             let partials =
                 b.new_buf(weight_grad_partials_len(&g, oc), false, format!("{}.weight.grad.partials", node.name));

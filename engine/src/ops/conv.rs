@@ -4,7 +4,8 @@
 //! Forward:  y[n] = W (OC × C·KH·KW) · cols[n] + bias, ReLU fused: one matmul dispatch whose B
 //!           is read as im2col would write it (implicit GEMM, no column buffer).
 //! Backward: dW = Σ_n dy[n] · cols[n]ᵀ, likewise implicit, with dbias = Σ dy as the same
-//!           dispatch's row sums;  dcols[n] = Wᵀ · dy[n];  dx = col2im(dcols).
+//!           dispatch's row sums;  dx = the transposed convolution of dy, one implicit product
+//!           (stride 1), else dcols[n] = Wᵀ · dy[n] then dx = col2im(dcols).
 //! im2col itself stays as the reference path the tests compare the implicit products with.
 
 use super::add::sum_slices;
@@ -247,6 +248,32 @@ pub fn weight_grad_product(g: &ConvGeometry, out_channels: usize, chunks: usize)
     }
 }
 
+/// The input gradient's product for a stride-1 convolution: dx[n](c, pixel) = Σ_o Σ_tap
+/// W[o, c, tap] · dy[n, o, pixel + pad − tap], the taps as k and the output channels as the
+/// reduction.
+pub fn input_grad_product(g: &ConvGeometry, out_channels: usize) -> Matmul {
+    let (pixels, taps) = (g.h * g.w, g.kh * g.kw);
+    Matmul {
+        reduce: out_channels,
+        a: View::row_major(taps).reduced(g.c * taps),
+        n: g.n * pixels,
+        n_inner: pixels,
+        c_col_outer: g.c * pixels,
+        b_source: BSource::ConvInputGrad(*g),
+        ..Matmul::dense(g.c, pixels, taps)
+    }
+}
+
+/// Elements of the input gradient's scratch (`conv2d_backward`'s `dcols`): the column matrix's
+/// gradient where col2im needs it (stride above 1), else none.
+pub fn input_grad_scratch_len(g: &ConvGeometry) -> usize {
+    if g.stride > 1 && !g.is_pointwise() {
+        g.cols_len()
+    } else {
+        1
+    }
+}
+
 /// y [n, oc, oh, ow] = conv(x) + bias, then ReLU when `relu`: one dispatch.
 pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Vec<Dispatch>> {
     let ops = Operands { a: c.weight, b: c.x, c: y, bias: Some(c.bias), sums: None };
@@ -278,7 +305,8 @@ fn bias_partials_at(g: &ConvGeometry, out_channels: usize, chunks: usize) -> usi
 
 /// From dy (already through the fused ReLU's backward): dweight = Σ_n dy[n] · cols[n]ᵀ and
 /// dbias = Σ dy in one dispatch (with a second summing the chunks' `partials` when split), and
-/// when `dx` is given, dx = col2im(Wᵀ · dy[n]) using `dcols` as scratch.
+/// when `dx` is given, dx in one more (two at a stride above 1: col2im(Wᵀ · dy[n]) with `dcols`
+/// as scratch).
 pub fn conv2d_backward(
     ctx: &GpuContext,
     c: &Conv2d,
@@ -307,6 +335,10 @@ pub fn conv2d_backward(
         out.push(sum_slices(ctx, chunks, [&weights, dweight], Some([&biases, dbias]))?);
     }
     if let Some((dx, dcols)) = dx {
+        if g.stride == 1 && !g.is_pointwise() {
+            out.push(matmul(ctx, &input_grad_product(g, oc), c.weight, dy, dx)?);
+            return Ok(out);
+        }
         let dcols = if c.g.is_pointwise() { dx } else { dcols };
         let col_grad = Matmul {
             a: View::row_major(rows).t(),

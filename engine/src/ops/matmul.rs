@@ -19,7 +19,7 @@ crate::gpu_params! {
         pub b_no: u32, pub c_no: u32, pub col_folds: u32, pub b_view: u32,
         pub c: u32, pub h: u32, pub w: u32, pub kh: u32,
         pub kw: u32, pub stride: u32, pub pad: u32, pub ow: u32,
-        pub bias_along: u32, pub relu: u32, pub row_sums: u32,
+        pub bias_along: u32, pub relu: u32, pub row_sums: u32, pub oh: u32,
     }
 }
 
@@ -128,6 +128,10 @@ pub enum BSource {
     /// Its transpose: B(k, j) is row ji at position k of image batch·reduce + r: the weight
     /// gradient's product.
     ConvColumnsT(ConvGeometry),
+    /// The output gradient dy [images, reduce, oh, ow] of a stride-1 convolution read as the
+    /// transposed convolution's columns: B[r](k, j) = dy[jo, r, iy + pad − ky, ix + pad − kx] for
+    /// tap k = (ky, kx) and pixel ji = (iy, ix) (n_inner = h·w): the input gradient's product.
+    ConvInputGrad(ConvGeometry),
 }
 
 /// Which index of C the epilogue's bias follows.
@@ -189,6 +193,13 @@ impl Matmul {
                 }
                 Ok(ConvGeometry { n: self.batch * self.reduce, ..g }.input_len())
             }
+            BSource::ConvInputGrad(g) => {
+                let pixels = g.h * g.w;
+                if g.stride != 1 || self.k != g.kh * g.kw || self.n_inner != pixels || self.n % pixels != 0 {
+                    return mismatch("a stride-1 convolution, k its taps and n whole images of pixels");
+                }
+                Ok(self.n / pixels * self.reduce * g.oh() * g.ow())
+            }
         }
     }
 
@@ -232,6 +243,7 @@ impl Matmul {
             BSource::View => (0, None),
             BSource::ConvColumns(g) => (1, Some(g)),
             BSource::ConvColumnsT(g) => (2, Some(g)),
+            BSource::ConvInputGrad(g) => (3, Some(g)),
         }
     }
 }
@@ -317,6 +329,7 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
         stride: conv(|g| g.stride),
         pad: conv(|g| g.pad),
         ow: conv(ConvGeometry::ow),
+        oh: conv(ConvGeometry::oh),
         bias_along: match s.bias {
             BiasAlong::None => 0,
             BiasAlong::Rows => 1,
@@ -334,6 +347,26 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
 pub mod cpu {
     use super::{BSource, BiasAlong, Matmul, View};
     use crate::ops::conv::{self, ConvGeometry};
+
+    /// B of `BSource::ConvInputGrad` written out: [reduce][tap][image · h·w + pixel], from dy
+    /// [images, reduce, oh, ow].
+    fn transposed_columns(g: &ConvGeometry, channels: usize, images: usize, dy: &[f32]) -> Vec<f32> {
+        let (taps, pixels, n) = (g.kh * g.kw, g.h * g.w, images * g.h * g.w);
+        let mut out = vec![0.0; channels * taps * n];
+        for (o, t, image, pixel) in
+            (0..channels * taps * images * pixels).map(|i| (i / (taps * n), i / n % taps, i % n / pixels, i % pixels))
+        {
+            let (y, x) = (
+                (pixel / g.w + g.pad) as isize - (t / g.kw) as isize,
+                (pixel % g.w + g.pad) as isize - (t % g.kw) as isize,
+            );
+            if (0..g.oh() as isize).contains(&y) && (0..g.ow() as isize).contains(&x) {
+                let at = ((image * channels + o) * g.oh() + y as usize) * g.ow() + x as usize;
+                out[(o * taps + t) * n + image * pixels + pixel] = dy[at];
+            }
+        }
+        out
+    }
 
     /// Σ_r Σ_k A[b, r](m, k) for each batch b and row m (`Matmul::row_sums`), summed in f64.
     pub fn row_sums(s: &Matmul, a: &[f32]) -> Vec<f32> {
@@ -365,6 +398,11 @@ pub mod cpu {
                 let p = g.oh() * g.ow();
                 let b_view = View::row_major(p).t().reduced(g.col_rows() * p).batched(s.reduce * g.col_rows() * p);
                 (columns(g, s.batch * s.reduce), Matmul { b: b_view, ..*s })
+            }
+            BSource::ConvInputGrad(g) => {
+                let stored = transposed_columns(&g, s.reduce, s.n / (g.h * g.w), b);
+                let b_view = View::row_major(s.n).reduced(g.kh * g.kw * s.n);
+                (stored, Matmul { b: b_view, b_col_outer: g.h * g.w, ..*s })
             }
         };
         for bi in 0..s.batch {
