@@ -88,8 +88,8 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
             let g = b.pool_geometry(x, kernel, stride, pad);
             accumulate(b, &mut grads.grad, x, |dx| Instr::AvgPoolBack { g, dy, dx });
         }
-        // The pool's argmax masks the gradient already: it passes through, shared.
-        Op::Relu { x } if wanted(x) && f.relu_in_pool[i] && grads.grad[x].is_none() => grads.grad[x] = Some(dy),
+        // A max pool's argmax masks the gradient already: it passes through, shared.
+        Op::Relu { x } if wanted(x) && f.masked_by_pool[i] && grads.grad[x].is_none() => grads.grad[x] = Some(dy),
         Op::Relu { x } if wanted(x) => {
             let (len, y) = (b.node_len(i), f.out[i]);
             accumulate(b, &mut grads.grad, x, |dx| Instr::ReluBack { len, y, dy, dx });

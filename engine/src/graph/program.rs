@@ -71,7 +71,8 @@ pub enum Instr {
         db: Buf,
         dx: Option<Buf>,
     },
-    /// y = max pool of x, then ReLU when `relu` (the argmax then masks the ReLU's gradient).
+    /// y = max pool of x, then ReLU when `relu`: a fused ReLU after the pool, or (a no-op on the
+    /// values) masking the ReLU before it. Either way the argmax masks the ReLU's gradient.
     MaxPool {
         g: PoolGeometry,
         x: Buf,
@@ -189,8 +190,10 @@ pub(super) struct Forward {
     pub out: Vec<Buf>,
     /// A max pool's saved argmax.
     pub argmax: Vec<Option<Buf>>,
-    /// A ReLU fused into the max pool before it, whose gradient the pool's argmax masks.
-    pub relu_in_pool: Vec<bool>,
+    /// A ReLU whose gradient the next max pool's argmax masks: one fused into the pool before
+    /// it, or one whose only consumer is a max pool (which then masks windows whose max is not
+    /// positive, those where the ReLU clamped its winner).
+    pub masked_by_pool: Vec<bool>,
 }
 
 impl Builder<'_> {
@@ -302,12 +305,12 @@ impl Builder<'_> {
     fn forward(&mut self) -> Forward {
         let nodes = &self.graph.nodes;
         let n = nodes.len();
-        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n], relu_in_pool: vec![false; n] };
+        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n], masked_by_pool: vec![false; n] };
         let mut relu_fused = false;
         for (i, node) in nodes.iter().enumerate() {
             if std::mem::take(&mut relu_fused) {
                 f.out.push(f.out[i - 1]);
-                f.relu_in_pool[i] = matches!(nodes[i - 1].op, Op::MaxPool2d { .. });
+                f.masked_by_pool[i] = matches!(nodes[i - 1].op, Op::MaxPool2d { .. });
                 continue;
             }
             let y = match node.op {
@@ -348,9 +351,12 @@ impl Builder<'_> {
                 let g = self.pool_geometry(x, kernel, stride, pad);
                 let argmax = self.new_buf(len, true, format!("{}.argmax", node.name));
                 f.argmax[i] = Some(argmax);
-                let relu = self.relu_fuses_into(i);
+                let relu_after = self.relu_fuses_into(i);
+                let relu_before = matches!(self.graph.nodes[x].op, Op::Relu { .. }) && self.consumers(x) == 1;
+                f.masked_by_pool[x] = relu_before;
+                let relu = relu_after || relu_before;
                 self.instrs.push(Instr::MaxPool { g, x: f.out[x], y, argmax, relu });
-                return relu;
+                return relu_after;
             }
             Op::AvgPool2d { x, kernel, stride, pad } => {
                 let g = self.pool_geometry(x, kernel, stride, pad);
@@ -369,8 +375,12 @@ impl Builder<'_> {
 
     /// Whether node `i + 1` is a ReLU of node `i` and its only consumer.
     fn relu_fuses_into(&self, i: usize) -> bool {
-        let nodes = &self.graph.nodes;
-        let consumers = nodes.iter().filter(|n| n.op.inputs().contains(&i)).count();
-        consumers == 1 && matches!(nodes.get(i + 1).map(|n| &n.op), Some(Op::Relu { x }) if *x == i)
+        let next = self.graph.nodes.get(i + 1).map(|n| &n.op);
+        self.consumers(i) == 1 && matches!(next, Some(Op::Relu { x }) if *x == i)
+    }
+
+    /// How many nodes read node `i`.
+    fn consumers(&self, i: usize) -> usize {
+        self.graph.nodes.iter().filter(|n| n.op.inputs().contains(&i)).count()
     }
 }
