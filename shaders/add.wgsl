@@ -1,20 +1,17 @@
 // add: elementwise sum for residual connections, the in-place accumulate that sums the
 // gradients of a tensor read by several consumers (the Inception branches, the residual skip),
-// the sum of equal slices that finishes a split-K matmul, and the copy that hands an add's
-// output gradient to the first of its inputs that needs it.
+// and the sum of equal slices that finishes a split-K matmul.
 //
 //   add:        out[i] = first[i] + second[i]
 //   add_assign: out[i] = out[i] + first[i]
 //   sum_slices: out[i] = sum over s < slices of first[s * total + i], and
 //               out2[i] = sum over s < slices of second[s * total2 + i] for i < total2: a
 //               split-K weight gradient and its bias gradient in one dispatch
-//   copy:       out[i] = first[i]
 //
 // add         bindings: 0 uniform AddParams, 1 first (read), 2 second (read), 3 out (read_write).
 // add_assign  bindings: 0 uniform AddParams, 1 first (read), 3 out (read_write).
 // sum_slices  bindings: 0 uniform AddParams, 1 first (read), 2 second (read), 3 out (read_write),
 //             4 out2 (read_write); one thread per element of out, or of out2 if it is longer.
-// copy        bindings: 0 uniform AddParams, 1 first (read), 3 out (read_write).
 // Dispatch: one thread per element of out, workgroups of 256, folded into y past 65535 groups.
 
 struct AddParams {
@@ -71,17 +68,5 @@ fn sum_slices(
             sum += second[s * p.total2 + idx];
         }
         out2[idx] = sum;
-    }
-}
-
-@compute @workgroup_size(256)
-fn copy(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let idx = flat_index(wg, groups, lid);
-    if (idx < p.total) {
-        out[idx] = first[idx];
     }
 }

@@ -11,6 +11,9 @@ use crate::ops::conv::{input_grad_scratch_len, weight_grad_partials_len};
 /// Gradient buffers by node, and which nodes need one (those that depend on a parameter).
 struct Grads {
     grad: Vec<Option<Buf>>,
+    /// The node's gradient buffer is also another node's (an add passes one gradient to both
+    /// inputs): further contributions are added out of place.
+    shared: Vec<bool>,
     wanted: Vec<bool>,
 }
 
@@ -23,7 +26,7 @@ pub(super) fn backward(b: &mut Builder, f: &Forward, logits: usize, dlogits: Buf
         wanted[i] =
             matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. }) || node.op.inputs().iter().any(|&j| wanted[j]);
     }
-    let mut grads = Grads { grad: vec![None; nodes.len()], wanted };
+    let mut grads = Grads { grad: vec![None; nodes.len()], shared: vec![false; nodes.len()], wanted };
     grads.grad[logits] = Some(dlogits);
     for i in (0..nodes.len()).rev() {
         if let Some(dy) = grads.grad[i] {
@@ -82,29 +85,31 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
         Op::MaxPool2d { x, kernel, stride, pad } if wanted(x) => {
             let (g, argmax) =
                 (b.pool_geometry(x, kernel, stride, pad), f.argmax[i].expect("saved by the forward pass"));
-            accumulate(b, &mut grads.grad, x, |dx| Instr::MaxPoolBack { g, dy, argmax, dx });
+            accumulate(b, grads, x, |dx| Instr::MaxPoolBack { g, dy, argmax, dx });
         }
         Op::AvgPool2d { x, kernel, stride, pad } if wanted(x) => {
             let g = b.pool_geometry(x, kernel, stride, pad);
-            accumulate(b, &mut grads.grad, x, |dx| Instr::AvgPoolBack { g, dy, dx });
+            accumulate(b, grads, x, |dx| Instr::AvgPoolBack { g, dy, dx });
         }
         // A max pool's argmax masks the gradient already: it passes through, shared.
         Op::Relu { x } if wanted(x) && f.masked_by_pool[i] && grads.grad[x].is_none() => grads.grad[x] = Some(dy),
         Op::Relu { x } if wanted(x) => {
             let (len, y) = (b.node_len(i), f.out[i]);
-            accumulate(b, &mut grads.grad, x, |dx| Instr::ReluBack { len, y, dy, dx });
+            accumulate(b, grads, x, |dx| Instr::ReluBack { len, y, dy, dx });
         }
         Op::Add { a, b: other } => {
-            for x in [a, other].into_iter().filter(|&x| wanted(x)) {
-                pass_through(b, &mut grads.grad, x, dy);
+            let inputs: Vec<usize> = [a, other].into_iter().filter(|&x| wanted(x)).collect();
+            for &x in &inputs {
+                pass_through(b, grads, x, dy, inputs.len() > 1);
             }
         }
         // A flatten shares its input's memory, so the first gradient is shared too.
         Op::Flatten { x } if wanted(x) && grads.grad[x].is_none() => grads.grad[x] = Some(dy),
-        Op::Flatten { x } if wanted(x) => pass_through(b, &mut grads.grad, x, dy),
+        Op::Flatten { x } if wanted(x) => pass_through(b, grads, x, dy, false),
         Op::Concat { .. } => {
-            for (x, _, copy) in b.concat_parts(i).into_iter().filter(|&(x, ..)| wanted(x)) {
-                accumulate(b, &mut grads.grad, x, |dx| Instr::CopyChannels { copy, src: dy, dst: dx });
+            let parts: Vec<_> = b.concat_parts(i).into_iter().filter(|&(x, ..)| wanted(x)).collect();
+            for (x, _, copy) in parts {
+                accumulate(b, grads, x, |dx| Instr::CopyChannels { copy, src: dy, dst: dx });
             }
         }
         Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::Relu { .. } | Op::Flatten { .. } => {}
@@ -115,7 +120,7 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
 /// it the gradient of its input `x` to write too when `x` needs one.
 fn push_layer_backward(b: &mut Builder, grads: &mut Grads, x: usize, instr: impl FnOnce(Option<Buf>) -> Instr) {
     if grads.wanted[x] {
-        accumulate(b, &mut grads.grad, x, |dx| instr(Some(dx)));
+        accumulate(b, grads, x, |dx| instr(Some(dx)));
     } else {
         b.instrs.push(instr(None));
     }
@@ -123,29 +128,43 @@ fn push_layer_backward(b: &mut Builder, grads: &mut Grads, x: usize, instr: impl
 
 /// Pushes `instr(dx)`, one gradient contribution to node `x`: written straight into x's
 /// gradient buffer when it is the first, else into a scratch buffer then added in.
-fn accumulate(b: &mut Builder, grad: &mut [Option<Buf>], x: usize, instr: impl FnOnce(Buf) -> Instr) {
-    let (len, graph) = (b.node_len(x), b.graph);
-    let name = &graph.nodes[x].name;
-    match grad[x] {
+fn accumulate(b: &mut Builder, grads: &mut Grads, x: usize, instr: impl FnOnce(Buf) -> Instr) {
+    let name = &b.graph.nodes[x].name;
+    match grads.grad[x] {
         None => {
-            let dx = b.new_buf(len, false, format!("{name}.grad"));
-            grad[x] = Some(dx);
+            let dx = b.new_buf(b.node_len(x), false, format!("{name}.grad"));
+            grads.grad[x] = Some(dx);
             b.instrs.push(instr(dx));
         }
-        Some(total) => {
-            let part = b.new_buf(len, false, format!("{name}.grad.part"));
+        Some(_) => {
+            let part = b.new_buf(b.node_len(x), false, format!("{name}.grad.part"));
             b.instrs.push(instr(part));
-            b.instrs.push(Instr::AddAssign { len, a: part, y: total });
+            add_into(b, grads, x, part);
         }
     }
 }
 
-/// Node x's gradient receives `dy` unchanged (the fan-out of an add, a flatten): copied into a
-/// first gradient, added straight into an existing one.
-fn pass_through(b: &mut Builder, grad: &mut [Option<Buf>], x: usize, dy: Buf) {
-    let len = b.node_len(x);
-    match grad[x] {
-        Some(g) => b.instrs.push(Instr::AddAssign { len, a: dy, y: g }),
-        None => accumulate(b, grad, x, |dx| Instr::Copy { len, src: dy, dst: dx }),
+/// Node x's gradient receives `dy` unchanged (the fan-out of an add, a flatten): it becomes x's
+/// gradient buffer when it is the first (`shared` when another node's gradient is it too), else
+/// it is added in.
+fn pass_through(b: &mut Builder, grads: &mut Grads, x: usize, dy: Buf, shared: bool) {
+    match grads.grad[x] {
+        Some(_) => add_into(b, grads, x, dy),
+        None => {
+            grads.grad[x] = Some(dy);
+            grads.shared[x] = shared;
+        }
+    }
+}
+
+/// Adds `part` to node x's gradient: in place, or into a new buffer when the gradient is shared.
+fn add_into(b: &mut Builder, grads: &mut Grads, x: usize, part: Buf) {
+    let (len, total) = (b.node_len(x), grads.grad[x].expect("a gradient to add to"));
+    if grads.shared[x] {
+        let sum = b.new_buf(len, false, format!("{}.grad", b.graph.nodes[x].name));
+        b.instrs.push(Instr::Add { len, a: part, b: total, y: sum });
+        (grads.grad[x], grads.shared[x]) = (Some(sum), false);
+    } else {
+        b.instrs.push(Instr::AddAssign { len, a: part, y: total });
     }
 }

@@ -137,9 +137,6 @@ impl State<'_> {
             Instr::AddAssign { len, a, y } => {
                 self.write(y, |s, out| add::cpu::add_assign(&s.get(a)[..len], &mut out[..len]))
             }
-            Instr::Copy { len, src, dst } => {
-                self.write(dst, |s, out| add::cpu::copy(&s.get(src)[..len], &mut out[..len]))
-            }
             Instr::CopyChannels { copy, src, dst } => {
                 self.write(dst, |s, out| concat::cpu::copy_channels(&copy, s.get(src), out))
             }

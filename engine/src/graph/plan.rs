@@ -203,7 +203,6 @@ impl Plan {
                 Instr::ReluBack { len, y, dy, dx } => out.push(relu::relu_backward(ctx, len, &t(y), &t(dy), &t(dx))?),
                 Instr::Add { len, a, b, y } => out.push(add::add(ctx, len, &t(a), &t(b), &t(y))?),
                 Instr::AddAssign { len, a, y } => out.push(add::add_assign(ctx, len, &t(a), &t(y))?),
-                Instr::Copy { len, src, dst } => out.push(add::copy(ctx, len, &t(src), &t(dst))?),
                 Instr::CopyChannels { copy, src, dst } => {
                     out.push(concat::copy_channels(ctx, &copy, &t(src), &t(dst))?)
                 }

@@ -118,11 +118,6 @@ pub enum Instr {
         a: Buf,
         y: Buf,
     },
-    Copy {
-        len: usize,
-        src: Buf,
-        dst: Buf,
-    },
     CopyChannels {
         copy: ChannelCopy,
         src: Buf,
@@ -157,7 +152,7 @@ impl Instr {
             ReluBack { y, dy, dx, .. } => vec![*y, *dy, *dx],
             Add { a, b, y, .. } => vec![*a, *b, *y],
             AddAssign { a, y, .. } => vec![*a, *y],
-            Copy { src, dst, .. } | CopyChannels { src, dst, .. } => vec![*src, *dst],
+            CopyChannels { src, dst, .. } => vec![*src, *dst],
             Loss { logits, labels, dlogits, .. } => [*logits, *labels].into_iter().chain(*dlogits).collect(),
         }
     }

@@ -1,6 +1,6 @@
 //! add.wgsl: out = a + b (residual connections), out += a (summing the gradients of a tensor
-//! with several consumers), the split-K sum, and a copy. The backward of `add` is a fan-out:
-//! both inputs receive dout (the first by a copy, the next added in).
+//! with several consumers) and the split-K sum. The backward of `add` is a fan-out: both inputs
+//! share dout as their gradient (autodiff then adds further contributions out of place).
 
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
@@ -22,7 +22,6 @@ pub const ADD: KernelSpec = KernelSpec::new::<AddParams>("add", "add", &[(1, Rea
 pub const ADD_ASSIGN: KernelSpec = KernelSpec::new::<AddParams>("add", "add_assign", ONE_INPUT);
 pub const SUM_SLICES: KernelSpec =
     KernelSpec::new::<AddParams>("add", "sum_slices", &[(1, Read), (2, Read), (3, ReadWrite), (4, ReadWrite)]);
-pub const COPY: KernelSpec = KernelSpec::new::<AddParams>("add", "copy", ONE_INPUT);
 
 fn elements(len: usize) -> AddParams {
     AddParams { total: len as u32, slices: 0, total2: 0 }
@@ -62,13 +61,6 @@ pub fn sum_slices(
     ctx.dispatch(&SUM_SLICES, &params, &[slices, slices2, out, out2], grid_1d(len.max(len2)))
 }
 
-/// out = src.
-pub fn copy(ctx: &GpuContext, len: usize, src: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    src.check_len("copy input", len)?;
-    out.check_len("copy output", len)?;
-    ctx.dispatch(&COPY, &elements(len), &[src, out], grid_1d(len))
-}
-
 pub mod cpu {
     pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
         for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
@@ -80,10 +72,6 @@ pub mod cpu {
         for (o, a) in out.iter_mut().zip(a) {
             *o += a;
         }
-    }
-
-    pub fn copy(src: &[f32], out: &mut [f32]) {
-        out.copy_from_slice(&src[..out.len()]);
     }
 
     pub fn sum_slices(len: usize, slices: &[f32], out: &mut [f32]) {

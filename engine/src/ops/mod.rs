@@ -19,7 +19,6 @@ pub const KERNELS: &[&KernelSpec] = &[
     &add::ADD,
     &add::ADD_ASSIGN,
     &add::SUM_SLICES,
-    &add::COPY,
     &avg_pool::AVG_POOL_FORWARD,
     &avg_pool::AVG_POOL_BACKWARD,
     &concat::COPY_CHANNELS,
