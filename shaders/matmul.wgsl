@@ -11,12 +11,14 @@
 //   C(m, j) at c[b*c_bs + m*c_ms + ji + jo*c_no]
 // With b_view 1 or 2, B is the column matrix of a convolution's input, read from the input where
 // it lies (implicit GEMM: no column buffer; see prelude/matmul_params.wgsl). The epilogue adds a
-// bias along C's rows or columns and applies ReLU (bias_along, relu).
+// bias along C's rows or columns, adds a residual tensor shaped like C, and applies ReLU
+// (bias_along, residual, relu).
 //
 // With row_sums, it also writes the sums of A's rows (a bias gradient, see the prelude).
 //
 // Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), 4 bias (read; any
-// buffer when bias_along is 0), 5 sums (read_write; any when row_sums is 0), declared in
+// buffer when bias_along is 0), 5 sums (read_write; any when row_sums is 0), 6 residual (read;
+// any when residual is 0), declared in
 // prelude/matmul_params.wgsl (shared with matmul_subgroup.wgsl).
 // Dispatch: (min(T, 65535), ceil(M / 32), batch * col_folds) workgroups of 16×8 threads, where
 // T = ceil(N / 64) column tiles are folded into z as col_folds = ceil(T / 65535) when there are
@@ -146,7 +148,7 @@ fn matmul(
                 if (p.accumulate != 0u) {
                     v += c[idx];
                 }
-                c[idx] = epilogue(v, gm, ji);
+                c[idx] = epilogue(v, gm, ji, idx);
             }
         }
     }

@@ -16,7 +16,7 @@
 // applies ReLU, and A's row sums may be written too (row_sums), as in matmul.wgsl.
 //
 // Bindings: 0 uniform MatmulParams, 1 A (read), 2 B (read), 3 C (read_write), 4 bias (read),
-// 5 sums (read_write), declared in prelude/matmul_params.wgsl.
+// 5 sums (read_write), 6 residual (read), declared in prelude/matmul_params.wgsl.
 // Dispatch: (min(T, 65535), ceil(M / 16), batch * col_folds) workgroups of 64 invocations, which
 // must form 8 subgroups of 8 (launch only where the subgroup size is 8), T = ceil(N / 128)
 // column tiles folded into z as in matmul.wgsl. Each subgroup owns a 16×16 tile of C, the 8
@@ -74,7 +74,7 @@ fn store_column(acc: array<vec4<f32>, 4>, row0: u32, column: u32, batch: u32) {
         if (p.accumulate != 0u) {
             v += c[idx];
         }
-        c[idx] = epilogue(v, m, ji);
+        c[idx] = epilogue(v, m, ji, idx);
     }
 }
 

@@ -11,6 +11,7 @@ struct MatmulParams {
     c: u32, h: u32, w: u32, kh: u32,
     kw: u32, stride: u32, pad: u32, ow: u32,
     bias_along: u32, relu: u32, row_sums: u32, oh: u32,
+    residual: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
@@ -19,6 +20,7 @@ struct MatmulParams {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(6) var<storage, read> residual_in: array<f32>;
 
 // With row_sums != 0, sums[batch * m + row] = Σ_r Σ_k A[batch, r](row, k), added in k order:
 // a layer's bias gradient (A = dy) beside its weight gradient, written by the tile of column 0.
@@ -99,14 +101,18 @@ fn walk_next(e: ColWalk) -> ColWalk {
     return n;
 }
 
-// The epilogue of C(m, j): + bias[m] (bias_along 1: a convolution's channels are C's rows) or
-// + bias[ji] (bias_along 2: a linear layer's outputs are C's columns), then ReLU when relu != 0.
-fn epilogue(v: f32, m: u32, ji: u32) -> f32 {
+// The epilogue of C(m, j), at c[idx]: + bias[m] (bias_along 1: a convolution's channels are C's
+// rows) or + bias[ji] (bias_along 2: a linear layer's outputs are C's columns), then
+// + residual_in[idx] when residual != 0 (a residual block's skip), then ReLU when relu != 0.
+fn epilogue(v: f32, m: u32, ji: u32, idx: u32) -> f32 {
     var out = v;
     if (p.bias_along == 1u) {
         out += bias[m];
     } else if (p.bias_along == 2u) {
         out += bias[ji];
+    }
+    if (p.residual != 0u) {
+        out += residual_in[idx];
     }
     if (p.relu != 0u) {
         out = max(out, 0.0);

@@ -63,14 +63,21 @@ fn check_matmul_on(ctx: &GpuContext, s: &matmul::Matmul, a_len: usize, b: &[f32]
         matmul::BiasAlong::Rows => rng.uniform_vec(s.m, 1.0),
         matmul::BiasAlong::Columns => rng.uniform_vec(s.n_inner, 1.0),
     };
+    let residual = if s.residual { rng.uniform_vec(c_len, 1.0) } else { vec![] };
     let mut want = c0.clone();
-    matmul::cpu::matmul(s, &a, &b, &bias, &mut want);
+    matmul::cpu::matmul(s, &a, &b, &bias, &residual, &mut want);
     let sums_want = matmul::cpu::row_sums(s, &a);
     let (a, b, bias) = (up(ctx, &a), up(ctx, b), (!bias.is_empty()).then(|| up(ctx, &bias)));
+    let residual = s.residual.then(|| up(ctx, &residual));
     let mut results = Vec::new();
     for kernel in matmul_kernels(ctx) {
         let (c, sums) = (up(ctx, &c0), dirty(ctx, s.batch * s.m));
-        let ops = matmul::Operands { a: &a, b: &b, c: &c, bias: bias.as_ref(), sums: s.row_sums.then_some(&sums) };
+        let ops = matmul::Operands {
+            bias: bias.as_ref(),
+            sums: s.row_sums.then_some(&sums),
+            residual: residual.as_ref(),
+            ..matmul::Operands::abc(&a, &b, &c)
+        };
         let got = run_and_read(ctx, &[matmul::matmul_with(ctx, kernel, s, &ops).unwrap()], &c);
         assert_close(&format!("matmul ({kernel:?}) {s:?}"), &got, &want, 1e-4, sum_tol(s.k * s.reduce));
         let sums = if s.row_sums { ctx.read::<f32>(&sums).unwrap() } else { vec![] };
@@ -179,7 +186,7 @@ fn matmul_folds_more_than_65535_column_tiles_into_z() {
 fn matmul_subgroup_is_refused_where_subgroups_are_not_8_lanes() {
     let Some(ctx) = gpu() else { return };
     let t = up(ctx, &[1.0; 4]);
-    let ops = matmul::Operands { a: &t, b: &t, c: &t, bias: None, sums: None };
+    let ops = matmul::Operands::abc(&t, &t, &t);
     let result = matmul::matmul_with(ctx, matmul::MatmulKernel::Subgroup, &matmul::Matmul::dense(2, 2, 1), &ops);
     match (ctx.report.cpu_lanes_8(), result) {
         (true, Ok(_)) => {}
@@ -324,7 +331,7 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
             let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
             let layer = conv::Conv2d { g, out_channels: oc, x: &xt, weight: &wt, bias: &bt };
             let y = dirty(ctx, y_len);
-            let got = run_and_read(ctx, &conv::conv2d_forward(ctx, &layer, relu, &y).unwrap(), &y);
+            let got = run_and_read(ctx, &conv::conv2d_forward(ctx, &layer, relu, None, &y).unwrap(), &y);
             assert_close(&format!("conv2d_forward {g:?} relu {relu}"), &got, &want, 1e-4, sum_tol(g.col_rows()));
 
             if relu {
@@ -335,7 +342,7 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
             conv::cpu::conv2d_backward(&g, oc, &x, &w, &dy, &mut dx_want, &mut dw_want, &mut db_want);
             let (dx, dw, db) = (dirty(ctx, x.len()), dirty(ctx, w.len()), dirty(ctx, oc));
             let dcols = dirty(ctx, g.cols_len());
-            let mut steps = conv::conv2d_forward(ctx, &layer, false, &y).unwrap();
+            let mut steps = conv::conv2d_forward(ctx, &layer, false, None, &y).unwrap();
             let partials = dirty(ctx, conv::weight_grad_partials_len(&g, oc));
             steps.extend(
                 conv::conv2d_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, &partials, Some((&dx, &dcols))).unwrap(),
@@ -424,6 +431,8 @@ fn matmul_epilogue_and_row_sums_match_cpu() {
             check_matmul(ctx, &along_rows, m * k, k * n, m * n, 600 + i as u64);
             let along_columns = matmul::Matmul { bias: matmul::BiasAlong::Columns, relu, ..along_rows };
             check_matmul(ctx, &along_columns, m * k, k * n, m * n, 610 + i as u64);
+            let residual = matmul::Matmul { residual: true, ..along_rows };
+            check_matmul(ctx, &residual, m * k, k * n, m * n, 630 + i as u64);
         }
         // Row sums of a transposed A over a reduction and a batch: a split weight gradient.
         let dw = matmul::Matmul {

@@ -76,8 +76,11 @@ impl State<'_> {
     /// Runs one instruction; the loss instruction returns (mean loss, correct predictions).
     fn exec(&mut self, instr: &Instr) -> Option<(f32, u32)> {
         match *instr {
-            Instr::Conv { g, oc, x, w, b, y, relu, .. } => self.write(y, |s, out| {
+            Instr::Conv { g, oc, x, w, b, y, relu, residual } => self.write(y, |s, out| {
                 conv::cpu::conv2d_forward(&g, oc, s.get(x), s.get(w), s.get(b), out);
+                if let Some(r) = residual {
+                    add::cpu::add_assign(s.get(r), out);
+                }
                 if relu {
                     out.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
@@ -101,15 +104,15 @@ impl State<'_> {
                 }
             }
             Instr::Linear { n, inputs, outputs, x, w, b, y } => self.write(y, |s, out| {
-                matmul::cpu::matmul(&matmul::linear_product(n, inputs, outputs), s.get(x), s.get(w), s.get(b), out)
+                matmul::cpu::matmul(&matmul::linear_product(n, inputs, outputs), s.get(x), s.get(w), s.get(b), &[], out)
             }),
             Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
                 let weight_grad = matmul::linear_weight_grad_product(n, inputs, outputs);
-                self.write(dw, |s, out| matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), &[], out));
+                self.write(dw, |s, out| matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), &[], &[], out));
                 self.write(db, |s, out| out.copy_from_slice(&matmul::cpu::row_sums(&weight_grad, s.get(dy))));
                 if let Some(dx) = dx {
                     let input_grad = matmul::Matmul::dense(n, inputs, outputs);
-                    self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), &[], out));
+                    self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), &[], &[], out));
                 }
             }
             Instr::MaxPool { g, x, y, argmax, relu } => {

@@ -162,10 +162,10 @@ impl Plan {
         let (unused, no_predictions) = (ctx.zeros(1, "no gradient")?, ctx.zeros(1, "no predictions")?);
         for instr in &p.instrs {
             match *instr {
-                Instr::Conv { g, oc, x, w, b, y, relu } => {
-                    let (x, w, b) = (t(x), t(w), t(b));
+                Instr::Conv { g, oc, x, w, b, y, relu, residual } => {
+                    let (x, w, b, residual) = (t(x), t(w), t(b), residual.map(t));
                     let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b };
-                    out.extend(conv::conv2d_forward(ctx, &layer, relu, &t(y))?);
+                    out.extend(conv::conv2d_forward(ctx, &layer, relu, residual.as_ref(), &t(y))?);
                 }
                 Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, dcols, partials } => {
                     let (x, w, b, dcols) = (t(x), t(w), unused.clone(), t(dcols));

@@ -28,7 +28,7 @@ pub struct BufferDesc {
 
 #[derive(Clone, Debug)]
 pub enum Instr {
-    /// y = conv(x) + b, then ReLU when `relu`.
+    /// y = conv(x) + b (+ residual), then ReLU when `relu`.
     Conv {
         g: ConvGeometry,
         oc: usize,
@@ -37,6 +37,7 @@ pub enum Instr {
         b: Buf,
         y: Buf,
         relu: bool,
+        residual: Option<Buf>,
     },
     /// dw, db and (when wanted) dx from dy; `dcols` and `partials` are scratch.
     ConvBack {
@@ -138,7 +139,7 @@ impl Instr {
     pub fn buffers(&self) -> Vec<Buf> {
         use Instr::*;
         match self {
-            Conv { x, w, b, y, .. } => vec![*x, *w, *b, *y],
+            Conv { x, w, b, y, residual, .. } => [*x, *w, *b, *y].into_iter().chain(*residual).collect(),
             ConvBack { x, w, dy, dw, db, dx, dcols, partials, .. } => {
                 [*x, *w, *dy, *dw, *db, *dcols, *partials].into_iter().chain(*dx).collect()
             }
@@ -301,9 +302,10 @@ impl Builder<'_> {
         let nodes = &self.graph.nodes;
         let n = nodes.len();
         let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n], masked_by_pool: vec![false; n] };
-        let mut relu_fused = false;
+        let mut absorbed = 0;
         for (i, node) in nodes.iter().enumerate() {
-            if std::mem::take(&mut relu_fused) {
+            if absorbed > 0 {
+                absorbed -= 1;
                 f.out.push(f.out[i - 1]);
                 f.masked_by_pool[i] = matches!(nodes[i - 1].op, Op::MaxPool2d { .. });
                 continue;
@@ -314,24 +316,29 @@ impl Builder<'_> {
                 _ => self.new_buf(self.node_len(i), false, node.name.clone()),
             };
             f.out.push(y);
-            relu_fused = self.forward_node(i, &mut f);
+            absorbed = self.forward_node(i, &mut f);
         }
         f
     }
 
-    /// The forward instructions of node `i`, whose output is `f.out[i]`; returns whether the
-    /// next node, a ReLU, was fused into it.
-    fn forward_node(&mut self, i: usize, f: &mut Forward) -> bool {
+    /// The forward instructions of node `i`, whose output is `f.out[i]`; returns how many of the
+    /// nodes after it were fused into it (a ReLU; or a residual add and the ReLU after it).
+    fn forward_node(&mut self, i: usize, f: &mut Forward) -> usize {
         let node = &self.graph.nodes[i];
         let (y, len) = (f.out[i], self.node_len(i));
         match node.op {
             Op::Input | Op::Labels | Op::Flatten { .. } | Op::SoftmaxCrossEntropy { .. } => {}
             Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
                 let g = self.conv_geometry(x, kernel, stride, pad);
+                let (w, b, x, oc) = (Buf::Param(weight), Buf::Param(bias), f.out[x], node.shape[0]);
+                if let Some(skip) = self.residual_fuses_into(i) {
+                    let residual = Some(f.out[skip]);
+                    self.instrs.push(Instr::Conv { g, oc, x, w, b, y, relu: true, residual });
+                    return 2;
+                }
                 let relu = self.relu_fuses_into(i);
-                let (w, b, x) = (Buf::Param(weight), Buf::Param(bias), f.out[x]);
-                self.instrs.push(Instr::Conv { g, oc: node.shape[0], x, w, b, y, relu });
-                return relu;
+                self.instrs.push(Instr::Conv { g, oc, x, w, b, y, relu, residual: None });
+                return relu as usize;
             }
             Op::Linear { x, weight, bias } => self.instrs.push(Instr::Linear {
                 n: self.batch,
@@ -351,7 +358,7 @@ impl Builder<'_> {
                 f.masked_by_pool[x] = relu_before;
                 let relu = relu_after || relu_before;
                 self.instrs.push(Instr::MaxPool { g, x: f.out[x], y, argmax, relu });
-                return relu_after;
+                return relu_after as usize;
             }
             Op::AvgPool2d { x, kernel, stride, pad } => {
                 let g = self.pool_geometry(x, kernel, stride, pad);
@@ -365,13 +372,22 @@ impl Builder<'_> {
                 }
             }
         }
-        false
+        0
     }
 
     /// Whether node `i + 1` is a ReLU of node `i` and its only consumer.
     fn relu_fuses_into(&self, i: usize) -> bool {
         let next = self.graph.nodes.get(i + 1).map(|n| &n.op);
         self.consumers(i) == 1 && matches!(next, Some(Op::Relu { x }) if *x == i)
+    }
+
+    /// The skip input when node `i + 1` adds node `i` (its only consumer) to it and node `i + 2`,
+    /// the add's only consumer, is a ReLU of it: a residual block's end, fused into conv `i`.
+    fn residual_fuses_into(&self, i: usize) -> Option<usize> {
+        let Some(Op::Add { a, b }) = self.graph.nodes.get(i + 1).map(|n| &n.op) else { return None };
+        let skip = if *a == i { *b } else { *a };
+        let adds_i = (*a == i) != (*b == i);
+        (adds_i && self.consumers(i) == 1 && self.relu_fuses_into(i + 1)).then_some(skip)
     }
 
     /// How many nodes read node `i`.

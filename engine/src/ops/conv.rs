@@ -274,10 +274,18 @@ pub fn input_grad_scratch_len(g: &ConvGeometry) -> usize {
     }
 }
 
-/// y [n, oc, oh, ow] = conv(x) + bias, then ReLU when `relu`: one dispatch.
-pub fn conv2d_forward(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let ops = Operands { a: c.weight, b: c.x, c: y, bias: Some(c.bias), sums: None };
-    Ok(vec![matmul_fused(ctx, &forward_product(&c.g, c.out_channels, relu), &ops)?])
+/// y [n, oc, oh, ow] = conv(x) + bias (+ residual, shaped like y), then ReLU when `relu`: one
+/// dispatch.
+pub fn conv2d_forward(
+    ctx: &GpuContext,
+    c: &Conv2d,
+    relu: bool,
+    residual: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let ops = Operands { bias: Some(c.bias), residual, ..Operands::abc(c.weight, c.x, y) };
+    let product = Matmul { residual: residual.is_some(), ..forward_product(&c.g, c.out_channels, relu) };
+    Ok(vec![matmul_fused(ctx, &product, &ops)?])
 }
 
 /// The weight gradient sums over the batch; a small weight (few output tiles) would leave the
@@ -321,16 +329,12 @@ pub fn conv2d_backward(
     let weight_grad = Matmul { row_sums: true, ..weight_grad_product(g, oc, chunks) };
     let mut out = Vec::new();
     if chunks == 1 {
-        out.push(matmul_fused(
-            ctx,
-            &weight_grad,
-            &Operands { a: dy, b: c.x, c: dweight, bias: None, sums: Some(dbias) },
-        )?);
+        out.push(matmul_fused(ctx, &weight_grad, &Operands { sums: Some(dbias), ..Operands::abc(dy, c.x, dweight) })?);
     } else {
         partials.check_len("weight gradient partials", weight_grad_partials_len(g, oc))?;
         let weights = partials.slice(0, chunks * oc * rows);
         let biases = partials.slice(bias_partials_at(g, oc, chunks), chunks * oc);
-        let ops = Operands { a: dy, b: c.x, c: &weights, bias: None, sums: Some(&biases) };
+        let ops = Operands { sums: Some(&biases), ..Operands::abc(dy, c.x, &weights) };
         out.push(matmul_fused(ctx, &weight_grad, &ops)?);
         out.push(sum_slices(ctx, chunks, [&weights, dweight], Some([&biases, dbias]))?);
     }

@@ -20,10 +20,11 @@ crate::gpu_params! {
         pub c: u32, pub h: u32, pub w: u32, pub kh: u32,
         pub kw: u32, pub stride: u32, pub pad: u32, pub ow: u32,
         pub bias_along: u32, pub relu: u32, pub row_sums: u32, pub oh: u32,
+        pub residual: u32,
     }
 }
 
-const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite), (4, Read), (5, ReadWrite)];
+const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite), (4, Read), (5, ReadWrite), (6, Read)];
 pub const MATMUL: KernelSpec = KernelSpec::new::<MatmulParams>("matmul", "matmul", OPERANDS);
 /// The same product for CPU drivers with 8-lane subgroups (see matmul_subgroup.wgsl).
 pub const MATMUL_SUBGROUP: KernelSpec = KernelSpec::new::<MatmulParams>("matmul_subgroup", "matmul_subgroup", OPERANDS);
@@ -115,6 +116,8 @@ pub struct Matmul {
     pub relu: bool,
     /// Also write Σ_r Σ_k A(m, k) for each batch and row (a bias gradient beside a weight gradient).
     pub row_sums: bool,
+    /// Add a tensor shaped like C in the epilogue, before the ReLU (a residual block's skip).
+    pub residual: bool,
 }
 
 /// Where B's elements come from.
@@ -165,6 +168,7 @@ impl Matmul {
             bias: BiasAlong::None,
             relu: false,
             row_sums: false,
+            residual: false,
         }
     }
 
@@ -250,11 +254,12 @@ impl Matmul {
 
 /// C = A·B as `s` describes, without a bias (`s.bias` must be None).
 pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
-    matmul_fused(ctx, s, &Operands { a, b, c, bias: None, sums: None })
+    matmul_fused(ctx, s, &Operands::abc(a, b, c))
 }
 
 /// The tensors of a product: A, B, C, the epilogue's bias (given exactly when `Matmul::bias` is
-/// set) and the row sums' output (given exactly when `Matmul::row_sums`, `batch · m` elements).
+/// set) and residual (exactly when `Matmul::residual`, as long as C), and the row sums' output
+/// (exactly when `Matmul::row_sums`, `batch · m` elements).
 #[derive(Clone, Copy)]
 pub struct Operands<'a> {
     pub a: &'a Tensor,
@@ -262,6 +267,14 @@ pub struct Operands<'a> {
     pub c: &'a Tensor,
     pub bias: Option<&'a Tensor>,
     pub sums: Option<&'a Tensor>,
+    pub residual: Option<&'a Tensor>,
+}
+
+impl<'a> Operands<'a> {
+    /// A, B and C alone.
+    pub fn abc(a: &'a Tensor, b: &'a Tensor, c: &'a Tensor) -> Operands<'a> {
+        Operands { a, b, c, bias: None, sums: None, residual: None }
+    }
 }
 
 /// C = A·B + bias (along `s.bias`), then ReLU when `s.relu`; and A's row sums when `s.row_sums`.
@@ -271,17 +284,17 @@ pub fn matmul_fused(ctx: &GpuContext, s: &Matmul, ops: &Operands) -> Result<Disp
 
 /// `matmul_fused` with the kernel chosen by the caller (tests run both where both can run).
 pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Operands) -> Result<Dispatch> {
-    let &Operands { a, b, c, bias, sums } = ops;
-    if bias.is_some() != (s.bias != BiasAlong::None) || sums.is_some() != s.row_sums {
-        return Err(Error::Shape(format!(
-            "matmul given a bias {:?} and row sums {:?} for {s:?}",
-            bias.is_some(),
-            sums.is_some()
-        )));
+    let &Operands { a, b, c, bias, sums, residual } = ops;
+    let given = (bias.is_some(), sums.is_some(), residual.is_some());
+    if given != (s.bias != BiasAlong::None, s.row_sums, s.residual) {
+        return Err(Error::Shape(format!("matmul given (bias, row sums, residual) {given:?} for {s:?}")));
     }
     s.check(a.len, b.len, c.len, bias.map_or(0, |t| t.len))?;
     if let Some(sums) = sums {
         sums.check_len("matmul row sums", s.batch * s.m)?;
+    }
+    if let Some(residual) = residual {
+        residual.check_len("matmul residual", c.len)?;
     }
     if kernel == MatmulKernel::Subgroup && !ctx.report.cpu_lanes_8() {
         // Lanes of other subgroup sizes would broadcast the wrong rows.
@@ -337,11 +350,12 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
         },
         relu: s.relu as u32,
         row_sums: s.row_sums as u32,
+        residual: s.residual as u32,
     };
     let groups = [tiles.min(65535) as u32, s.m.div_ceil(tile_rows) as u32, (s.batch * folds) as u32];
     // Unused bindings get A (read-only) and C (read-write) again: a buffer may back several
     // bindings of one access.
-    ctx.dispatch(spec, &params, &[a, b, c, bias.unwrap_or(a), sums.unwrap_or(c)], groups)
+    ctx.dispatch(spec, &params, &[a, b, c, bias.unwrap_or(a), sums.unwrap_or(c), residual.unwrap_or(a)], groups)
 }
 
 pub mod cpu {
@@ -379,7 +393,8 @@ pub mod cpu {
 
     /// The plain triple loop the kernel must agree with (sums in f64). A convolution's column
     /// matrix is written out by the CPU im2col first.
-    pub fn matmul(s: &Matmul, a: &[f32], b: &[f32], bias: &[f32], c: &mut [f32]) {
+    /// `residual` is read only when `s.residual`.
+    pub fn matmul(s: &Matmul, a: &[f32], b: &[f32], bias: &[f32], residual: &[f32], c: &mut [f32]) {
         s.check(a.len(), b.len(), c.len(), bias.len()).expect("cpu matmul shape");
         let columns = |g: ConvGeometry, images: usize| {
             let g = ConvGeometry { n: images, ..g };
@@ -428,6 +443,9 @@ pub mod cpu {
                         BiasAlong::Rows => bias[m],
                         BiasAlong::Columns => bias[n % s.n_inner],
                     };
+                    if s.residual {
+                        v += residual[at];
+                    }
                     c[at] = if s.relu { v.max(0.0) } else { v };
                 }
             }
@@ -452,7 +470,7 @@ pub fn linear_product(n: usize, inputs: usize, outputs: usize) -> Matmul {
 
 /// y [n, out] = x · weightᵀ + bias, one dispatch.
 pub fn linear_forward(ctx: &GpuContext, l: &Linear, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let ops = Operands { a: l.x, b: l.weight, c: y, bias: Some(l.bias), sums: None };
+    let ops = Operands { bias: Some(l.bias), ..Operands::abc(l.x, l.weight, y) };
     Ok(vec![matmul_fused(ctx, &linear_product(l.n, l.inputs, l.outputs), &ops)?])
 }
 
@@ -471,7 +489,7 @@ pub fn linear_backward(
     dx: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
     let weight_grad = linear_weight_grad_product(l.n, l.inputs, l.outputs);
-    let ops = Operands { a: dy, b: l.x, c: dweight, bias: None, sums: Some(dbias) };
+    let ops = Operands { sums: Some(dbias), ..Operands::abc(dy, l.x, dweight) };
     let mut out = vec![matmul_fused(ctx, &weight_grad, &ops)?];
     if let Some(dx) = dx {
         out.push(matmul(ctx, &Matmul::dense(l.n, l.inputs, l.outputs), dy, l.weight, dx)?);

@@ -231,7 +231,7 @@ fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Er
         let c = ctx.zeros(m * n, "c")?;
         let (mut best, mut how) = (Vec::new(), "");
         for kernel in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
-            let d = matmul_with(ctx, kernel, &s, &Operands { a: &a, b: &b, c: &c, bias: None, sums: None })?;
+            let d = matmul_with(ctx, kernel, &s, &Operands::abc(&a, &b, &c))?;
             ctx.run(&[&d])?;
             let (times, measured) = dispatch_times(ctx, &[&d, &d, &d])?;
             best.push(times.into_iter().fold(f64::MAX, f64::min));
