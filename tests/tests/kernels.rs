@@ -344,14 +344,23 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
             let dcols = dirty(ctx, g.cols_len());
             let mut steps = conv::conv2d_forward(ctx, &layer, false, None, &y).unwrap();
             let partials = dirty(ctx, conv::weight_grad_partials_len(&g, oc));
-            steps.extend(
-                conv::conv2d_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, &partials, Some((&dx, &dcols))).unwrap(),
-            );
+            let dyt = up(ctx, &dy);
+            let to = |accumulate| Some(conv::InputGrad { dx: &dx, accumulate, dcols: &dcols });
+            steps.extend(conv::conv2d_backward(ctx, &layer, &dyt, &dw, &db, &partials, to(false)).unwrap());
             let dx_got = run_and_read(ctx, &steps, &dx);
             let terms = g.n * g.oh() * g.ow();
             assert_close(&format!("conv dx {g:?}"), &dx_got, &dx_want, 1e-4, sum_tol(oc * g.kh * g.kw));
             assert_close(&format!("conv dw {g:?}"), &ctx.read(&dw).unwrap(), &dw_want, 1e-4, sum_tol(terms));
             assert_close(&format!("conv db {g:?}"), &ctx.read(&db).unwrap(), &db_want, 1e-4, sum_tol(terms));
+            // A second contribution added straight into dx, where one matmul computes it.
+            let again = conv::conv2d_backward(ctx, &layer, &dyt, &dw, &db, &partials, to(true));
+            if g.stride > 1 && !g.is_pointwise() {
+                assert!(again.is_err(), "col2im cannot accumulate: {g:?}");
+                continue;
+            }
+            let twice: Vec<f32> = dx_want.iter().map(|v| 2.0 * v).collect();
+            let got = run_and_read(ctx, &again.unwrap(), &dx);
+            assert_close(&format!("conv dx added in {g:?}"), &got, &twice, 1e-4, 2.0 * sum_tol(oc * g.kh * g.kw));
         }
     }
 }
@@ -412,7 +421,7 @@ fn linear_forward_and_backward_match_the_cpu_reference() {
         let y = dirty(ctx, n * outputs);
         let (dx, dw, db) = (dirty(ctx, x.len()), dirty(ctx, w.len()), dirty(ctx, outputs));
         let mut steps = matmul::linear_forward(ctx, &layer, &y).unwrap();
-        steps.extend(matmul::linear_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, Some(&dx)).unwrap());
+        steps.extend(matmul::linear_backward(ctx, &layer, &up(ctx, &dy), &dw, &db, Some((&dx, false))).unwrap());
         let y_got = run_and_read(ctx, &steps, &y);
         assert_close("linear y", &y_got, &y_want, 1e-4, sum_tol(inputs));
         assert_close("linear dx", &ctx.read(&dx).unwrap(), &dx_want, 1e-4, sum_tol(outputs));

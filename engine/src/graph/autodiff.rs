@@ -54,7 +54,9 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
             let partials =
                 b.new_buf(weight_grad_partials_len(&g, oc), false, format!("{}.weight.grad.partials", node.name));
             let (w, dw, db) = (Buf::Param(weight), Buf::Grad(weight), Buf::Grad(bias));
-            push_layer_backward(b, grads, x, |dx| Instr::ConvBack {
+            // The input gradient is one matmul (which can add into a gradient) unless col2im is needed.
+            let matmul_dx = g.stride == 1 || g.is_pointwise();
+            push_layer_backward(b, grads, x, matmul_dx, |dx, dx_accumulate| Instr::ConvBack {
                 g,
                 oc,
                 x: f.out[x],
@@ -63,6 +65,7 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
                 dw,
                 db,
                 dx,
+                dx_accumulate,
                 dcols,
                 partials,
             });
@@ -70,7 +73,7 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
         Op::Linear { x, weight, bias } => {
             let (n, inputs, outputs) = (b.batch, graph.nodes[x].shape[0], node.shape[0]);
             let (w, dw, db) = (Buf::Param(weight), Buf::Grad(weight), Buf::Grad(bias));
-            push_layer_backward(b, grads, x, |dx| Instr::LinearBack {
+            push_layer_backward(b, grads, x, true, |dx, dx_accumulate| Instr::LinearBack {
                 n,
                 inputs,
                 outputs,
@@ -80,6 +83,7 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
                 dw,
                 db,
                 dx,
+                dx_accumulate,
             });
         }
         Op::MaxPool2d { x, kernel, stride, pad } if wanted(x) => {
@@ -117,12 +121,19 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
 }
 
 /// Pushes a layer's backward instruction (which always writes its parameter gradients), giving
-/// it the gradient of its input `x` to write too when `x` needs one.
-fn push_layer_backward(b: &mut Builder, grads: &mut Grads, x: usize, instr: impl FnOnce(Option<Buf>) -> Instr) {
-    if grads.wanted[x] {
-        accumulate(b, grads, x, |dx| instr(Some(dx)));
-    } else {
-        b.instrs.push(instr(None));
+/// it the gradient of its input `x` to write too when `x` needs one: `instr(dx, accumulate)`.
+/// A layer that `can_accumulate` adds a further contribution straight into x's gradient.
+fn push_layer_backward(
+    b: &mut Builder,
+    grads: &mut Grads,
+    x: usize,
+    can_accumulate: bool,
+    instr: impl FnOnce(Option<Buf>, bool) -> Instr,
+) {
+    match grads.grad[x] {
+        _ if !grads.wanted[x] => b.instrs.push(instr(None, false)),
+        Some(total) if can_accumulate && !grads.shared[x] => b.instrs.push(instr(Some(total), true)),
+        _ => accumulate(b, grads, x, |dx| instr(Some(dx), false)),
     }
 }
 

@@ -73,6 +73,20 @@ impl State<'_> {
         self.put(y, out);
     }
 
+    /// A convolution's dw, db and (written, or added in) dx.
+    fn conv_backward(&mut self, instr: &Instr) {
+        let Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, dx_accumulate, .. } = *instr else { unreachable!() };
+        let (mut dwv, mut dbv, mut dxv) = (self.take(dw), self.take(db), vec![0.0; g.input_len()]);
+        conv::cpu::conv2d_backward(&g, oc, self.get(x), self.get(w), self.get(dy), &mut dxv, &mut dwv, &mut dbv);
+        self.put(dw, dwv);
+        self.put(db, dbv);
+        match dx {
+            Some(dx) if dx_accumulate => self.write(dx, |_, out| add::cpu::add_assign(&dxv, out)),
+            Some(dx) => self.put(dx, dxv),
+            None => {}
+        }
+    }
+
     /// Runs one instruction; the loss instruction returns (mean loss, correct predictions).
     fn exec(&mut self, instr: &Instr) -> Option<(f32, u32)> {
         match *instr {
@@ -85,33 +99,17 @@ impl State<'_> {
                     out.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
             }),
-            Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, .. } => {
-                let (mut dwv, mut dbv, mut dxv) = (self.take(dw), self.take(db), vec![0.0; g.input_len()]);
-                conv::cpu::conv2d_backward(
-                    &g,
-                    oc,
-                    self.get(x),
-                    self.get(w),
-                    self.get(dy),
-                    &mut dxv,
-                    &mut dwv,
-                    &mut dbv,
-                );
-                self.put(dw, dwv);
-                self.put(db, dbv);
-                if let Some(dx) = dx {
-                    self.put(dx, dxv);
-                }
-            }
+            Instr::ConvBack { .. } => self.conv_backward(instr),
             Instr::Linear { n, inputs, outputs, x, w, b, y } => self.write(y, |s, out| {
                 matmul::cpu::matmul(&matmul::linear_product(n, inputs, outputs), s.get(x), s.get(w), s.get(b), &[], out)
             }),
-            Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
+            Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx, dx_accumulate } => {
                 let weight_grad = matmul::linear_weight_grad_product(n, inputs, outputs);
                 self.write(dw, |s, out| matmul::cpu::matmul(&weight_grad, s.get(dy), s.get(x), &[], &[], out));
                 self.write(db, |s, out| out.copy_from_slice(&matmul::cpu::row_sums(&weight_grad, s.get(dy))));
                 if let Some(dx) = dx {
-                    let input_grad = matmul::Matmul::dense(n, inputs, outputs);
+                    let input_grad =
+                        matmul::Matmul { accumulate: dx_accumulate, ..matmul::Matmul::dense(n, inputs, outputs) };
                     self.write(dx, |s, out| matmul::cpu::matmul(&input_grad, s.get(dy), s.get(w), &[], &[], out));
                 }
             }

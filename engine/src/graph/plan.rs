@@ -167,29 +167,24 @@ impl Plan {
                     let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b };
                     out.extend(conv::conv2d_forward(ctx, &layer, relu, residual.as_ref(), &t(y))?);
                 }
-                Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, dcols, partials } => {
+                Instr::ConvBack { g, oc, x, w, dy, dw, db, dx, dx_accumulate, dcols, partials } => {
                     let (x, w, b, dcols) = (t(x), t(w), unused.clone(), t(dcols));
                     let layer = conv::Conv2d { g, out_channels: oc, x: &x, weight: &w, bias: &b };
                     let dx = dx.map(t);
-                    out.extend(conv::conv2d_backward(
-                        ctx,
-                        &layer,
-                        &t(dy),
-                        &t(dw),
-                        &t(db),
-                        &t(partials),
-                        dx.as_ref().map(|d| (d, &dcols)),
-                    )?);
+                    let to = dx.as_ref().map(|dx| conv::InputGrad { dx, accumulate: dx_accumulate, dcols: &dcols });
+                    let (dy, dw, db, partials) = (t(dy), t(dw), t(db), t(partials));
+                    out.extend(conv::conv2d_backward(ctx, &layer, &dy, &dw, &db, &partials, to)?);
                 }
                 Instr::Linear { n, inputs, outputs, x, w, b, y } => {
                     let (x, w, b) = (t(x), t(w), t(b));
                     let layer = matmul::Linear { n, inputs, outputs, x: &x, weight: &w, bias: &b };
                     out.extend(matmul::linear_forward(ctx, &layer, &t(y))?);
                 }
-                Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx } => {
-                    let (x, w) = (t(x), t(w));
+                Instr::LinearBack { n, inputs, outputs, x, w, dy, dw, db, dx, dx_accumulate } => {
+                    let (x, w, dx) = (t(x), t(w), dx.map(t));
                     let layer = matmul::Linear { n, inputs, outputs, x: &x, weight: &w, bias: &unused };
-                    out.extend(matmul::linear_backward(ctx, &layer, &t(dy), &t(dw), &t(db), dx.map(t).as_ref())?);
+                    let dx = dx.as_ref().map(|dx| (dx, dx_accumulate));
+                    out.extend(matmul::linear_backward(ctx, &layer, &t(dy), &t(dw), &t(db), dx)?);
                 }
                 Instr::MaxPool { g, x, y, argmax, relu } => {
                     out.push(max_pool::max_pool_forward(ctx, &g, relu, &t(x), &t(y), &t(argmax))?)

@@ -49,6 +49,8 @@ pub enum Instr {
         dw: Buf,
         db: Buf,
         dx: Option<Buf>,
+        /// Add dx into the buffer rather than overwrite it (a further gradient contribution).
+        dx_accumulate: bool,
         dcols: Buf,
         partials: Buf,
     },
@@ -71,6 +73,7 @@ pub enum Instr {
         dw: Buf,
         db: Buf,
         dx: Option<Buf>,
+        dx_accumulate: bool,
     },
     /// y = max pool of x, then ReLU when `relu`: a fused ReLU after the pool, or (a no-op on the
     /// values) masking the ReLU before it. Either way the argmax masks the ReLU's gradient.

@@ -322,9 +322,9 @@ pub fn conv2d_backward(
     dweight: &Tensor,
     dbias: &Tensor,
     partials: &Tensor,
-    dx: Option<(&Tensor, &Tensor)>,
+    dx: Option<InputGrad>,
 ) -> Result<Vec<Dispatch>> {
-    let (g, oc, p, rows) = (&c.g, c.out_channels, c.g.oh() * c.g.ow(), c.g.col_rows());
+    let (g, oc, rows) = (&c.g, c.out_channels, c.g.col_rows());
     let chunks = weight_grad_chunks(g, oc);
     let weight_grad = Matmul { row_sums: true, ..weight_grad_product(g, oc, chunks) };
     let mut out = Vec::new();
@@ -338,24 +338,41 @@ pub fn conv2d_backward(
         out.push(matmul_fused(ctx, &weight_grad, &ops)?);
         out.push(sum_slices(ctx, chunks, [&weights, dweight], Some([&biases, dbias]))?);
     }
-    if let Some((dx, dcols)) = dx {
-        if g.stride == 1 && !g.is_pointwise() {
-            out.push(matmul(ctx, &input_grad_product(g, oc), c.weight, dy, dx)?);
-            return Ok(out);
-        }
-        let dcols = if c.g.is_pointwise() { dx } else { dcols };
-        let col_grad = Matmul {
-            a: View::row_major(rows).t(),
-            n: g.n * p,
-            n_inner: p,
-            b_col_outer: oc * p,
-            c_col_outer: rows * p,
-            ..Matmul::dense(rows, p, oc)
-        };
-        out.push(matmul(ctx, &col_grad, c.weight, dy, dcols)?);
-        if !c.g.is_pointwise() {
-            out.push(col2im(ctx, g, dcols, dx)?);
-        }
+    if let Some(dx) = dx {
+        out.extend(input_grad(ctx, c, dy, &dx)?);
     }
     Ok(out)
+}
+
+/// Where a convolution's input gradient goes: into `dx`, added to it when `accumulate`, with
+/// `dcols` as col2im's scratch at a stride above 1 (where it cannot accumulate).
+pub struct InputGrad<'a> {
+    pub dx: &'a Tensor,
+    pub accumulate: bool,
+    pub dcols: &'a Tensor,
+}
+
+/// dx from dy: the transposed convolution (stride 1), Wᵀ · dy (pointwise), else col2im(Wᵀ · dy).
+fn input_grad(ctx: &GpuContext, c: &Conv2d, dy: &Tensor, to: &InputGrad) -> Result<Vec<Dispatch>> {
+    let (g, oc, p, rows) = (&c.g, c.out_channels, c.g.oh() * c.g.ow(), c.g.col_rows());
+    let accumulate = to.accumulate;
+    if g.stride == 1 && !g.is_pointwise() {
+        return Ok(vec![matmul(ctx, &Matmul { accumulate, ..input_grad_product(g, oc) }, c.weight, dy, to.dx)?]);
+    }
+    let col_grad = Matmul {
+        a: View::row_major(rows).t(),
+        n: g.n * p,
+        n_inner: p,
+        b_col_outer: oc * p,
+        c_col_outer: rows * p,
+        accumulate,
+        ..Matmul::dense(rows, p, oc)
+    };
+    if g.is_pointwise() {
+        return Ok(vec![matmul(ctx, &col_grad, c.weight, dy, to.dx)?]);
+    }
+    if accumulate {
+        return Err(Error::Shape("col2im cannot add into an input gradient; give it its own buffer".into()));
+    }
+    Ok(vec![matmul(ctx, &col_grad, c.weight, dy, to.dcols)?, col2im(ctx, g, to.dcols, to.dx)?])
 }

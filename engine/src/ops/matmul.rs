@@ -479,20 +479,21 @@ pub fn linear_weight_grad_product(n: usize, inputs: usize, outputs: usize) -> Ma
     Matmul { a: View::row_major(outputs).t(), row_sums: true, ..Matmul::dense(outputs, inputs, n) }
 }
 
-/// dweight = dyᵀ · x and dbias = Σ_n dy in one dispatch, and dx = dy · weight when `dx` is given.
+/// dweight = dyᵀ · x and dbias = Σ_n dy in one dispatch, and dx = dy · weight when `dx` is
+/// given (added into it when its flag is set).
 pub fn linear_backward(
     ctx: &GpuContext,
     l: &Linear,
     dy: &Tensor,
     dweight: &Tensor,
     dbias: &Tensor,
-    dx: Option<&Tensor>,
+    dx: Option<(&Tensor, bool)>,
 ) -> Result<Vec<Dispatch>> {
     let weight_grad = linear_weight_grad_product(l.n, l.inputs, l.outputs);
     let ops = Operands { sums: Some(dbias), ..Operands::abc(dy, l.x, dweight) };
     let mut out = vec![matmul_fused(ctx, &weight_grad, &ops)?];
-    if let Some(dx) = dx {
-        out.push(matmul(ctx, &Matmul::dense(l.n, l.inputs, l.outputs), dy, l.weight, dx)?);
+    if let Some((dx, accumulate)) = dx {
+        out.push(matmul(ctx, &Matmul { accumulate, ..Matmul::dense(l.n, l.inputs, l.outputs) }, dy, l.weight, dx)?);
     }
     Ok(out)
 }
