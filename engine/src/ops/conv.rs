@@ -290,11 +290,15 @@ pub fn conv2d_forward(
 
 /// The weight gradient sums over the batch; a small weight (few output tiles) would leave the
 /// GPU idle, so the batch is split into this many chunks (a divisor of n), reduced separately
-/// into `chunks` partial gradients and then summed (split-K).
+/// into `chunks` partial gradients and then summed (split-K). A chunk keeps at least
+/// MIN_CHUNK_REDUCTION products (images × positions) per weight: below that the extra dispatch
+/// costs more than the parallelism gains, so small layers take one dispatch.
 pub fn weight_grad_chunks(g: &ConvGeometry, out_channels: usize) -> usize {
     const TARGET_WORKGROUPS: usize = 256;
+    const MIN_CHUNK_REDUCTION: usize = 16384;
     let tiles = out_channels.div_ceil(32) * g.col_rows().div_ceil(64);
-    let want = TARGET_WORKGROUPS.div_ceil(tiles).min(g.n);
+    let worth = (g.n * g.oh() * g.ow() / MIN_CHUNK_REDUCTION).max(1);
+    let want = TARGET_WORKGROUPS.div_ceil(tiles).min(g.n).min(worth);
     (1..=want).rev().find(|d| g.n.is_multiple_of(*d)).unwrap_or(1)
 }
 
