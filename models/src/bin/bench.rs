@@ -6,7 +6,9 @@
 //! `NAME: N dispatches a step, X ms a step, Y images/s, S submits an epoch, activation memory M MiB`,
 //! the steps recorded many to a submission as the training loop records them. `--each` adds the
 //! GPU time of every dispatch and kernel; `--vs-pytorch` then trains each network for one epoch
-//! with tests/reference/pytorch_seed.py on as many threads and prints the ratios.
+//! with tests/reference/pytorch_seed.py on as many threads and prints the ratios, and times the
+//! whole `simple_cnn --epochs 1` process beside the seed's own PyTorch recipe
+//! (tests/reference/pytorch_recipe.py: torchvision's MNIST through a DataLoader).
 
 use clap::Parser;
 use engine::graph::plan::{Feed, Parameters, Plan};
@@ -35,7 +37,8 @@ struct Args {
     #[arg(long)]
     each: bool,
     /// Then train each network for one epoch in PyTorch (tests/reference/pytorch_seed.py) on
-    /// the same number of threads, and print this engine's images/s over PyTorch's.
+    /// the same number of threads, and print this engine's images/s over PyTorch's; and time
+    /// `simple_cnn --epochs 1` beside the seed's recipe (needs torchvision too).
     #[arg(long)]
     vs_pytorch: bool,
     /// The Python that runs PyTorch for --vs-pytorch.
@@ -66,6 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.vs_pytorch {
         vs_pytorch(&args, &ours)?;
+        vs_recipe(&args)?;
     }
     Ok(())
 }
@@ -141,6 +145,37 @@ fn print_kernel_times(ctx: &GpuContext, plan: &Plan) -> engine::Result<()> {
     for (name, (n, secs)) in rows {
         println!("  {name:24} x{n:3}  {:8.2} ms ({how})", 1e3 * secs);
     }
+    Ok(())
+}
+
+/// Times, start to exit, this engine's `simple_cnn --epochs 1` (the binary beside this one) and
+/// the seed's PyTorch recipe for one epoch with its test pass, one after the other.
+fn vs_recipe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
+    let binary = std::env::current_exe()?.with_file_name(format!("simple_cnn{}", std::env::consts::EXE_SUFFIX));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/pytorch_recipe.py");
+    let mut ours = Command::new(&binary);
+    ours.args(["--epochs", "1", "--data-dir"]).arg(&dir);
+    let mut theirs = Command::new(&args.python);
+    theirs.arg(&script).arg(&dir);
+    let mut seconds = Vec::new();
+    for (what, command) in [(binary.display().to_string(), &mut ours), (script.display().to_string(), &mut theirs)] {
+        let start = Instant::now();
+        let output = command.output().map_err(|e| format!("{what}: {e} (build it with cargo build --release)"))?;
+        seconds.push(start.elapsed().as_secs_f64());
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().rfind(|l| l.contains("Accuracy on test set")).unwrap_or("");
+        if !output.status.success() {
+            return Err(format!("{what} failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+        }
+        println!("  {what}: {last}");
+    }
+    println!(
+        "vs the seed's PyTorch recipe, simple_cnn --epochs 1, start to exit: {:.1} s here, {:.1} s in PyTorch, {:.2}x",
+        seconds[0],
+        seconds[1],
+        seconds[0] / seconds[1]
+    );
     Ok(())
 }
 
