@@ -1,6 +1,7 @@
 """The seed's own PyTorch recipe for one network: torchvision's MNIST through a DataLoader
 (batch 64, shuffled, num_workers 0, ToTensor then Normalize((0.1307,), (0.3081,))), SGD lr 0.01
-momentum 0.5, cross-entropy, then the test pass. The bench times this process, start to exit,
+momentum 0.5, cross-entropy, then the test pass, on CUDA where there is one. The bench times
+this process, start to exit,
 beside the engine's `simple_cnn --epochs 1` (`bench --vs-pytorch`).
 
 Usage: python3 pytorch_recipe.py MNIST_DIR [--net simple_cnn] [--epochs 1]
@@ -43,11 +44,13 @@ def run(a, root, start):
     train_loader = DataLoader(train, batch_size=64, shuffle=True, num_workers=0)
     test_loader = DataLoader(test, batch_size=64, shuffle=False, num_workers=0)
     torch.manual_seed(1)
-    model = {"simple_cnn": SimpleCnn, "inception": Inception, "resnet": ResNet}[a.net]()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = {"simple_cnn": SimpleCnn, "inception": Inception, "resnet": ResNet}[a.net]().to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
     for epoch in range(1, a.epochs + 1):
         model.train()
         for x, y in train_loader:
+            x, y = x.to(dev), y.to(dev)
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
@@ -55,9 +58,10 @@ def run(a, root, start):
         correct = 0
         with torch.no_grad():
             for x, y in test_loader:
+                x, y = x.to(dev), y.to(dev)
                 correct += (model(x).argmax(1) == y).sum().item()
         print(f"{a.net}: Accuracy on test set: {100 * correct / len(test):.2f}%  (epoch {epoch}/{a.epochs}, "
-              f"{time.time() - start:.1f} s since start, {torch.get_num_threads()} threads)", flush=True)
+              f"{time.time() - start:.1f} s since start, {dev}, {torch.get_num_threads()} threads)", flush=True)
 
 
 if __name__ == "__main__":

@@ -148,12 +148,22 @@ fn print_kernel_times(ctx: &GpuContext, plan: &Plan) -> engine::Result<()> {
     Ok(())
 }
 
+/// A script of tests/reference: under the current directory when run from a checkout (as
+/// tests/device-check.sh does on a machine where this one was not built), else in this source tree.
+fn reference_script(name: &str) -> PathBuf {
+    let here = PathBuf::from("tests/reference").join(name);
+    if here.exists() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference").join(name)
+}
+
 /// Times, start to exit, this engine's `simple_cnn --epochs 1` (the binary beside this one) and
 /// the seed's PyTorch recipe for one epoch with its test pass, one after the other.
 fn vs_recipe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
     let binary = std::env::current_exe()?.with_file_name(format!("simple_cnn{}", std::env::consts::EXE_SUFFIX));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/pytorch_recipe.py");
+    let script = reference_script("pytorch_recipe.py");
     let mut ours = Command::new(&binary);
     ours.args(["--epochs", "1", "--data-dir"]).arg(&dir);
     let mut theirs = Command::new(&args.python);
@@ -193,7 +203,7 @@ fn vs_pytorch(args: &Args, ours: &[(Network, f64)]) -> Result<(), Box<dyn std::e
         .into());
     }
     let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/pytorch_seed.py");
+    let script = reference_script("pytorch_seed.py");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let nets: Vec<&str> = ours.iter().map(|(n, _)| n.name()).collect();
     println!("PyTorch, one epoch of each network on {threads} threads ({}):", dir.display());
