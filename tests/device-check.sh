@@ -30,7 +30,8 @@ prepare() {
     mkdir -p /tmp/amd64/partial
     apt-get $o update -qq
     (cd "$bundle/gl" && apt-get $o download libvulkan1)
-    grep -qx "/$bundle/" .git/info/exclude || echo "/$bundle/" >>.git/info/exclude
+    mkdir -p .git/info
+    grep -qsx "/$bundle/" .git/info/exclude || echo "/$bundle/" >>.git/info/exclude
     du -sh "$bundle"
 }
 
