@@ -3,14 +3,15 @@
 
 use crate::error::{Error, Result};
 use crate::kernel::{Dispatch, GpuParams, Kernel, KernelSpec};
+use crate::signal::Signal;
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 /// The most elements a tensor may hold: the shaders index in u32, and a 1-D grid folded past
 /// 65535 workgroups (`grid_1d`) runs up to 65535·256 threads past its last element, whose
 /// indices must not wrap around to the start.
-pub const MAX_ELEMENTS: usize = (1 << 32) - 65535 * 256;
+pub const MAX_ELEMENTS: u64 = (1 << 32) - 65535 * 256;
 
 /// A GPU buffer view of `len` elements of 4 bytes (f32 or u32) starting `offset` bytes in.
 #[derive(Clone, Debug)]
@@ -51,7 +52,12 @@ impl Tensor {
 }
 
 /// A submitted command buffer, to wait for.
-pub struct Submission(wgpu::SubmissionIndex);
+// The index is what a native poll waits on; a browser waits on `done` alone.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub struct Submission {
+    index: wgpu::SubmissionIndex,
+    done: Signal,
+}
 
 /// A small buffer read back while the queue runs on: [`GpuContext::submit`] records a copy of
 /// `source` after its work and maps it asynchronously; `take` returns the copy once it has
@@ -59,9 +65,9 @@ pub struct Submission(wgpu::SubmissionIndex);
 pub struct AsyncRead {
     source: Tensor,
     staging: wgpu::Buffer,
-    /// Set by the map callback, which any thread's poll may run: Some(mapped successfully) once
-    /// the copy has arrived; the condvar wakes a blocking `wait_take`.
-    arrived: Arc<(Mutex<Option<bool>>, Condvar)>,
+    /// Set by the map callback (natively from any thread's poll, in a browser from its event
+    /// loop) once the copy has arrived, with whether it mapped.
+    arrived: Signal,
     pending: bool,
 }
 
@@ -73,7 +79,7 @@ impl AsyncRead {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        AsyncRead { source: source.clone(), staging, arrived: Arc::default(), pending: false }
+        AsyncRead { source: source.clone(), staging, arrived: Signal::default(), pending: false }
     }
 
     /// Whether a requested copy has not been taken yet.
@@ -84,28 +90,21 @@ impl AsyncRead {
     fn map(&mut self) {
         self.pending = true;
         let arrived = self.arrived.clone();
-        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            *arrived.0.lock().unwrap() = Some(r.is_ok());
-            arrived.1.notify_all();
-        });
+        self.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| arrived.set(r.is_ok()));
     }
 
     /// The copied words, if the requested copy has arrived (the queue's progress is noticed when
     /// the context next submits or waits).
     pub fn take<T: bytemuck::Pod>(&mut self) -> Result<Option<Vec<T>>> {
-        let arrived = self.arrived.0.lock().unwrap().take();
+        let arrived = self.arrived.take();
         self.words(arrived)
     }
 
-    /// The copied words, waiting for the map callback (after the queue has gone idle, another
-    /// thread's poll may still be running it).
-    fn wait_take<T: bytemuck::Pod>(&mut self) -> Result<Vec<T>> {
-        let (state, arrival) = &*self.arrived;
-        let timeout = std::time::Duration::from_secs(60);
-        let (mut state, _) = arrival.wait_timeout_while(state.lock().unwrap(), timeout, |s| s.is_none()).unwrap();
-        let arrived = state.take();
-        drop(state);
-        self.words(arrived)?.ok_or_else(|| Error::Readback("the copy did not arrive within a minute".into()))
+    /// The copied words, once the map callback has run (natively, after the queue has gone
+    /// idle, another thread's poll may still be running it).
+    async fn arrival<T: bytemuck::Pod>(&mut self) -> Result<Vec<T>> {
+        let mapped = self.arrived.wait().await;
+        Ok(self.words(Some(mapped))?.expect("the copy has arrived"))
     }
 
     fn words<T: bytemuck::Pod>(&mut self, arrived: Option<bool>) -> Result<Option<Vec<T>>> {
@@ -172,6 +171,37 @@ pub struct GpuContext {
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
 
+/// Which limits to ask the device for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitsRequest {
+    /// The adapter's own: the WebGPU defaults (128 MiB bindings, 16 KiB workgroup memory, 8
+    /// storage buffers) are too small for some shapes.
+    Adapter,
+    /// WebGPU's defaults, which every WebGPU adapter grants: proves every kernel within them.
+    WebGpuDefaults,
+}
+
+/// Runs `create` inside an error scope of `filter` and returns what the scope caught. In a
+/// browser a scope can only be awaited, so there errors go to the uncaptured-error handler and
+/// surface at the next submission's check instead.
+pub(crate) fn error_scope<T>(
+    device: &wgpu::Device,
+    filter: wgpu::ErrorFilter,
+    create: impl FnOnce() -> T,
+) -> (T, Option<wgpu::Error>) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let scope = device.push_error_scope(filter);
+        let created = create();
+        (created, pollster::block_on(scope.pop()))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (device, filter);
+        (create(), None)
+    }
+}
+
 const NO_ADAPTER_HELP: &str = "a Vulkan, Metal or DX12 driver is needed. On a headless Linux \
 machine install the software Vulkan driver: `apt-get install mesa-vulkan-drivers libvulkan1`. \
 WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME (a name substring) choose among several";
@@ -197,11 +227,14 @@ fn device_rank(kind: wgpu::DeviceType) -> u8 {
 impl GpuContext {
     /// Opens the best adapter: native backends before GL, hardware before software, filtered by
     /// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` when set.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<GpuContext> {
-        pollster::block_on(Self::open())
+        pollster::block_on(Self::open(LimitsRequest::Adapter))
     }
 
-    async fn open() -> Result<GpuContext> {
+    /// Opens the best adapter (see [`new`](Self::new)) with the limits asked for; the only way
+    /// in a browser, where nothing may block.
+    pub async fn open(limits: LimitsRequest) -> Result<GpuContext> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
         let wanted_name = std::env::var("WGPU_ADAPTER_NAME").ok().map(|n| n.to_lowercase());
@@ -231,9 +264,10 @@ impl GpuContext {
         let available = adapter.features();
         let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let features = available & wanted;
-        // The adapter's own limits: the WebGPU defaults (128 MiB bindings, 16 KiB workgroup
-        // memory, 8 storage buffers) are too small for some shapes.
-        let limits = adapter.limits();
+        let limits = match limits {
+            LimitsRequest::Adapter => adapter.limits(),
+            LimitsRequest::WebGpuDefaults => wgpu::Limits::default(),
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("engine"),
@@ -293,14 +327,15 @@ impl GpuContext {
 
     /// A storage buffer; running out of device memory is an error naming the buffer.
     fn new_buffer(&self, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.max(4),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let (buffer, error) = error_scope(&self.device, wgpu::ErrorFilter::OutOfMemory, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
-        match pollster::block_on(scope.pop()) {
+        match error {
             Some(e) => Err(Error::Device(format!("out of GPU memory for buffer `{label}` of {bytes} bytes: {e}"))),
             None => Ok(buffer),
         }
@@ -325,7 +360,7 @@ impl GpuContext {
     /// Refuses a buffer of `len` elements that this device cannot bind, or whose indices would
     /// overflow the shaders' u32 arithmetic (some devices allow buffers far past 2^32 bytes).
     pub fn check_fits(&self, len: usize, label: &str) -> Result<()> {
-        if len > MAX_ELEMENTS {
+        if len as u64 > MAX_ELEMENTS {
             return Err(Error::DeviceLimit(format!(
                 "buffer `{label}` of {len} elements exceeds the {MAX_ELEMENTS} elements the shaders can index"
             )));
@@ -367,15 +402,21 @@ impl GpuContext {
     }
 
     /// Copies a tensor back to the host, waiting for all queued work first.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read<T: bytemuck::Pod>(&self, t: &Tensor) -> Result<Vec<T>> {
+        pollster::block_on(self.read_async(t))
+    }
+
+    /// Copies a tensor back to the host once all queued work has finished.
+    pub async fn read_async<T: bytemuck::Pod>(&self, t: &Tensor) -> Result<Vec<T>> {
         assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
         if t.len == 0 {
             return Ok(Vec::new());
         }
         let mut read = AsyncRead::new(self, t);
-        self.submit([], Some(&mut read))?;
-        self.wait()?;
-        read.wait_take()
+        let submission = self.submit([], Some(&mut read))?;
+        self.finished(submission).await?;
+        read.arrival().await
     }
 
     /// Submits the dispatches as one compute pass in one command buffer, then the copy that
@@ -395,22 +436,35 @@ impl GpuContext {
             encoder.copy_buffer_to_buffer(&source.buffer, source.offset, &read.staging, 0, source.bytes());
         }
         let index = self.queue.submit([encoder.finish()]);
+        let done = Signal::default();
+        let on_done = done.clone();
+        self.queue.on_submitted_work_done(move || on_done.set(true));
         if let Some(read) = read {
             read.map();
         }
         self.check()?;
-        Ok(Submission(index))
+        Ok(Submission { index, done })
     }
 
     /// Blocks until the given submission has finished (earlier ones too).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_for(&self, submission: Submission) -> Result<()> {
+        pollster::block_on(self.finished(submission))
+    }
+
+    /// Resolves once the given submission has finished (earlier ones too).
+    pub async fn finished(&self, submission: Submission) -> Result<()> {
+        // Natively the callbacks run inside a poll; a browser runs them from its event loop.
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(submission.0), timeout: None })
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission.index), timeout: None })
             .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+        submission.done.wait().await;
         self.check()
     }
 
     /// Records the dispatches into one command buffer, submits it and waits.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         crate::kernel::record(&mut encoder, dispatches.iter().copied());
@@ -420,6 +474,7 @@ impl GpuContext {
 
     /// The GPU time of each dispatch in seconds, from timestamp queries written around it; None
     /// when the device lacks TIMESTAMP_QUERY (callers then fall back to wall-clock timing).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn time_dispatches(&self, dispatches: &[&Dispatch]) -> Result<Option<Vec<f64>>> {
         if !self.report.timestamps {
             return Ok(None);
@@ -463,6 +518,7 @@ impl GpuContext {
     }
 
     /// Blocks until the queue is idle.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -522,13 +578,14 @@ impl GpuContext {
             .zip(tensors)
             .map(|((binding, _), t)| wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
         let entries: Vec<_> = uniform_entry.into_iter().chain(storage_entries).collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(spec.entry),
-            layout: &kernel.layout,
-            entries: &entries,
+        let (bind_group, error) = error_scope(&self.device, wgpu::ErrorFilter::Validation, || {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(spec.entry),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = error {
             return Err(fail(e.to_string()));
         }
         Ok(Dispatch { kernel, bind_group, workgroups, _uniform: uniform })

@@ -1,6 +1,7 @@
 //! Kernels (a WGSL entry point with an explicit bind group layout) and dispatches (a kernel bound
 //! to buffers and a uniform block, ready to be recorded into any number of command buffers).
 
+use crate::context::error_scope;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -82,13 +83,18 @@ impl Kernel {
     /// Compiles a shader file once; its entry points share the module.
     pub(crate) fn compile_module(device: &wgpu::Device, file: &'static str) -> Result<wgpu::ShaderModule> {
         let fail = |message: String| Error::Kernel { kernel: format!("{file}.wgsl"), message };
+        // A browser's WGSL compiler wants directives (`enable subgroups;`) that naga refuses.
+        #[cfg(target_arch = "wasm32")]
+        let source = shaders::browser_source(file).ok_or_else(|| fail("no such shader file".into()))?;
+        #[cfg(not(target_arch = "wasm32"))]
         let source = shaders::source(file).ok_or_else(|| fail("no such shader file".into()))?;
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(file),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+        let (module, error) = error_scope(device, wgpu::ErrorFilter::Validation, || {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(file),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            })
         });
-        match pollster::block_on(scope.pop()) {
+        match error {
             Some(e) => Err(fail(e.to_string())),
             None => Ok(module),
         }
@@ -100,7 +106,6 @@ impl Kernel {
         spec: &'static KernelSpec,
     ) -> Result<Kernel> {
         let fail = |message: String| Error::Kernel { kernel: spec.entry.into(), message };
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -112,22 +117,27 @@ impl Kernel {
             entry(binding, wgpu::BufferBindingType::Storage { read_only: access == Access::Read })
         });
         let entries: Vec<_> = uniform.into_iter().chain(storage).collect();
-        let layout = device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(spec.entry), entries: &entries });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(spec.entry),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
+        let ((layout, pipeline), error) = error_scope(device, wgpu::ErrorFilter::Validation, || {
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(spec.entry),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(spec.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(spec.entry),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(spec.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            (layout, pipeline)
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(spec.entry),
-            layout: Some(&pipeline_layout),
-            module,
-            entry_point: Some(spec.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = error {
             return Err(fail(e.to_string()));
         }
         Ok(Kernel { name: spec.entry, pipeline, layout })

@@ -10,7 +10,11 @@ pub mod graph;
 pub mod kernel;
 pub mod ops;
 pub mod rng;
+mod signal;
 
-pub use context::{grid_1d, AdapterReport, AsyncRead, GpuContext, Submission, Tensor};
+pub use context::{grid_1d, AdapterReport, AsyncRead, GpuContext, LimitsRequest, Submission, Tensor};
 pub use error::{Error, Result};
 pub use kernel::{Dispatch, Kernel, KernelSpec};
+/// Runs a future to completion on this thread: how native code drives the async paths.
+#[cfg(not(target_arch = "wasm32"))]
+pub use pollster::block_on;

@@ -8,7 +8,7 @@
 //! and time, and a prefix read costs only the prefix even of a decompression bomb.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use byteorder::{BigEndian, ByteOrder};
@@ -67,10 +67,19 @@ impl IdxStream {
     fn open(path: &Path) -> Result<Self, LoadError> {
         let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| LoadError::io(path, e))?.len();
+        Self::new(path, BufReader::new(file), file_len)
+    }
+
+    /// A file already in memory (fetched by a web page, say); `name` names it in errors.
+    fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<Self, LoadError> {
+        let len = bytes.len() as u64;
+        Self::new(name, Cursor::new(bytes), len)
+    }
+
+    fn new(path: &Path, mut buffered: impl BufRead + 'static, file_len: u64) -> Result<Self, LoadError> {
         if file_len == 0 {
             return Err(LoadError::format(path, "the file is empty (0 bytes); download or copy it again"));
         }
-        let mut buffered = BufReader::new(file);
         let head = buffered.fill_buf().map_err(|e| LoadError::io(path, e))?;
         // Decide by content, not by name: a raw file named .gz is the only mislabelling refused.
         let gzip = head.starts_with(&GZIP_MAGIC);
@@ -233,7 +242,15 @@ pub(crate) struct ImageFile {
 impl ImageFile {
     /// Opens `path` and reads only its header; a gzip file is decompressed no further.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let mut stream = IdxStream::open(path)?;
+        Self::from_stream(IdxStream::open(path)?)
+    }
+
+    /// An image file already in memory; `name` names it in errors.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<Self, LoadError> {
+        Self::from_stream(IdxStream::from_bytes(name, bytes)?)
+    }
+
+    fn from_stream(mut stream: IdxStream) -> Result<Self, LoadError> {
         let sizes = stream.read_header(Kind::Images)?;
         let [count, rows, cols] = [sizes[0], sizes[1], sizes[2]].map(u64::from);
         let declared = format!("{count} images of {rows}x{cols} pixels");
@@ -271,7 +288,15 @@ pub(crate) struct LabelFile {
 impl LabelFile {
     /// Opens `path` and reads only its header; a gzip file is decompressed no further.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let mut stream = IdxStream::open(path)?;
+        Self::from_stream(IdxStream::open(path)?)
+    }
+
+    /// A label file already in memory; `name` names it in errors.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<Self, LoadError> {
+        Self::from_stream(IdxStream::from_bytes(name, bytes)?)
+    }
+
+    fn from_stream(mut stream: IdxStream) -> Result<Self, LoadError> {
         let count = stream.read_header(Kind::Labels)?[0];
         stream.check_capacity(u64::from(count), &format!("{count} labels"))?;
         // A u32 fits the usize of any target with pointers of 32 bits or more.

@@ -17,12 +17,14 @@
 //! with errors that name the file and never panics; MD5 checksums apply only to downloads, so
 //! other IDX data sets (Fashion-MNIST, for one) can be used from a data directory.
 
+#[cfg(feature = "download")]
 mod download;
 mod error;
 mod idx;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "download")]
 pub use download::{download, MIRRORS};
 pub use error::LoadError;
 pub use idx::{read_images, read_labels};
@@ -203,9 +205,10 @@ pub fn inspect(dir: &Path, allow_download: bool) -> Result<DatasetInfo, LoadErro
         .map(str::to_owned)
         .collect();
     if !missing.is_empty() {
-        if !allow_download {
+        if !(allow_download && cfg!(feature = "download")) {
             return Err(LoadError::Missing { dir: dir.to_owned(), files: missing });
         }
+        #[cfg(feature = "download")]
         download(dir, MIRRORS)?;
     }
     // Every header first, then the cross-checks; no payload is read.
@@ -215,17 +218,45 @@ pub fn inspect(dir: &Path, allow_download: bool) -> Result<DatasetInfo, LoadErro
     let test_labels = LabelFile::open(&require(dir, TEST_LABELS)?)?;
     let train = SplitInfo::from_headers(&train_images, &train_labels)?;
     let test = SplitInfo::from_headers(&test_images, &test_labels)?;
+    check_same_size(&train, &test)?;
+    Ok(DatasetInfo { dir: dir.to_owned(), train, test, num_classes: NUM_CLASSES })
+}
+
+fn check_same_size(train: &SplitInfo, test: &SplitInfo) -> Result<(), LoadError> {
     if (train.rows, train.cols) != (test.rows, test.cols) {
         return Err(LoadError::Mismatch {
-            first: train.images_path,
-            second: test.images_path,
+            first: train.images_path.clone(),
+            second: test.images_path.clone(),
             fault: format!(
                 "training images are {}x{} pixels but test images are {}x{}",
                 train.rows, train.cols, test.rows, test.cols
             ),
         });
     }
-    Ok(DatasetInfo { dir: dir.to_owned(), train, test, num_classes: NUM_CLASSES })
+    Ok(())
+}
+
+/// The four files already in memory (fetched by a web page, say), in the order training
+/// images, training labels, test images, test labels, each raw or gzip and named by its
+/// path or URL in errors: the checks of [`inspect`] and [`SplitInfo::read`], then the first
+/// `limits` samples of each split (all when None).
+pub fn load_bytes(files: [(PathBuf, Vec<u8>); 4], limits: [Option<usize>; 2]) -> Result<Dataset, LoadError> {
+    let [train_images, train_labels, test_images, test_labels] = files;
+    let train_images = ImageFile::from_bytes(&train_images.0, train_images.1)?;
+    let train_labels = LabelFile::from_bytes(&train_labels.0, train_labels.1)?;
+    let test_images = ImageFile::from_bytes(&test_images.0, test_images.1)?;
+    let test_labels = LabelFile::from_bytes(&test_labels.0, test_labels.1)?;
+    let train_info = SplitInfo::from_headers(&train_images, &train_labels)?;
+    let test_info = SplitInfo::from_headers(&test_images, &test_labels)?;
+    check_same_size(&train_info, &test_info)?;
+    let read = |info: &SplitInfo, images: ImageFile, labels: LabelFile, limit: Option<usize>| {
+        let count = limit.map_or(info.count, |limit| limit.min(info.count));
+        let (images, labels) = (images.read(count)?, labels.read(count, NUM_CLASSES)?);
+        Ok::<_, LoadError>(Split { images, labels, count, rows: info.rows, cols: info.cols })
+    };
+    let train = read(&train_info, train_images, train_labels, limits[0])?;
+    let test = read(&test_info, test_images, test_labels, limits[1])?;
+    Ok(Dataset { train, test, num_classes: NUM_CLASSES })
 }
 
 /// Loads the training and test splits from `dir` whole: [`inspect`], then

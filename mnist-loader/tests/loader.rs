@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use mnist_loader::{
-    download, inspect, load, read_images, read_labels, LoadError, SplitInfo, MEAN, NUM_CLASSES, STD, TEST_IMAGES,
-    TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
+    download, inspect, load, load_bytes, read_images, read_labels, LoadError, SplitInfo, MEAN, NUM_CLASSES, STD,
+    TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -846,4 +846,50 @@ fn fuzzed_headers_and_truncations_never_panic() {
     }
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "both outcomes occur: {outcomes:?}");
     assert!(prefix_outcomes[0] > 0 && prefix_outcomes[1] > 0, "both outcomes occur: {prefix_outcomes:?}");
+}
+
+/// The four files of `dir` as `load_bytes` takes them, named by their paths.
+fn files_in(dir: &TempDir, gz: bool) -> [(PathBuf, Vec<u8>); 4] {
+    [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS].map(|name| {
+        let path = dir.path().join(if gz { format!("{name}.gz") } else { name.to_string() });
+        let bytes = std::fs::read(&path).unwrap();
+        (path, bytes)
+    })
+}
+
+#[test]
+fn load_bytes_reads_what_load_reads_and_keeps_the_prefixes_asked_for() {
+    for gz in [false, true] {
+        let dir = TempDir::new("bytes");
+        write_dataset(&dir, gz, 12, 5, 6, 7);
+        let from_files = load(dir.path(), false).unwrap();
+        assert_eq!(load_bytes(files_in(&dir, gz), [None, None]).unwrap(), from_files);
+        let prefix = load_bytes(files_in(&dir, gz), [Some(4), Some(50)]).unwrap();
+        assert_eq!((prefix.train.count, prefix.test.count), (4, 5));
+        assert_eq!(prefix.train.images, from_files.train.images[..4 * 42]);
+        assert_eq!(prefix.train.labels, from_files.train.labels[..4]);
+    }
+}
+
+#[test]
+fn load_bytes_refuses_damaged_or_mismatched_files_with_the_loaders_messages() {
+    let dir = TempDir::new("bytes-damaged");
+    write_dataset(&dir, true, 10, 4, 5, 5);
+    let mut files = files_in(&dir, true);
+    let cut = files[2].1.len() / 2;
+    files[2].1.truncate(cut);
+    error_message(load_bytes(files, [None, None]), &dir.path().join(format!("{TEST_IMAGES}.gz")), &["gzip"]);
+    let mut files = files_in(&dir, true);
+    files[3].1 = gzip(&idx_labels(&labels_for(3)));
+    error_message(
+        load_bytes(files, [None, None]),
+        &dir.path().join(format!("{TEST_LABELS}.gz")),
+        &["4 images but 3 labels"],
+    );
+    let mut files = files_in(&dir, true);
+    files[0].1.clear();
+    error_message(load_bytes(files, [None, None]), &dir.path().join(format!("{TRAIN_IMAGES}.gz")), &["empty"]);
+    let mut files = files_in(&dir, true);
+    files[2].1 = gzip(&idx_images(4, 6, 6));
+    error_message(load_bytes(files, [None, None]), &dir.path().join(format!("{TRAIN_IMAGES}.gz")), &["5x5", "6x6"]);
 }

@@ -2,16 +2,16 @@
 
 use crate::checkpoint::{data_digest, Checkpoint, Fingerprint};
 use crate::curves::StepLosses;
+use crate::flags::{at_least_one, non_negative};
 use crate::networks::Network;
 use crate::run_dir::{confusion_table, RunDir};
 use crate::state_dict::TensorFile;
-use crate::train::{check_device_fits, EpochReport, Recipe, Trainer};
+use crate::train::{check_device_fits, weights_metadata, EpochReport, Recipe, Trainer};
 use clap::Parser;
 use engine::graph::Graph;
 use engine::ops::sgd::Sgd;
 use engine::GpuContext;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,22 +64,6 @@ pub struct Args {
     /// confusion.csv to DIR (created with its parents).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-}
-
-fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("`{s}` is not a whole number")),
-    }
-}
-
-fn non_negative(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        Ok(v) => Err(format!("must be a finite number of at least 0, got {v}")),
-        Err(_) => Err(format!("`{s}` is not a number")),
-    }
 }
 
 /// Parses the command line and trains `network`; the binaries' whole `main`.
@@ -161,7 +145,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         seed: args.seed,
         ..Recipe::default()
     };
-    let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe)?;
+    let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe.clone())?;
     let first_epoch = start(&trainer, network, args, initial, resume)?;
     let mut last = None;
     for epoch in first_epoch..=args.epochs {
@@ -169,7 +153,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         if run_dir.is_some() || args.checkpoint.is_some() {
             let (values, velocity) = trainer.state()?;
             if let Some(run_dir) = &mut run_dir {
-                run_dir.record(&graph, &values, run_metadata(network, args), &report, &steps)?;
+                run_dir.record(&graph, &values, weights_metadata(network, &recipe), &report, &steps)?;
             }
             if let Some(path) = &args.checkpoint {
                 let network = network.name().to_string();
@@ -231,22 +215,6 @@ fn start(
     Ok(first_epoch)
 }
 
-/// What the weights files of `--out` say of the run that made them.
-fn run_metadata(network: Network, args: &Args) -> BTreeMap<String, String> {
-    [
-        ("network", network.name().to_string()),
-        ("seed", args.seed.to_string()),
-        ("batch_size", args.batch_size.to_string()),
-        ("lr", args.lr.to_string()),
-        ("momentum", args.momentum.to_string()),
-        ("epochs", args.epochs.to_string()),
-        ("normalization", format!("(x / 255 - {}) / {}", mnist_loader::MEAN, mnist_loader::STD)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
-
 /// Trains one epoch with a progress bar on a terminal, then prints the test accuracy. Returns
 /// the report and the running training loss at each progress read: (epoch as a fraction, loss).
 fn train_epoch(
@@ -276,13 +244,6 @@ fn train_epoch(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    println!(
-        "Accuracy on test set: {:.2}%  (epoch {epoch}/{}: train loss {:.4}, {:.1} s, {:.0} images/s)",
-        report.test_accuracy(),
-        args.epochs,
-        report.train_loss,
-        report.train_seconds,
-        report.images_per_second
-    );
+    println!("{}", report.line(args.epochs));
     Ok((report, losses))
 }

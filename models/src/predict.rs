@@ -11,7 +11,7 @@ use engine::graph::{cpu, program::Program, Graph};
 use engine::ops::gather::{self, GpuImages};
 use engine::GpuContext;
 use image::imageops::{self, FilterType};
-use image::{ImageBuffer, ImageError, ImageReader, Luma};
+use image::{DynamicImage, ImageBuffer, ImageError, ImageReader, Luma, RgbaImage};
 use std::path::Path;
 
 /// The largest picture decoded, per side; the decoder's allocations are capped too.
@@ -49,6 +49,11 @@ fn ink(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
         ImageError::IoError(e) => format!("not a complete picture: the file is empty or cut short ({e})"),
         e => format!("not a PNG, JPEG, BMP or PGM/PPM picture, or a damaged one ({e})"),
     })?;
+    Ok(ink_of(&picture))
+}
+
+/// A picture's ink in 0..1 (light ink on a dark background), width, height.
+fn ink_of(picture: &DynamicImage) -> (Vec<f32>, usize, usize) {
     let picture = picture.to_luma_alpha32f();
     let (w, h) = (picture.width() as usize, picture.height() as usize);
     let gray: Vec<f32> = picture.pixels().map(|p| p[0] * p[1] + (1.0 - p[1])).collect();
@@ -58,12 +63,28 @@ fn ink(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
         .chain((0..h).flat_map(|y| [gray[y * w], gray[y * w + w - 1]]))
         .collect();
     let light_paper = border.iter().sum::<f32>() / border.len() as f32 > 0.5;
-    Ok((gray.into_iter().map(|v| if light_paper { 1.0 - v } else { v }).collect(), w, h))
+    (gray.into_iter().map(|v| if light_paper { 1.0 - v } else { v }).collect(), w, h)
 }
 
 /// The 28×28 MNIST-like image (u8, 255 = ink) of the digit in the picture at `path`.
 pub fn mnist_digit(path: &Path) -> Result<Vec<u8>, String> {
     let (ink, w, h) = ink(path)?;
+    digit_of_ink(&ink, w, h)
+}
+
+/// [`mnist_digit`] of an RGBA picture in memory (a canvas's pixels, say).
+pub fn mnist_digit_rgba(rgba: Vec<u8>, width: u32, height: u32) -> Result<Vec<u8>, String> {
+    let picture = RgbaImage::from_raw(width, height, rgba)
+        .ok_or_else(|| format!("{width}×{height} RGBA pixels need {} bytes", width as u64 * height as u64 * 4))?;
+    let (ink, w, h) = ink_of(&DynamicImage::ImageRgba8(picture));
+    digit_of_ink(&ink, w, h)
+}
+
+/// Crops the digit, scales it into a 20×20 box and centres it by mass in 28×28.
+fn digit_of_ink(ink: &[f32], w: usize, h: usize) -> Result<Vec<u8>, String> {
+    if w == 0 || h == 0 {
+        return Err("no digit found: the picture is empty".into());
+    }
     let strongest = ink.iter().fold(0f32, |m, &v| m.max(v));
     if strongest < 0.2 {
         return Err("no digit found: the picture is blank".into());
@@ -106,7 +127,18 @@ fn centre_by_mass(digit: &ImageBuffer<Luma<f32>, Vec<f32>>) -> Vec<u8> {
 
 /// Class probabilities of each 28×28 image of `images` (u8, back to back): on the GPU when
 /// `ctx` is given, else with the CPU executor.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn classify(
+    ctx: Option<&GpuContext>,
+    graph: &Graph,
+    params: &[f32],
+    images: &[u8],
+) -> engine::Result<Vec<Vec<f32>>> {
+    engine::block_on(classify_async(ctx, graph, params, images))
+}
+
+/// [`classify`] for callers that must not block (a web page).
+pub async fn classify_async(
     ctx: Option<&GpuContext>,
     graph: &Graph,
     params: &[f32],
@@ -130,7 +162,7 @@ pub fn classify(
             };
             let plan = Plan::evaluation(ctx, graph, n, &Parameters::upload(ctx, graph, params)?, &feed)?;
             plan.submit(ctx, None)?;
-            ctx.read(&plan.logits())?
+            ctx.read_async(&plan.logits()).await?
         }
         None => {
             let order: Vec<u32> = (0..n as u32).collect();

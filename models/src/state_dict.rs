@@ -65,17 +65,28 @@ impl TensorFile {
         let io_error = |error| WeightsError::Io { path: path.to_path_buf(), error };
         let file = std::fs::File::open(path).map_err(io_error)?;
         let size = file.metadata().map_err(io_error)?.len();
+        Self::check_size(path, size)?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(MAX_FILE_BYTES).read_to_end(&mut bytes).map_err(io_error)?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// A file already in memory (one a user picked in a web page, say); `name` names it in errors.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<TensorFile, WeightsError> {
+        Self::check_size(name, bytes.len() as u64)?;
+        let tensors = TensorFile { path: name.to_path_buf(), bytes };
+        tensors.parsed()?;
+        Ok(tensors)
+    }
+
+    fn check_size(path: &Path, size: u64) -> Result<(), WeightsError> {
         if size > MAX_FILE_BYTES {
             return Err(WeightsError::Invalid {
                 path: path.to_path_buf(),
                 why: format!("it has {size} bytes, more than the {MAX_FILE_BYTES} any of these networks needs"),
             });
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        file.take(MAX_FILE_BYTES).read_to_end(&mut bytes).map_err(io_error)?;
-        let tensors = TensorFile { path: path.to_path_buf(), bytes };
-        tensors.parsed()?;
-        Ok(tensors)
+        Ok(())
     }
 
     fn parsed(&self) -> Result<SafeTensors<'_>, WeightsError> {
@@ -176,13 +187,16 @@ pub fn named<'a>(graph: &Graph, packed: &'a [f32], prefix: &str) -> Vec<Named<'a
 
 /// Writes f32 tensors and string metadata as a safetensors file, atomically.
 pub fn write(path: &Path, tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<(), WeightsError> {
+    let file = serialize(tensors, metadata).map_err(|why| WeightsError::Invalid { path: path.to_path_buf(), why })?;
+    crate::files::write_atomically(path, &file).map_err(|error| WeightsError::Io { path: path.to_path_buf(), error })
+}
+
+/// The bytes of a safetensors file of f32 tensors and string metadata (what [`write`] writes).
+pub fn serialize(tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<Vec<u8>, String> {
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let views = tensors.iter().zip(&bytes).map(|(t, b)| {
         let view = safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), b).expect("shape matches values");
         (t.name.clone(), view)
     });
-    let invalid = |why: String| WeightsError::Invalid { path: path.to_path_buf(), why };
-    let file =
-        safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| invalid(e.to_string()))?;
-    crate::files::write_atomically(path, &file).map_err(|error| WeightsError::Io { path: path.to_path_buf(), error })
+    safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| e.to_string())
 }

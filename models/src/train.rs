@@ -2,6 +2,7 @@
 //! only its permutation, many steps are recorded into each command buffer, and loss and accuracy
 //! accumulate on the GPU, read back without stalling the queue.
 
+use crate::Network;
 use engine::graph::plan::{Feed, Parameters, Plan};
 use engine::graph::Graph;
 use engine::ops::gather::{GpuImages, Normalization};
@@ -10,9 +11,9 @@ use engine::ops::softmax_cross_entropy::{Metrics, METRICS_WORDS};
 use engine::rng::Rng;
 use engine::{AsyncRead, GpuContext, Tensor};
 use mnist_loader::Split;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::time::Instant;
+use web_time::Instant;
 
 /// The inputs' normalization: MNIST's pixel mean and standard deviation, as the seed uses.
 pub const MNIST_NORMALIZATION: Normalization = Normalization { mean: mnist_loader::MEAN, std: mnist_loader::STD };
@@ -54,6 +55,22 @@ impl Default for Recipe {
     }
 }
 
+/// What a weights file says of the run that made it (the binaries' `--out`, the web page).
+pub fn weights_metadata(network: Network, recipe: &Recipe) -> BTreeMap<String, String> {
+    [
+        ("network", network.name().to_string()),
+        ("seed", recipe.seed.to_string()),
+        ("batch_size", recipe.batch_size.to_string()),
+        ("lr", recipe.sgd.lr.to_string()),
+        ("momentum", recipe.sgd.momentum.to_string()),
+        ("epochs", recipe.epochs.to_string()),
+        ("normalization", format!("(x / 255 - {}) / {}", recipe.norm.mean, recipe.norm.std)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 #[derive(Clone, Debug)]
 pub struct EpochReport {
     pub epoch: usize,
@@ -77,6 +94,18 @@ impl EpochReport {
 
     pub fn train_accuracy(&self) -> f64 {
         100.0 * self.train_correct as f64 / self.train_count.max(1) as f64
+    }
+
+    /// The line the binaries (and the web page) print after an epoch of `epochs`.
+    pub fn line(&self, epochs: usize) -> String {
+        format!(
+            "Accuracy on test set: {:.2}%  (epoch {}/{epochs}: train loss {:.4}, {:.1} s, {:.0} images/s)",
+            self.test_accuracy(),
+            self.epoch,
+            self.train_loss,
+            self.train_seconds,
+            self.images_per_second
+        )
     }
 }
 
@@ -261,8 +290,13 @@ impl<'a> Trainer<'a> {
     }
 
     /// The parameters and SGD velocity, read back from the GPU.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn state(&self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-        Ok((self.ctx.read(&self.params.values)?, self.ctx.read(&self.params.velocity)?))
+        engine::block_on(self.state_async())
+    }
+
+    pub async fn state_async(&self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+        Ok((self.ctx.read_async(&self.params.values).await?, self.ctx.read_async(&self.params.velocity).await?))
     }
 
     /// Replaces the parameters and SGD velocity (from a checkpoint).
@@ -282,8 +316,9 @@ impl<'a> Trainer<'a> {
 
     /// Runs every step of a stage, many to a submission; `on_metrics` sees progress reads (and
     /// may stop the run). The metrics are read back asynchronously, so the queue never waits for
-    /// the host, except to time the first steps of a stage's first run.
-    fn run_stage(
+    /// the host, except to time the first steps of a stage's first run. Every wait is an
+    /// `await`, so in a browser the page stays live while the GPU works.
+    async fn run_stage(
         ctx: &GpuContext,
         stage: &mut Stage,
         mut on_metrics: impl FnMut(usize, Metrics) -> Result<(), TrainError>,
@@ -299,7 +334,7 @@ impl<'a> Trainer<'a> {
                 Some(n) => n,
                 None if stage.steps - done >= 2 => {
                     // Step one warms up; step two, alone on the queue, is timed.
-                    let seconds = Self::time_step(ctx, plan)?;
+                    let seconds = Self::time_step(ctx, plan).await?;
                     done += 2;
                     stage.steps_per_submit = Some(steps_per_submit(seconds));
                     continue;
@@ -315,26 +350,37 @@ impl<'a> Trainer<'a> {
             in_flight.push_back(plan.submit_steps(ctx, count, read)?);
             done += count;
             if in_flight.len() > MAX_IN_FLIGHT {
-                ctx.wait_for(in_flight.pop_front().unwrap())?;
+                ctx.finished(in_flight.pop_front().unwrap()).await?;
             }
             if let Some(words) = reader.take::<u32>()? {
                 on_metrics(read_covers, Metrics::from_words(&words))?;
             }
         }
-        let words: Vec<u32> = ctx.read(&stage.metrics)?;
+        let words: Vec<u32> = ctx.read_async(&stage.metrics).await?;
         Ok(Metrics::from_words(&words))
     }
 
     /// Runs two steps, each alone on the queue, and returns the second one's wall-clock seconds.
-    fn time_step(ctx: &GpuContext, plan: &Plan) -> Result<f64, TrainError> {
-        ctx.wait_for(plan.submit(ctx, None)?)?;
+    async fn time_step(ctx: &GpuContext, plan: &Plan) -> Result<f64, TrainError> {
+        ctx.finished(plan.submit(ctx, None)?).await?;
         let start = Instant::now();
-        ctx.wait_for(plan.submit(ctx, None)?)?;
+        ctx.finished(plan.submit(ctx, None)?).await?;
         Ok(start.elapsed().as_secs_f64())
     }
 
-    /// Trains one epoch (numbered from 1), then evaluates on the test split.
+    /// Trains one epoch (numbered from 1), then evaluates on the test split; `progress` sees
+    /// (step, steps, mean loss so far, images a second).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn epoch(
+        &mut self,
+        epoch: usize,
+        progress: impl FnMut(usize, usize, f64, f64),
+    ) -> Result<EpochReport, TrainError> {
+        engine::block_on(self.epoch_async(epoch, progress))
+    }
+
+    /// [`epoch`](Self::epoch) for callers that must not block (a web page).
+    pub async fn epoch_async(
         &mut self,
         epoch: usize,
         mut progress: impl FnMut(usize, usize, f64, f64),
@@ -352,12 +398,13 @@ impl<'a> Trainer<'a> {
             let seen = m.rows as f64;
             progress(step, steps, m.loss_sum as f64 / step as f64, seen / start.elapsed().as_secs_f64());
             Ok(())
-        })?;
+        })
+        .await?;
         let train_seconds = start.elapsed().as_secs_f64();
         if let Some(e) = nonfinite(&train) {
             return Err(e);
         }
-        let test = Self::run_stage(self.ctx, &mut self.test, |_, _| Ok(()))?;
+        let test = Self::run_stage(self.ctx, &mut self.test, |_, _| Ok(())).await?;
         Ok(EpochReport {
             epoch,
             test_correct: test.correct,
@@ -368,13 +415,14 @@ impl<'a> Trainer<'a> {
             train_count: train.rows,
             train_seconds,
             images_per_second: train.rows as f64 / train_seconds,
-            confusion: self.confusion()?,
+            confusion: self.confusion().await?,
         })
     }
 
     /// The test set's confusion matrix from the predictions the evaluation wrote.
-    fn confusion(&self) -> Result<Vec<Vec<u32>>, TrainError> {
-        let predictions: Vec<u32> = self.ctx.read(self.test.predictions.as_ref().expect("an evaluation stage"))?;
+    async fn confusion(&self) -> Result<Vec<Vec<u32>>, TrainError> {
+        let predictions = self.test.predictions.as_ref().expect("an evaluation stage");
+        let predictions: Vec<u32> = self.ctx.read_async(predictions).await?;
         let mut confusion = vec![vec![0u32; self.classes]; self.classes];
         for (&label, &predicted) in self.test_labels.iter().zip(&predictions) {
             confusion[label as usize][predicted as usize] += 1;

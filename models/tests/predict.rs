@@ -5,16 +5,17 @@
 //! with a non-zero exit and bounded memory.
 
 use clap::Parser;
-use image::{ImageBuffer, Luma, Rgb};
+use image::{ImageBuffer, Luma, Rgb, Rgba};
 use models::cli::Args;
-use models::predict::{classify, mnist_digit, network_of};
+use models::predict::{classify, mnist_digit, mnist_digit_rgba, network_of};
 use models::state_dict::TensorFile;
 use models::Network;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("predict-test-{}", std::process::id()));
+/// A directory of this test process's own, one per test (they run in parallel).
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("predict-test-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -67,7 +68,7 @@ fn variants(dir: &Path, i: usize, pixels: &[u8]) -> Vec<PathBuf> {
 fn pictures_of_test_images_get_the_digit_the_evaluation_gives_the_original() {
     let Some(ctx) = tests::gpu() else { return };
     let Some(data) = test_support::real_mnist_dir() else { return };
-    let dir = scratch();
+    let dir = scratch("pictures");
     let model = TensorFile::open(&trained_model(&data, &dir)).unwrap();
     let (network, graph) = network_of(&model).unwrap();
     assert_eq!(network, Network::SimpleCnn);
@@ -107,8 +108,7 @@ fn pictures_of_test_images_get_the_digit_the_evaluation_gives_the_original() {
 
 #[test]
 fn hostile_files_are_refused_naming_the_file_in_bounded_memory() {
-    let dir = scratch().join("hostile");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("hostile");
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -169,5 +169,35 @@ fn hostile_files_are_refused_naming_the_file_in_bounded_memory() {
     }
     let peak = test_support::children_peak_rss_kib();
     assert!(peak < 300_000_000 / 1024, "a run peaked at {} MB", peak / 1024);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn canvas_pixels_are_prepared_as_picture_files_are() {
+    let dir = scratch("canvas");
+    // A stroke like one drawn on the web page's pad: light ink on black, and dark ink on
+    // transparent paper (which counts as white).
+    let ink = |x: u32, y: u32| {
+        (x as i32 - 140).abs() < 14 && (60..220).contains(&y) || (y as i32 - 70).abs() < 12 && x > 90 && x < 150
+    };
+    let light =
+        ImageBuffer::from_fn(
+            280,
+            280,
+            |x, y| if ink(x, y) { Rgba([255, 255, 255, 255]) } else { Rgba([0, 0, 0, 255]) },
+        );
+    let dark = ImageBuffer::from_fn(280, 280, |x, y| if ink(x, y) { Rgba([0, 0, 0, 255]) } else { Rgba([0, 0, 0, 0]) });
+    for (name, picture) in [("light", light), ("dark", dark)] {
+        let path = dir.join(format!("{name}.png"));
+        picture.save(&path).unwrap();
+        let from_file = mnist_digit(&path).unwrap();
+        assert_eq!(mnist_digit_rgba(picture.into_raw(), 280, 280).unwrap(), from_file, "{name}");
+        assert!(from_file.iter().filter(|&&v| v > 128).count() > 40, "{name}: the stroke is in the digit");
+    }
+    let blank = mnist_digit_rgba(vec![0; 280 * 280 * 4], 280, 280).unwrap_err();
+    assert!(blank.contains("blank"), "{blank}");
+    let short = mnist_digit_rgba(vec![0; 100], 280, 280).unwrap_err();
+    assert!(short.contains("313600 bytes"), "{short}");
+    assert!(mnist_digit_rgba(Vec::new(), 0, 0).unwrap_err().contains("empty"));
     std::fs::remove_dir_all(dir).unwrap();
 }

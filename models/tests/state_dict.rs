@@ -4,7 +4,7 @@
 //! huge declared shape, a truncated file, a file far larger than any of these networks) are
 //! refused with a clear message before anything large is allocated.
 
-use models::state_dict::{TensorFile, MAX_FILE_BYTES};
+use models::state_dict::{self, TensorFile, MAX_FILE_BYTES};
 use models::Network;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -35,12 +35,20 @@ fn state_dict(network: Network) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
         .collect()
 }
 
+/// Why the file at `path` is refused, which must also be why its bytes are refused (as a web
+/// page hands them over) where they can be read.
 fn error(path: &Path) -> String {
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
-    match TensorFile::open(path).and_then(|f| f.params(&graph, "")) {
+    let message = match TensorFile::open(path).and_then(|f| f.params(&graph, "")) {
         Ok(_) => panic!("{} was accepted", path.display()),
         Err(e) => e.to_string(),
+    };
+    if std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_FILE_BYTES) {
+        let bytes = std::fs::read(path).unwrap();
+        let from_bytes = TensorFile::from_bytes(path, bytes).and_then(|f| f.params(&graph, ""));
+        assert_eq!(from_bytes.map(|_| ()).unwrap_err().to_string(), message);
     }
+    message
 }
 
 #[test]
@@ -52,6 +60,13 @@ fn a_pytorch_state_dict_loads_under_the_seeds_names() {
         let want: Vec<f32> = (0..p.len()).map(|i| i as f32 / 1000.0).collect();
         assert_eq!(packed[p.offset..p.offset + p.len()], want[..], "{}", p.name);
     }
+    let from_bytes = TensorFile::from_bytes(&path, std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(from_bytes.params(&graph, "").unwrap(), packed);
+    // What the web page offers for download reads back the same.
+    let metadata = [("network".to_string(), "simple_cnn".to_string())].into();
+    let served = state_dict::serialize(&state_dict::named(&graph, &packed, ""), metadata).unwrap();
+    let served = TensorFile::from_bytes(Path::new("model.safetensors"), served).unwrap();
+    assert_eq!((served.params(&graph, "").unwrap(), served.metadata()["network"].as_str()), (packed, "simple_cnn"));
     std::fs::remove_file(path).unwrap();
 }
 

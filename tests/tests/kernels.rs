@@ -894,7 +894,7 @@ fn buffers_past_u32_indices_or_the_binding_limit_are_refused_before_allocation()
         "{past_u32}"
     );
     // Past this, a grid folded past 65535 workgroups would wrap its u32 thread index.
-    assert!(ctx.check_fits(limit + 1, "wrap").is_err());
+    assert!(ctx.check_fits(limit as usize + 1, "wrap").is_err());
     let bytes = ctx.max_binding_bytes();
     let past_limit = ctx.check_fits(bytes as usize / 4 + 1, "big").unwrap_err().to_string();
     assert!(past_limit.contains("buffer `big`") && past_limit.contains("bytes per binding"), "{past_limit}");
