@@ -146,7 +146,9 @@ impl AdapterReport {
 
 impl std::fmt::Display for AdapterReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        // A browser may keep the adapter's name to itself.
+        let name = if self.name.is_empty() { "unnamed adapter" } else { &self.name };
+        write!(f, "{name} ({}, {}", self.backend, self.device_type)?;
         if !self.driver.is_empty() {
             write!(f, ", driver {}", self.driver)?;
         }
@@ -169,6 +171,7 @@ pub struct GpuContext {
     /// Validation errors raised outside an error scope (e.g. while recording a pass); checked
     /// after each submission so they surface as `Error` values instead of a panic.
     uncaptured: Arc<Mutex<Vec<String>>>,
+    placeholder: Tensor,
 }
 
 /// Which limits to ask the device for.
@@ -293,7 +296,18 @@ impl GpuContext {
                 .then_some((info.subgroup_min_size, info.subgroup_max_size)),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         };
+        let placeholder = Tensor {
+            buffer: Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("placeholder"),
+                size: 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })),
+            offset: 0,
+            len: 1,
+        };
         Ok(GpuContext {
+            placeholder,
             device,
             queue,
             report,
@@ -339,6 +353,13 @@ impl GpuContext {
             Some(e) => Err(Error::Device(format!("out of GPU memory for buffer `{label}` of {bytes} bytes: {e}"))),
             None => Ok(buffer),
         }
+    }
+
+    /// A one-element buffer to bind where a kernel's optional output is switched off. WebGPU
+    /// refuses a dispatch that binds one buffer to two bindings of which one is writable, so
+    /// another operand cannot stand in.
+    pub fn placeholder(&self) -> &Tensor {
+        &self.placeholder
     }
 
     /// The largest buffer this device binds, in bytes.

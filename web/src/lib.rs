@@ -190,8 +190,9 @@ impl Engine {
     }
 
     /// Trains epoch `epoch` (from 1) and evaluates; `progress(step, steps, loss, imagesPerSecond)`
-    /// is called as it goes. Resolves to the line the binaries print after an epoch; the
-    /// weights then classify drawn digits and are what `weights()` returns.
+    /// is called as it goes. Resolves to `{line, trainLoss, accuracy}`, `line` being what the
+    /// binaries print after an epoch; the weights then classify drawn digits and are what
+    /// `weights()` returns.
     pub fn epoch(&self, epoch: u32, progress: js_sys::Function) -> js_sys::Promise {
         let state = self.state.clone();
         future_to_promise(async move {
@@ -210,10 +211,13 @@ impl Engine {
             let (report, (params, _velocity)) = (report.map_err(js_value)?, snapshot.map_err(js_value)?);
             let settings = state.settings.as_ref().expect("configured before building");
             let metadata = weights_metadata(settings.network, &settings.recipe);
-            let line = report.line(settings.recipe.epochs);
+            let result = js_sys::Object::new();
+            js_sys::Reflect::set(&result, &"line".into(), &report.line(settings.recipe.epochs).into())?;
+            js_sys::Reflect::set(&result, &"trainLoss".into(), &report.train_loss.into())?;
+            js_sys::Reflect::set(&result, &"accuracy".into(), &report.test_accuracy().into())?;
             let graph = state.graph.clone().expect("built with the trainer");
             state.model = Some(Rc::new(Model { graph, params, metadata }));
-            Ok(JsValue::from(line))
+            Ok(result.into())
         })
     }
 

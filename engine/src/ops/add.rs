@@ -56,8 +56,9 @@ pub fn sum_slices(
         slices2.check_len("sum_slices second input", len2 * count)?;
     }
     let params = AddParams { total: len as u32, slices: count as u32, total2: len2 as u32 };
-    // Without a second pair, the first is bound again in its place.
-    let [slices2, out2] = second.unwrap_or(first);
+    // Without a second pair, its input is the first one again and its output the placeholder
+    // (a second writable binding of `out` would alias it).
+    let [slices2, out2] = second.unwrap_or([slices, ctx.placeholder()]);
     ctx.dispatch(&SUM_SLICES, &params, &[slices, slices2, out, out2], grid_1d(len.max(len2)))
 }
 

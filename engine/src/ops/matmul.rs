@@ -355,7 +355,12 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
     let groups = [tiles.min(65535) as u32, s.m.div_ceil(tile_rows) as u32, (s.batch * folds) as u32];
     // Unused bindings get A (read-only) and C (read-write) again: a buffer may back several
     // bindings of one access.
-    ctx.dispatch(spec, &params, &[a, b, c, bias.unwrap_or(a), sums.unwrap_or(c), residual.unwrap_or(a)], groups)
+    ctx.dispatch(
+        spec,
+        &params,
+        &[a, b, c, bias.unwrap_or(a), sums.unwrap_or(ctx.placeholder()), residual.unwrap_or(a)],
+        groups,
+    )
 }
 
 pub mod cpu {
