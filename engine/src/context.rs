@@ -205,6 +205,10 @@ pub(crate) fn error_scope<T>(
     }
 }
 
+#[cfg(target_arch = "wasm32")]
+const NO_ADAPTER_HELP: &str = "the browser offers WebGPU but gave no adapter: its GPU may be blocklisted \
+or WebGPU turned off (chrome://gpu says which); another browser or an updated GPU driver may have one";
+#[cfg(not(target_arch = "wasm32"))]
 const NO_ADAPTER_HELP: &str = "a Vulkan, Metal or DX12 driver is needed. On a headless Linux \
 machine install the software Vulkan driver: `apt-get install mesa-vulkan-drivers libvulkan1`. \
 WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME (a name substring) choose among several";

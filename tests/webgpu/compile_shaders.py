@@ -234,6 +234,10 @@ class DevTools:
                 if "error" in msg:
                     raise Failure(f"DevTools {method}: {msg['error']}")
                 return msg["result"]
+            self.note(msg)
+
+    def note(self, msg):
+        """An event that arrived while waiting for a reply; web/test_page.py keeps some."""
 
     def evaluate(self, expression):
         result = self.call("Runtime.evaluate", {"expression": expression,
