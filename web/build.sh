@@ -17,7 +17,10 @@ if [ -z "$version" ]; then
 fi
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
     echo "installing wasm-bindgen-cli $version (a few minutes, once)"
-    cargo install -q wasm-bindgen-cli --version "$version"
+    # --locked first (the versions its authors tested); a registry mirror that lacks one of
+    # them still gets a build with the newest compatible versions.
+    cargo install -q --locked wasm-bindgen-cli --version "$version" ||
+        cargo install -q wasm-bindgen-cli --version "$version"
 fi
 
 cargo build -q -p web --target wasm32-unknown-unknown --release

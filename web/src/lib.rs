@@ -140,9 +140,10 @@ impl Engine {
         let lr = non_negative(lr.trim()).map_err(|e| js_error(format!("lr: {e}")))?;
         let momentum = non_negative(momentum.trim()).map_err(|e| js_error(format!("momentum: {e}")))?;
         let seed = seed.trim().parse::<u64>().map_err(|_| js_error(format!("seed: `{seed}` is not a whole number")))?;
-        let limits = [parse_limit("limit-train", limit_train), parse_limit("limit-test", limit_test)];
-        let [train, test] = limits;
-        let limits = [train.map_err(js_error)?, test.map_err(js_error)?];
+        let limits = [
+            parse_limit("limit-train", limit_train).map_err(js_error)?,
+            parse_limit("limit-test", limit_test).map_err(js_error)?,
+        ];
         let sgd = Sgd { lr, momentum, weight_decay: 0.0 };
         let recipe = Recipe { epochs, batch_size, sgd, seed, ..Recipe::default() };
         self.state.borrow_mut().settings = Some(Settings { network, recipe, limits });
