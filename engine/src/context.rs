@@ -289,6 +289,13 @@ impl GpuContext {
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
+        // A browser may reset the device (a long submission, a driver update); say so at the next check.
+        let sink = uncaptured.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                sink.lock().unwrap().push(format!("the GPU device was lost ({reason:?}): {message}"));
+            }
+        });
         let report = AdapterReport {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),

@@ -53,6 +53,8 @@ struct State {
     data: Option<Dataset>,
     /// Taken out while an epoch runs, so the borrow never spans an `await`.
     trainer: Option<Trainer<'static>>,
+    /// An epoch is running: the run may not be reconfigured or rebuilt under it.
+    running: bool,
     graph: Option<Rc<Graph>>,
     model: Option<Rc<Model>>,
 }
@@ -85,7 +87,7 @@ impl Engine {
         let ctx = GpuContext::open(limits).await.map_err(js_error)?;
         // One device for the page's lifetime; trainers borrow it.
         let ctx: &'static GpuContext = Box::leak(Box::new(ctx));
-        let state = State { ctx, settings: None, data: None, trainer: None, graph: None, model: None };
+        let state = State { ctx, settings: None, data: None, trainer: None, running: false, graph: None, model: None };
         Ok(Engine { state: Rc::new(RefCell::new(state)) })
     }
 
@@ -131,6 +133,7 @@ impl Engine {
         limit_train: &str,
         limit_test: &str,
     ) -> Result<(), JsError> {
+        self.idle()?;
         let network = parse_network(network.trim()).map_err(js_error)?;
         let epochs = epochs
             .trim()
@@ -154,6 +157,7 @@ impl Engine {
     /// test labels; raw or gzip), named in errors by `names` (their URLs or file names), keeping
     /// the first `limit-train` / `limit-test` samples. Returns a line describing the data.
     pub fn load_data(&self, names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<String, JsError> {
+        self.idle()?;
         let mut state = self.state.borrow_mut();
         let limits = state.settings.as_ref().ok_or_else(|| js_error("configure the run before loading data"))?.limits;
         let files: Vec<(PathBuf, Vec<u8>)> =
@@ -172,6 +176,7 @@ impl Engine {
     /// Builds the configured network and its trainer on the loaded data (uploading both splits
     /// and building every plan); returns the line the binaries print about it.
     pub fn build(&self) -> Result<String, JsError> {
+        self.idle()?;
         let mut state = self.state.borrow_mut();
         let settings = state.settings.as_ref().ok_or_else(|| js_error("configure the run first"))?;
         let data = state.data.as_ref().ok_or_else(|| js_error("load the data first"))?;
@@ -199,6 +204,7 @@ impl Engine {
         future_to_promise(async move {
             let taken = state.borrow_mut().trainer.take();
             let mut trainer = taken.ok_or_else(|| js_value("no run is built, or an epoch is already running"))?;
+            state.borrow_mut().running = true;
             let report = trainer
                 .epoch_async(epoch as usize, |step, steps, loss, rate| {
                     let args = [step as f64, steps as f64, loss, rate].map(JsValue::from);
@@ -209,6 +215,7 @@ impl Engine {
             let snapshot = trainer.state_async().await;
             let mut state = state.borrow_mut();
             state.trainer = Some(trainer);
+            state.running = false;
             let (report, (params, _velocity)) = (report.map_err(js_value)?, snapshot.map_err(js_value)?);
             let settings = state.settings.as_ref().expect("configured before building");
             let metadata = weights_metadata(settings.network, &settings.recipe);
@@ -266,6 +273,13 @@ impl Engine {
 }
 
 impl Engine {
+    fn idle(&self) -> Result<(), JsError> {
+        match self.state.borrow().running {
+            true => Err(js_error("an epoch is running; wait for it to end")),
+            false => Ok(()),
+        }
+    }
+
     fn model(&self) -> Result<Rc<Model>, JsError> {
         self.state
             .borrow()

@@ -38,6 +38,9 @@ function fail(message) {
 function errorText(e) { return e && e.message ? e.message : String(e); }
 
 function fillSettings() {
+  const network = form.elements.network, asked = params.get('network');
+  // An unknown network stays as given, so the run refuses it by name.
+  if (asked !== null && !Array.from(network.options).some((o) => o.value === asked)) network.add(new Option(asked));
   for (const [name, value] of Object.entries(DEFAULTS)) {
     form.elements[name].value = params.has(name) ? params.get(name) : value;
   }
@@ -100,17 +103,23 @@ function drawLosses(epochs) {
   losses.forEach((p) => { g.beginPath(); g.arc(...at(p), 2.5, 0, 2 * Math.PI); g.fill(); });
 }
 
+// The controls that would change a run under way.
+function lockRun(locked) {
+  for (const id of ['train', 'weights-file', 'data-files']) $(id).disabled = locked;
+  for (const field of form.elements) field.disabled = locked;
+}
+
 async function train() {
-  $('train').disabled = true;
+  lockRun(true);
   setState('training');
   losses = [];
   try {
     engine.configure(...settings());
+    const epochs = Number(form.elements.epochs.value);
     print('loading the MNIST files…');
     const { names, bytes } = await dataFiles();
     print(engine.load_data(names, bytes));
     print(engine.build());
-    const epochs = Number(form.elements.epochs.value);
     drawLosses(Math.max(epochs, 1));
     for (let epoch = 1; epoch <= epochs; epoch++) {
       const { line, trainLoss } = await engine.epoch(epoch, (step, steps, loss, rate) => {
@@ -131,7 +140,7 @@ async function train() {
   } catch (e) {
     fail(errorText(e));
   } finally {
-    $('train').disabled = false;
+    lockRun(false);
   }
 }
 
@@ -170,6 +179,7 @@ pad.addEventListener('pointermove', (e) => {
   inked = true;
 });
 pad.addEventListener('pointerup', () => { drawing = false; classifyPad(); });
+pad.addEventListener('pointercancel', () => { drawing = false; });
 
 function showDigit(digit) {
   const g = $('digit').getContext('2d'), image = g.createImageData(28, 28);
@@ -177,12 +187,16 @@ function showDigit(digit) {
   g.putImageData(image, 0, 0);
 }
 
-// Classifies what the pad holds; resolves to the predicted digit (null when nothing to do).
+// Classifies what the pad holds; resolves to the predicted digit (null when nothing to do, or
+// when a later drawing has been classified meanwhile).
+let classifications = 0;
 async function classifyPad() {
   if (!engine || !inked || !engine.model_network()) return null;
+  const ticket = ++classifications;
   try {
     const pixels = pen.getImageData(0, 0, pad.width, pad.height);
     const { digit, probabilities } = await engine.predict(new Uint8Array(pixels.data.buffer), pad.width, pad.height);
+    if (ticket !== classifications) return null;
     const best = probabilities.indexOf(Math.max(...probabilities));
     $('prediction').textContent = best;
     $('prediction').dataset.digit = best;
