@@ -2,7 +2,7 @@
 
 use crate::checkpoint::{data_digest, Checkpoint, Fingerprint};
 use crate::curves::StepLosses;
-use crate::flags::{at_least_one, non_negative};
+use crate::flags::{at_least_one, limit_note, non_negative};
 use crate::networks::Network;
 use crate::run_dir::{confusion_table, RunDir};
 use crate::state_dict::TensorFile;
@@ -81,14 +81,10 @@ pub fn main(network: Network) -> ExitCode {
 /// How many of a split's `count` images the run uses: `limit` of them, or all (saying so when
 /// the limit asked for more than there are).
 fn images_used(what: &str, limit: Option<usize>, count: usize) -> usize {
-    match limit {
-        Some(n) if n > count => {
-            println!("note: --limit-{what} {n} is more than the {count} {what} images; using all of them");
-            count
-        }
-        Some(n) => n,
-        None => count,
+    if let Some(note) = limit_note(what, limit, count) {
+        println!("{note}");
     }
+    limit.map_or(count, |n| n.min(count))
 }
 
 pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -18,3 +18,10 @@ pub fn non_negative(s: &str) -> Result<f32, String> {
         Err(_) => Err(format!("`{s}` is not a number")),
     }
 }
+
+/// What to say when `--limit-{what}` asks for more than the `count` images there are (all are used).
+pub fn limit_note(what: &str, limit: Option<usize>, count: usize) -> Option<String> {
+    limit
+        .filter(|&n| n > count)
+        .map(|n| format!("note: --limit-{what} {n} is more than the {count} {what} images; using all of them"))
+}

@@ -13,7 +13,7 @@ use engine::graph::Graph;
 use engine::ops::sgd::Sgd;
 use engine::{GpuContext, LimitsRequest};
 use mnist_loader::Dataset;
-use models::flags::{at_least_one, non_negative};
+use models::flags::{at_least_one, limit_note, non_negative};
 use models::predict::{classify_async, mnist_digit_rgba, network_of};
 use models::state_dict::{self, TensorFile};
 use models::train::{weights_metadata, Recipe, Trainer};
@@ -165,10 +165,16 @@ impl Engine {
         let files: [(PathBuf, Vec<u8>); 4] =
             files.try_into().map_err(|_| js_error("four MNIST files are needed, with a name each"))?;
         let data = mnist_loader::load_bytes(files, limits).map_err(js_error)?;
-        let line = format!(
+        let mut line = format!(
             "{} training and {} test images of {}×{}",
             data.train.count, data.test.count, data.train.rows, data.train.cols
         );
+        // As the binaries say it; the loader used every image there is.
+        for (what, limit, count) in [("train", limits[0], data.train.count), ("test", limits[1], data.test.count)] {
+            if let Some(note) = limit_note(what, limit, count) {
+                line = format!("{line} ({note})");
+            }
+        }
         state.data = Some(data);
         Ok(line)
     }
