@@ -152,6 +152,11 @@ impl SplitInfo {
                 ),
             ));
         }
+        self.read_opened(images, labels, limit)
+    }
+
+    /// Reads the first `min(limit, count)` samples of this split's opened files.
+    fn read_opened(&self, images: ImageFile, labels: LabelFile, limit: Option<usize>) -> Result<Split, LoadError> {
         let count = limit.map_or(self.count, |limit| limit.min(self.count));
         let images = images.read(count)?;
         let labels = labels.read(count, NUM_CLASSES)?;
@@ -216,24 +221,26 @@ pub fn inspect(dir: &Path, allow_download: bool) -> Result<DatasetInfo, LoadErro
     let train_labels = LabelFile::open(&require(dir, TRAIN_LABELS)?)?;
     let test_images = ImageFile::open(&require(dir, TEST_IMAGES)?)?;
     let test_labels = LabelFile::open(&require(dir, TEST_LABELS)?)?;
-    let train = SplitInfo::from_headers(&train_images, &train_labels)?;
-    let test = SplitInfo::from_headers(&test_images, &test_labels)?;
-    check_same_size(&train, &test)?;
+    let (train, test) = cross_check([&train_images, &test_images], [&train_labels, &test_labels])?;
     Ok(DatasetInfo { dir: dir.to_owned(), train, test, num_classes: NUM_CLASSES })
 }
 
-fn check_same_size(train: &SplitInfo, test: &SplitInfo) -> Result<(), LoadError> {
+/// The two splits' headers cross-checked: as many labels as images in each, and training and
+/// test images of the same size.
+fn cross_check(images: [&ImageFile; 2], labels: [&LabelFile; 2]) -> Result<(SplitInfo, SplitInfo), LoadError> {
+    let train = SplitInfo::from_headers(images[0], labels[0])?;
+    let test = SplitInfo::from_headers(images[1], labels[1])?;
     if (train.rows, train.cols) != (test.rows, test.cols) {
         return Err(LoadError::Mismatch {
-            first: train.images_path.clone(),
-            second: test.images_path.clone(),
+            first: train.images_path,
+            second: test.images_path,
             fault: format!(
                 "training images are {}x{} pixels but test images are {}x{}",
                 train.rows, train.cols, test.rows, test.cols
             ),
         });
     }
-    Ok(())
+    Ok((train, test))
 }
 
 /// The four files already in memory (fetched by a web page, say), in the order training
@@ -246,16 +253,9 @@ pub fn load_bytes(files: [(PathBuf, Vec<u8>); 4], limits: [Option<usize>; 2]) ->
     let train_labels = LabelFile::from_bytes(&train_labels.0, train_labels.1)?;
     let test_images = ImageFile::from_bytes(&test_images.0, test_images.1)?;
     let test_labels = LabelFile::from_bytes(&test_labels.0, test_labels.1)?;
-    let train_info = SplitInfo::from_headers(&train_images, &train_labels)?;
-    let test_info = SplitInfo::from_headers(&test_images, &test_labels)?;
-    check_same_size(&train_info, &test_info)?;
-    let read = |info: &SplitInfo, images: ImageFile, labels: LabelFile, limit: Option<usize>| {
-        let count = limit.map_or(info.count, |limit| limit.min(info.count));
-        let (images, labels) = (images.read(count)?, labels.read(count, NUM_CLASSES)?);
-        Ok::<_, LoadError>(Split { images, labels, count, rows: info.rows, cols: info.cols })
-    };
-    let train = read(&train_info, train_images, train_labels, limits[0])?;
-    let test = read(&test_info, test_images, test_labels, limits[1])?;
+    let (train, test) = cross_check([&train_images, &test_images], [&train_labels, &test_labels])?;
+    let train = train.read_opened(train_images, train_labels, limits[0])?;
+    let test = test.read_opened(test_images, test_labels, limits[1])?;
     Ok(Dataset { train, test, num_classes: NUM_CLASSES })
 }
 
