@@ -296,7 +296,12 @@ impl<'a> Trainer<'a> {
     }
 
     pub async fn state_async(&self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-        Ok((self.ctx.read_async(&self.params.values).await?, self.ctx.read_async(&self.params.velocity).await?))
+        Ok((self.parameters_async().await?, self.ctx.read_async(&self.params.velocity).await?))
+    }
+
+    /// The parameters alone, read back from the GPU (weights to save or classify with).
+    pub async fn parameters_async(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.ctx.read_async(&self.params.values).await?)
     }
 
     /// Replaces the parameters and SGD velocity (from a checkpoint).

@@ -218,11 +218,11 @@ impl Engine {
                     let _ = progress.apply(&JsValue::NULL, &args.into_iter().collect());
                 })
                 .await;
-            let snapshot = trainer.state_async().await;
+            let params = trainer.parameters_async().await;
             let mut state = state.borrow_mut();
             state.trainer = Some(trainer);
             state.running = false;
-            let (report, (params, _velocity)) = (report.map_err(js_value)?, snapshot.map_err(js_value)?);
+            let (report, params) = (report.map_err(js_value)?, params.map_err(js_value)?);
             let settings = state.settings.as_ref().expect("configured before building");
             let metadata = weights_metadata(settings.network, &settings.recipe);
             let result = js_sys::Object::new();
