@@ -6,7 +6,7 @@
 #                                        .device/ (ignored by git; about 55 MiB of the 64 that travel)
 #   bash tests/device-check.sh run       there: print the adapter, run the bench and
 #                                        `bench --vs-pytorch` (PyTorch with CUDA on the same card,
-#                                        the seed's recipe included), and train each network for
+#                                        the tutorial's recipe included), and train each network for
 #                                        one epoch with the binaries; the log goes to
 #                                        $OUT/device-check.log (or /tmp/device-check.log)
 #

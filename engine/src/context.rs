@@ -17,11 +17,14 @@ pub const MAX_ELEMENTS: u64 = (1 << 32) - 65535 * 256;
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub(crate) buffer: Arc<wgpu::Buffer>,
+    /// Byte offset of the first element in the buffer.
     pub offset: u64,
+    /// Number of 4-byte elements.
     pub len: usize,
 }
 
 impl Tensor {
+    /// The view's size in bytes (`len * 4`).
     pub fn bytes(&self) -> u64 {
         self.len as u64 * 4
     }
@@ -72,6 +75,7 @@ pub struct AsyncRead {
 }
 
 impl AsyncRead {
+    /// A reader of `source` with its own staging buffer; no copy is requested yet.
     pub fn new(ctx: &GpuContext, source: &Tensor) -> AsyncRead {
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("async read"),
@@ -126,13 +130,19 @@ impl AsyncRead {
 /// What was opened, for the log line every binary prints first.
 #[derive(Clone, Debug)]
 pub struct AdapterReport {
+    /// The adapter's name (empty where a browser withholds it).
     pub name: String,
+    /// The wgpu backend, e.g. `Vulkan`.
     pub backend: String,
+    /// The wgpu device type, e.g. `DiscreteGpu` or `Cpu`.
     pub device_type: String,
+    /// Driver name and version, where the adapter reports them.
     pub driver: String,
+    /// Whether the device was opened with subgroup operations.
     pub subgroups: bool,
     /// The smallest and largest subgroup size, where subgroups are available.
     pub subgroup_sizes: Option<(u32, u32)>,
+    /// Whether the device was opened with timestamp queries (for `time_dispatches`).
     pub timestamps: bool,
 }
 
@@ -161,9 +171,12 @@ impl std::fmt::Display for AdapterReport {
     }
 }
 
+/// An open device and queue with its kernel cache: allocates tensors, creates dispatches and
+/// submits them.
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
+    /// What was opened.
     pub report: AdapterReport,
     pub(crate) limits: wgpu::Limits,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -407,6 +420,7 @@ impl GpuContext {
         Ok(())
     }
 
+    /// A new buffer holding `data` (4-byte elements), written before the next submission.
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T], label: &str) -> Result<Tensor> {
         assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
         let t = self.zeros(data.len(), label)?;

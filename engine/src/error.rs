@@ -8,7 +8,12 @@ pub enum Error {
     /// The adapter refused to open a device.
     Device(String),
     /// A shader, pipeline or dispatch failed validation; names the kernel.
-    Kernel { kernel: String, message: String },
+    Kernel {
+        /// The entry point, the `.wgsl` file, or `dispatch` for an error found after a submission.
+        kernel: String,
+        /// What failed (the validator's message, or why the launch was refused).
+        message: String,
+    },
     /// Shapes that do not fit together.
     Shape(String),
     /// A buffer larger than this device can bind (or than the shaders' u32 indices reach).
@@ -35,4 +40,5 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The engine's result type.
 pub type Result<T> = std::result::Result<T, Error>;

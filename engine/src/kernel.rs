@@ -5,9 +5,12 @@ use crate::context::error_scope;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
+/// How a kernel binds a storage buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
+    /// `var<storage, read>`.
     Read,
+    /// `var<storage, read_write>`.
     ReadWrite,
 }
 
@@ -16,13 +19,17 @@ pub enum Access {
 /// tests compare it with the WGSL module.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamsLayout {
+    /// The struct's name, the same in Rust and WGSL.
     pub name: &'static str,
+    /// `size_of` the Rust struct, in bytes.
     pub size: usize,
+    /// Each field's (name, byte offset, Rust type), in declaration order.
     pub fields: &'static [(&'static str, usize, &'static str)],
 }
 
 /// A `#[repr(C)]` struct that mirrors a WGSL parameter struct of the same name.
 pub trait GpuParams: bytemuck::Pod {
+    /// The struct's layout, for launch-time and shader-test checks.
     const LAYOUT: ParamsLayout;
 }
 
@@ -56,8 +63,11 @@ macro_rules! gpu_params {
 pub struct KernelSpec {
     /// Shader file stem in `shaders/`.
     pub file: &'static str,
+    /// The `@compute` entry point's name.
     pub entry: &'static str,
+    /// The uniform block at binding 0, if any.
     pub params: Option<ParamsLayout>,
+    /// Storage bindings as (binding, access), in launch order.
     pub storage: &'static [(u32, Access)],
 }
 
@@ -73,9 +83,13 @@ impl KernelSpec {
     }
 }
 
+/// A compiled kernel: its compute pipeline and the bind group layout its dispatches bind to.
 pub struct Kernel {
+    /// The entry point's name (labels and timings).
     pub name: &'static str,
+    /// The pipeline, compiled against `layout`.
     pub pipeline: wgpu::ComputePipeline,
+    /// The bind group layout built from the [`KernelSpec`].
     pub layout: wgpu::BindGroupLayout,
 }
 
@@ -146,8 +160,10 @@ impl Kernel {
 
 /// A kernel bound to its buffers and parameters. Built once; recorded as often as needed.
 pub struct Dispatch {
+    /// The kernel dispatched.
     pub kernel: Arc<Kernel>,
     pub(crate) bind_group: wgpu::BindGroup,
+    /// Workgroup counts along x, y and z.
     pub workgroups: [u32; 3],
     pub(crate) _uniform: Option<wgpu::Buffer>,
 }

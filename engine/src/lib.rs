@@ -2,10 +2,13 @@
 //!
 //! - [`context`]: adapter and device, buffers, submission.
 //! - [`kernel`]: compiled kernels and recorded dispatches.
+//! - [`functional`]: single layers applied to tensors (the tutorial's first lessons).
 //! - [`ops`]: one module per WGSL file, each with GPU launchers and a CPU reference.
 
 pub mod context;
+pub mod data;
 pub mod error;
+pub mod functional;
 pub mod graph;
 pub mod kernel;
 pub mod ops;

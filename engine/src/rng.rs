@@ -1,14 +1,17 @@
 //! A small seeded generator (SplitMix64) for parameter initialisation and tests: the same seed
 //! gives the same numbers on every platform.
 
+/// SplitMix64 state; cloning forks an identical stream.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose stream is fixed by `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
+    /// The next 64 random bits (one SplitMix64 step).
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -27,6 +30,7 @@ impl Rng {
         (self.next_f32() * 2.0 - 1.0) * bound
     }
 
+    /// `len` values uniform in [-bound, bound), e.g. a layer's initial weights.
     pub fn uniform_vec(&mut self, len: usize, bound: f32) -> Vec<f32> {
         (0..len).map(|_| self.uniform(bound)).collect()
     }

@@ -6,7 +6,9 @@ use crate::flags::{at_least_one, limit_note, non_negative};
 use crate::networks::Network;
 use crate::run_dir::{confusion_table, RunDir};
 use crate::state_dict::TensorFile;
-use crate::train::{check_device_fits, weights_metadata, EpochReport, Recipe, Trainer};
+use crate::train::{
+    check_device_fits, mnist_images, weights_metadata, EpochReport, Recipe, Remedy, TrainError, Trainer,
+};
 use clap::Parser;
 use engine::graph::Graph;
 use engine::ops::sgd::Sgd;
@@ -16,7 +18,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Trains one of the seed's MNIST networks on the GPU with the seed's recipe and prints the
+/// Trains one of the tutorial's MNIST networks on the GPU with the tutorial's recipe and prints the
 /// test accuracy after each epoch.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -112,12 +114,8 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     let ctx = GpuContext::new()?;
     println!("{}: adapter {}", network.name(), ctx.report);
     let image_len = info.train.image_len();
-    check_device_fits(
-        &ctx,
-        &graph,
-        args.batch_size,
-        [("train", train_count, image_len), ("test", test_count, image_len)],
-    )?;
+    let sizes = [("train", train_count, image_len), ("test", test_count, image_len)];
+    check_device_fits(&ctx, &graph, args.batch_size, &sizes).map_err(with_flags)?;
     let train = info.train.read(Some(train_count))?;
     let test = info.test.read(Some(test_count))?;
     let data_md5 = data_digest(&train.images, &train.labels);
@@ -141,7 +139,8 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         seed: args.seed,
         ..Recipe::default()
     };
-    let mut trainer = Trainer::new(&ctx, &graph, &train, &test, recipe.clone())?;
+    let (train_set, test_set) = (mnist_images(&train), mnist_images(&test));
+    let mut trainer = Trainer::new(&ctx, &graph, &train_set, Some(&test_set), recipe.clone()).map_err(with_flags)?;
     let first_epoch = start(&trainer, network, args, initial, resume)?;
     let mut last = None;
     for epoch in first_epoch..=args.epochs {
@@ -168,6 +167,19 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         );
     }
     Ok(())
+}
+
+/// A training error in the command line's words: what to change, as the flag to change it.
+fn with_flags(e: TrainError) -> Box<dyn std::error::Error> {
+    let fix = match &e {
+        TrainError::TooLarge { remedy: Remedy::FewerImages { split, count }, .. } => {
+            format!("use --limit-{split} to use fewer of the {count} {split} images")
+        }
+        TrainError::TooLarge { remedy: Remedy::SmallerBatch, .. } => "use a smaller --batch-size".into(),
+        TrainError::NonFinite { .. } => "try a smaller learning rate (--lr)".into(),
+        _ => return e.into(),
+    };
+    format!("{e} ({fix})").into()
 }
 
 /// Checks that `--checkpoint` can be written, and reads and checks the `--resume` checkpoint,
@@ -236,7 +248,8 @@ fn train_epoch(
             bar.set_position(step as u64);
             bar.set_message(format!("loss {loss:.4}, {rate:.0} images/s"));
         }
-    })?;
+    });
+    let report = report.map_err(with_flags)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -1,4 +1,4 @@
-//! The seed's three MNIST networks, their shared training loop and command line.
+//! The tutorial's three MNIST networks, their shared training loop and command line.
 
 pub mod checkpoint;
 #[cfg(feature = "native")]
@@ -7,8 +7,11 @@ pub mod cli;
 pub mod curves;
 pub mod files;
 pub mod flags;
+#[cfg(feature = "native")]
+pub mod image_folder;
 pub mod networks;
 pub mod onnx;
+pub mod picture;
 pub mod predict;
 #[cfg(feature = "native")]
 pub mod run_dir;

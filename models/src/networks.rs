@@ -1,4 +1,4 @@
-//! The seed's three networks, layer for layer, with PyTorch's parameter names.
+//! The tutorial's three networks, layer for layer, with PyTorch's parameter names.
 
 use engine::graph::{Graph, NodeId, Shape};
 use engine::Result;

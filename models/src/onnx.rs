@@ -156,7 +156,7 @@ fn batch_and(sizes: &[usize]) -> Vec<Dimension> {
 /// The ONNX model of `graph` with the packed parameters `values`, encoded.
 pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
     let initializer = graph
-        .params
+        .params()
         .iter()
         .map(|p| TensorProto {
             dims: p.shape.iter().map(|&d| d as i64).collect(),
@@ -166,14 +166,14 @@ pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
         })
         .collect();
     // The logits are the node the loss reads; ONNX calls that output `logits`.
-    let logits = graph.nodes.iter().find_map(|n| match n.op {
+    let logits = graph.nodes().iter().find_map(|n| match n.op {
         Op::SoftmaxCrossEntropy { logits, .. } => Some(logits),
         _ => None,
     });
-    let name = |i: usize| if Some(i) == logits { "logits".to_string() } else { graph.nodes[i].name.clone() };
+    let name = |i: usize| if Some(i) == logits { "logits".to_string() } else { graph.nodes()[i].name.clone() };
     let mut nodes = Vec::new();
     let (mut input, mut output) = (None, None);
-    for (i, node) in graph.nodes.iter().enumerate() {
+    for (i, node) in graph.nodes().iter().enumerate() {
         let (op, inputs, attribute): (&str, Vec<String>, Vec<AttributeProto>) = match &node.op {
             Op::Input => {
                 input = Some(value_info(&node.name, batch_and(&node.shape)));
@@ -181,11 +181,11 @@ pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
             }
             Op::Labels => continue,
             Op::SoftmaxCrossEntropy { logits, .. } => {
-                output = Some(value_info("logits", batch_and(&graph.nodes[*logits].shape[..1])));
+                output = Some(value_info("logits", batch_and(&graph.nodes()[*logits].shape[..1])));
                 continue;
             }
             Op::Conv2d { x, weight, bias, kernel, stride, pad } => {
-                let params = vec![name(*x), graph.params[*weight].name.clone(), graph.params[*bias].name.clone()];
+                let params = vec![name(*x), graph.params()[*weight].name.clone(), graph.params()[*bias].name.clone()];
                 ("Conv", params, window(*kernel, *stride, *pad))
             }
             Op::MaxPool2d { x, kernel, stride, pad } => ("MaxPool", vec![name(*x)], window(*kernel, *stride, *pad)),
@@ -199,7 +199,7 @@ pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
             Op::Concat { xs } => ("Concat", xs.iter().map(|&x| name(x)).collect(), vec![int("axis", 1)]),
             Op::Flatten { x } => ("Flatten", vec![name(*x)], vec![int("axis", 1)]),
             Op::Linear { x, weight, bias } => {
-                let params = vec![name(*x), graph.params[*weight].name.clone(), graph.params[*bias].name.clone()];
+                let params = vec![name(*x), graph.params()[*weight].name.clone(), graph.params()[*bias].name.clone()];
                 ("Gemm", params, vec![int("transB", 1)])
             }
         };
@@ -222,7 +222,7 @@ pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
         ir_version: 7,
         producer_name: "mnist-gpu engine".into(),
         doc_string: format!(
-            "The seed's {network}. Input: float32 [N, 1, 28, 28] normalized as in training, \
+            "The tutorial's {network}. Input: float32 [N, 1, 28, 28] normalized as in training, \
              (pixel / 255 - 0.1307) / 0.3081; output: the logits [N, 10]."
         ),
         graph: Some(graph),

@@ -6,17 +6,15 @@
 use crate::state_dict::TensorFile;
 use crate::train::MNIST_NORMALIZATION;
 use crate::Network;
-use engine::graph::plan::{Feed, Parameters, Plan};
-use engine::graph::{cpu, program::Program, Graph};
-use engine::ops::gather::{self, GpuImages};
+use engine::graph::plan::{Parameters, Plan};
+use engine::graph::program::{Pass, Program};
+use engine::graph::{cpu, Graph};
 use engine::GpuContext;
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, ImageBuffer, ImageError, ImageReader, Luma, RgbaImage};
+use image::{DynamicImage, ImageBuffer, Luma, RgbaImage};
 use std::path::Path;
 
-/// The largest picture decoded, per side; the decoder's allocations are capped too.
-pub const MAX_SIDE: u32 = 8192;
-const MAX_DECODE_BYTES: u64 = 160 << 20;
+pub use crate::picture::MAX_SIDE;
 /// MNIST's geometry: the digit fits a 20×20 box inside a 28×28 image.
 const SIDE: usize = 28;
 const BOX: f32 = 20.0;
@@ -34,22 +32,7 @@ pub fn network_of(file: &TensorFile) -> Option<(Network, Graph)> {
 /// Decodes the picture at `path` into ink in 0..1 (light ink on a dark background), width,
 /// height. Transparent pixels count as white paper.
 fn ink(path: &Path) -> Result<(Vec<f32>, usize, usize), String> {
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    let unreadable = |e: std::io::Error| format!("cannot read it ({e})");
-    let mut reader = ImageReader::open(path).map_err(unreadable)?.with_guessed_format().map_err(unreadable)?;
-    reader.limits(limits);
-    let picture = reader.decode().map_err(|e| match e {
-        ImageError::Limits(_) => format!(
-            "the picture is larger than {MAX_SIDE}×{MAX_SIDE} pixels or needs more than {} MB to decode",
-            MAX_DECODE_BYTES >> 20
-        ),
-        ImageError::IoError(e) => format!("not a complete picture: the file is empty or cut short ({e})"),
-        e => format!("not a PNG, JPEG, BMP or PGM/PPM picture, or a damaged one ({e})"),
-    })?;
-    Ok(ink_of(&picture))
+    Ok(ink_of(&crate::picture::decode(path)?))
 }
 
 /// A picture's ink in 0..1 (light ink on a dark background), width, height.
@@ -137,38 +120,24 @@ pub fn classify(
     engine::block_on(classify_async(ctx, graph, params, images))
 }
 
-/// [`classify`] for callers that must not block (a web page).
+/// [`classify`] for callers that must not block (a web page). The images are normalized as
+/// MNIST's and run through a forward-only inference plan: no labels, no loss.
 pub async fn classify_async(
     ctx: Option<&GpuContext>,
     graph: &Graph,
     params: &[f32],
     images: &[u8],
 ) -> engine::Result<Vec<Vec<f32>>> {
-    let n = images.len() / (SIDE * SIDE);
-    let labels = vec![0u8; n];
+    let n = images.len() / graph.input_shape()?.iter().product::<usize>();
+    let x: Vec<f32> = images.iter().map(|&p| MNIST_NORMALIZATION.apply(p)).collect();
     let logits = match ctx {
         Some(ctx) => {
-            let gpu_images = GpuImages::upload(ctx, images, &labels, SIDE * SIDE)?;
-            let order = ctx.upload(&(0..n as u32).collect::<Vec<_>>(), "order")?;
-            let (step, metrics) = (ctx.zeros(1, "step")?, Feed::new_metrics(ctx)?);
-            let feed = Feed {
-                images: &gpu_images,
-                order: &order,
-                step: &step,
-                metrics: &metrics,
-                predictions: None,
-                samples: n,
-                norm: MNIST_NORMALIZATION,
-            };
-            let plan = Plan::evaluation(ctx, graph, n, &Parameters::upload(ctx, graph, params)?, &feed)?;
+            let plan = Plan::inference(ctx, graph, n, &Parameters::upload(ctx, graph, params)?)?;
+            ctx.write(&plan.input(), &x);
             plan.submit(ctx, None)?;
             ctx.read_async(&plan.logits()).await?
         }
-        None => {
-            let order: Vec<u32> = (0..n as u32).collect();
-            let (x, y) = gather::cpu::gather_batch(images, &labels, SIDE * SIDE, &order, MNIST_NORMALIZATION);
-            cpu::run(graph, &Program::build(graph, n, false)?, params, &x, &y).logits
-        }
+        None => cpu::run(graph, &Program::build(graph, n, Pass::Inference)?, params, &x, &[]).logits,
     };
     Ok(logits.chunks(logits.len() / n.max(1)).map(softmax).collect())
 }

@@ -1,6 +1,6 @@
 //! `--out DIR`: what a run leaves for the tools its users already have, updated after every
 //! epoch: `model.safetensors` (the latest weights) and `best.safetensors` (the epoch with the
-//! best test accuracy, chosen on the test set as the seed does), both state_dicts that PyTorch's
+//! best test accuracy, chosen on the test set as the tutorial does), both state_dicts that PyTorch's
 //! `load_state_dict(strict=True)` takes; `model.onnx`, the latest weights as an ONNX model;
 //! `metrics.csv`, one row per epoch, flushed as it goes; `confusion.csv`, the latest epoch's
 //! test confusion matrix.

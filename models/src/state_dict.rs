@@ -1,4 +1,4 @@
-//! Network weights in safetensors files, under the names and shapes of the seed's PyTorch
+//! Network weights in safetensors files, under the names and shapes of the tutorial's PyTorch
 //! modules' `state_dict()` (`conv1.weight` [10, 1, 5, 5], `incep1.branch5x5_2.bias` [24], …):
 //! what PyTorch's `safetensors.torch.save_file(model.state_dict(), path)` writes, and what the
 //! golden tests' fixtures hold.
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// state_dict names, so the weights of a checkpoint load like any state_dict).
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
 
-/// The largest weights file read: the seed's networks hold under 120,000 parameters (under
+/// The largest weights file read: the tutorial's networks hold under 120,000 parameters (under
 /// 1 MB in f32), so a larger file is not theirs and is refused before it costs memory.
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
 
@@ -143,7 +143,7 @@ impl TensorFile {
     /// tensor under `prefix` (as PyTorch's `load_state_dict(strict=True)` refuses it).
     pub fn params(&self, graph: &Graph, prefix: &str) -> Result<Vec<f32>, WeightsError> {
         let mut packed = vec![0.0; graph.param_buffer_len()];
-        for p in &graph.params {
+        for p in graph.params() {
             let name = format!("{prefix}{}", p.name);
             let (shape, values) = self.f32(&name)?;
             if shape != p.shape {
@@ -153,7 +153,7 @@ impl TensorFile {
             }
             packed[p.offset..p.offset + p.len()].copy_from_slice(&values);
         }
-        let known = |n: &str| graph.params.iter().any(|p| n.strip_prefix(prefix) == Some(p.name.as_str()));
+        let known = |n: &str| graph.params().iter().any(|p| n.strip_prefix(prefix) == Some(p.name.as_str()));
         // A checkpoint's momentum buffers are no extra weights.
         let optimizer = |n: &str| prefix != MOMENTUM_PREFIX && n.starts_with(MOMENTUM_PREFIX);
         let extra: Vec<String> =
@@ -175,7 +175,7 @@ pub struct Named<'a> {
 /// `graph`'s packed `values` as tensors named `prefix` + each parameter's name.
 pub fn named<'a>(graph: &Graph, packed: &'a [f32], prefix: &str) -> Vec<Named<'a>> {
     graph
-        .params
+        .params()
         .iter()
         .map(|p| Named {
             name: format!("{prefix}{}", p.name),

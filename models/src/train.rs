@@ -1,22 +1,31 @@
-//! The training loop the three binaries share: the dataset lives on the GPU, each epoch uploads
-//! only its permutation, many steps are recorded into each command buffer, and loss and accuracy
-//! accumulate on the GPU, read back without stalling the queue.
+//! The training loop: any graph, a training split and optionally an evaluation split of
+//! [`LabelledImages`]. The data live on the GPU, each epoch uploads only its permutation, many
+//! steps are recorded into each command buffer, and loss and accuracy accumulate on the GPU,
+//! read back without stalling the queue. The binaries, the examples and the web page all train
+//! through it.
 
 use crate::Network;
-use engine::graph::plan::{Feed, Parameters, Plan};
+use engine::data::{GpuSplit, LabelledImages, Normalization};
+use engine::graph::plan::{Parameters, Plan};
+use engine::graph::program::{Pass, Program};
 use engine::graph::Graph;
-use engine::ops::gather::{GpuImages, Normalization};
 use engine::ops::sgd::Sgd;
-use engine::ops::softmax_cross_entropy::{Metrics, METRICS_WORDS};
+use engine::ops::softmax_cross_entropy::Metrics;
 use engine::rng::Rng;
-use engine::{AsyncRead, GpuContext, Tensor};
-use mnist_loader::Split;
+use engine::{AsyncRead, GpuContext};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use web_time::Instant;
 
-/// The inputs' normalization: MNIST's pixel mean and standard deviation, as the seed uses.
+/// The inputs' normalization: MNIST's pixel mean and standard deviation, as the tutorial uses.
 pub const MNIST_NORMALIZATION: Normalization = Normalization { mean: mnist_loader::MEAN, std: mnist_loader::STD };
+
+/// An MNIST split as the training loop takes it: 1×rows×cols images.
+pub fn mnist_images(split: &mnist_loader::Split) -> LabelledImages {
+    let labels = split.labels.iter().map(|&l| l as u32).collect();
+    LabelledImages::new([1, split.rows, split.cols], split.images.clone(), labels)
+        .expect("the loader checked that the images and labels agree")
+}
 
 /// A seeded permutation of `0..n`, the sample order of one epoch.
 ///
@@ -33,14 +42,20 @@ pub fn epoch_permutation(n: u32, seed: u64, epoch: u64) -> Vec<u32> {
     order
 }
 
-/// The seed's recipe by default: 10 epochs, batch 64, SGD lr 0.01 momentum 0.5.
+/// How a network is trained; the tutorial's recipe by default: 10 epochs, batch 64, SGD lr
+/// 0.01 momentum 0.5, seed 1, MNIST's normalization.
 #[derive(Clone, Debug)]
 pub struct Recipe {
+    /// Passes over the training split.
     pub epochs: usize,
+    /// Samples a step (and a step of evaluation).
     pub batch_size: usize,
+    /// The optimizer.
     pub sgd: Sgd,
+    /// Seeds the initial parameters and every epoch's shuffle.
     pub seed: u64,
-    pub norm: Normalization,
+    /// Each input channel's mean and standard deviation (one entry per channel).
+    pub norm: Vec<Normalization>,
 }
 
 impl Default for Recipe {
@@ -50,7 +65,7 @@ impl Default for Recipe {
             batch_size: 64,
             sgd: Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 },
             seed: 1,
-            norm: MNIST_NORMALIZATION,
+            norm: vec![MNIST_NORMALIZATION],
         }
     }
 }
@@ -64,13 +79,27 @@ pub fn weights_metadata(network: Network, recipe: &Recipe) -> BTreeMap<String, S
         ("lr", recipe.sgd.lr.to_string()),
         ("momentum", recipe.sgd.momentum.to_string()),
         ("epochs", recipe.epochs.to_string()),
-        ("normalization", format!("(x / 255 - {}) / {}", recipe.norm.mean, recipe.norm.std)),
+        ("normalization", normalization_text(&recipe.norm)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }
 
+/// `(x / 255 - mean) / std` for one channel, the means and deviations as lists for several.
+fn normalization_text(norm: &[Normalization]) -> String {
+    match norm {
+        [one] => format!("(x / 255 - {}) / {}", one.mean, one.std),
+        _ => {
+            let list =
+                |f: fn(&Normalization) -> f32| norm.iter().map(|n| f(n).to_string()).collect::<Vec<_>>().join(", ");
+            format!("(x / 255 - mean[c]) / std[c], mean [{}], std [{}]", list(|n| n.mean), list(|n| n.std))
+        }
+    }
+}
+
+/// What an epoch did: the training split's loss and accuracy, the evaluation split's (zero
+/// counts when there is none), the time it took.
 #[derive(Clone, Debug)]
 pub struct EpochReport {
     pub epoch: usize,
@@ -96,41 +125,81 @@ impl EpochReport {
         100.0 * self.train_correct as f64 / self.train_count.max(1) as f64
     }
 
-    /// The line the binaries (and the web page) print after an epoch of `epochs`.
+    /// The line the binaries (and the web page) print after an epoch of `epochs`: the test
+    /// accuracy, or the training accuracy where there is no evaluation split.
     pub fn line(&self, epochs: usize) -> String {
+        let accuracy = match self.test_count {
+            0 => format!("Accuracy on training set: {:.2}%", self.train_accuracy()),
+            _ => format!("Accuracy on test set: {:.2}%", self.test_accuracy()),
+        };
         format!(
-            "Accuracy on test set: {:.2}%  (epoch {}/{epochs}: train loss {:.4}, {:.1} s, {:.0} images/s)",
-            self.test_accuracy(),
-            self.epoch,
-            self.train_loss,
-            self.train_seconds,
-            self.images_per_second
+            "{accuracy}  (epoch {}/{epochs}: train loss {:.4}, {:.1} s, {:.0} images/s)",
+            self.epoch, self.train_loss, self.train_seconds, self.images_per_second
         )
     }
 }
 
+/// Why training could not start or go on.
 #[derive(Debug)]
 pub enum TrainError {
+    /// The engine failed (a device, kernel or shape error).
     Engine(engine::Error),
-    /// A buffer of the run does not fit this device; says which flag to change.
-    TooLarge(String),
+    /// A buffer of the run does not fit this device: what, and what would make it fit.
+    TooLarge {
+        /// The buffer and the limit it passes.
+        limit: String,
+        /// What to change.
+        remedy: Remedy,
+    },
     /// The loss became NaN or infinite; step counts from 1 within the epoch.
     NonFinite {
+        /// The epoch, from 1.
         epoch: usize,
+        /// The step within the epoch, from 1.
         step: usize,
     },
+    /// The splits, recipe or graph do not go together (a label past the graph's classes, images
+    /// of another shape than its input, a batch size of 0).
+    Mismatch(String),
+}
+
+/// What would make a run fit the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remedy {
+    /// Use fewer of a split's images: `split` is "train" or "test", `count` how many it has.
+    FewerImages {
+        /// Which split.
+        split: &'static str,
+        /// How many images it has now.
+        count: usize,
+    },
+    /// Use a smaller batch.
+    SmallerBatch,
+    /// The network itself is too large for the device.
+    SmallerNetwork,
+}
+
+impl fmt::Display for Remedy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Remedy::FewerImages { split, count } => write!(f, "use fewer of the {count} {split} images"),
+            Remedy::SmallerBatch => write!(f, "use a smaller batch size"),
+            Remedy::SmallerNetwork => write!(f, "this network is too large"),
+        }
+    }
 }
 
 impl fmt::Display for TrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrainError::Engine(e) => write!(f, "{e}"),
-            TrainError::TooLarge(m) => write!(f, "too large for this device: {m}"),
+            TrainError::TooLarge { limit, remedy } => write!(f, "too large for this device: {limit}; {remedy}"),
             TrainError::NonFinite { epoch, step } => write!(
                 f,
                 "the training loss became NaN or infinite at epoch {epoch}, step {step}; training stopped. \
-                 Try a smaller learning rate (--lr)"
+                 Try a smaller learning rate"
             ),
+            TrainError::Mismatch(m) => write!(f, "{m}"),
         }
     }
 }
@@ -144,92 +213,65 @@ impl From<engine::Error> for TrainError {
 }
 
 /// Refuses, before anything is read or allocated, a run whose buffers this device cannot hold:
-/// each split's images, labels and sample order (`(what, images, pixels an image)`), and every
-/// buffer of the training and evaluation programs at `batch`. Names the flag to change.
+/// each split's images, labels and sample order (`(split, images, pixels an image)`), and every
+/// buffer of the training and evaluation programs at `batch`. Says what to change.
 pub fn check_device_fits(
     ctx: &GpuContext,
     graph: &Graph,
     batch: usize,
-    splits: [(&str, usize, usize); 2],
+    splits: &[(&'static str, usize, usize)],
 ) -> Result<(), TrainError> {
-    let too_large = |flag: &str, e: engine::Error| TrainError::TooLarge(format!("{e}; {flag}"));
-    for (what, count, image_len) in splits {
-        let flag = format!("use --limit-{what} to use fewer of the {count} {what} images");
+    let too_large = |remedy: Remedy| move |e: engine::Error| TrainError::TooLarge { limit: e.to_string(), remedy };
+    for &(split, count, image_len) in splits {
+        let fewer = too_large(Remedy::FewerImages { split, count });
         let pixels = count.saturating_mul(image_len).div_ceil(4);
-        for (len, name) in [(pixels, format!("{what} images")), (count, format!("{what} labels"))] {
-            ctx.check_fits(len, &name).map_err(|e| too_large(&flag, e))?;
-        }
+        ctx.check_fits(pixels, &format!("{split} images")).map_err(fewer)?;
+        ctx.check_fits(count, &format!("{split} labels")).map_err(fewer)?;
         let order = count.div_ceil(batch).saturating_mul(batch);
-        ctx.check_fits(order, &format!("{what} sample order"))
-            .map_err(|e| too_large("use a smaller --batch-size", e))?;
+        ctx.check_fits(order, &format!("{split} sample order")).map_err(too_large(Remedy::SmallerBatch))?;
     }
     // The convolutions put one image per workgroup along z.
     let max_batch = ctx.max_workgroups_per_dimension().min(65535) as usize;
     if batch > max_batch {
-        return Err(TrainError::TooLarge(format!(
-            "--batch-size {batch} is more than the {max_batch} images a step can hold; use a smaller --batch-size"
-        )));
+        let limit = format!("a batch of {batch} is more than the {max_batch} images a step can hold");
+        return Err(TrainError::TooLarge { limit, remedy: Remedy::SmallerBatch });
     }
-    ctx.check_fits(graph.param_buffer_len(), "parameters").map_err(|e| too_large("this network is too large", e))?;
-    for training in [true, false] {
-        let program = engine::graph::program::Program::build(graph, batch, training)?;
-        for b in &program.buffers {
-            ctx.check_fits(b.len, &b.name).map_err(|e| too_large("use a smaller --batch-size", e))?;
+    ctx.check_fits(graph.param_buffer_len(), "parameters").map_err(too_large(Remedy::SmallerNetwork))?;
+    for pass in [Pass::Training, Pass::Evaluation] {
+        for b in &Program::build(graph, batch, pass)?.buffers {
+            ctx.check_fits(b.len, &b.name).map_err(too_large(Remedy::SmallerBatch))?;
         }
     }
     Ok(())
 }
 
-/// One split on the GPU with its order (padded to whole batches), step counter, metrics and
-/// plan. The last partial batch runs through the same plan: the loss masks its padding rows.
-struct Stage {
-    images: GpuImages,
-    order: Tensor,
-    step: Tensor,
-    metrics: Tensor,
-    /// Each sample's predicted class, written by evaluation stages.
-    predictions: Option<Tensor>,
-    samples: usize,
-    steps: usize,
-    plan: Option<Plan>,
-    /// Measured on the stage's first run; grouping steps changes no result, only the submits.
-    steps_per_submit: Option<usize>,
+/// Refuses a split whose images the graph cannot take or whose labels it cannot predict.
+fn check_split(graph: &Graph, what: &str, set: &LabelledImages, classes: usize) -> Result<(), TrainError> {
+    let input = graph.input_shape().map_err(TrainError::Engine)?;
+    if set.shape() != input {
+        return Err(TrainError::Mismatch(format!(
+            "the {what} images have shape {:?}, but the network takes {input:?}",
+            set.shape()
+        )));
+    }
+    if set.is_empty() {
+        return Err(TrainError::Mismatch(format!("the {what} split holds no image")));
+    }
+    if set.classes() > classes {
+        return Err(TrainError::Mismatch(format!(
+            "the {what} split has a label {} but the network predicts {classes} classes",
+            set.classes() - 1
+        )));
+    }
+    Ok(())
 }
 
-impl Stage {
-    fn new(ctx: &GpuContext, split: &Split, batch: usize, evaluation: bool) -> Result<Stage, TrainError> {
-        let steps = split.count.div_ceil(batch);
-        let mut order: Vec<u32> = (0..split.count as u32).collect();
-        order.resize(steps * batch, 0);
-        Ok(Stage {
-            images: GpuImages::upload(ctx, &split.images, &split.labels, split.image_len())?,
-            order: ctx.upload(&order, "order")?,
-            step: ctx.zeros(1, "step")?,
-            metrics: Feed::new_metrics(ctx)?,
-            predictions: if evaluation { Some(ctx.zeros(split.count, "predictions")?) } else { None },
-            samples: split.count,
-            steps,
-            plan: None,
-            steps_per_submit: None,
-        })
-    }
-
-    fn feed(&self, norm: Normalization) -> Feed<'_> {
-        Feed {
-            images: &self.images,
-            order: &self.order,
-            step: &self.step,
-            metrics: &self.metrics,
-            predictions: self.predictions.as_ref(),
-            samples: self.samples,
-            norm,
-        }
-    }
-
-    fn reset(&self, ctx: &GpuContext) {
-        ctx.write(&self.step, &[0u32]);
-        ctx.write(&self.metrics, &[0u32; METRICS_WORDS]);
-    }
+/// One split on the GPU with its plan, and how many steps a submission takes.
+struct Stage {
+    split: GpuSplit,
+    plan: Plan,
+    /// Measured on the stage's first run; grouping steps changes no result, only the submits.
+    steps_per_submit: Option<usize>,
 }
 
 /// How many submissions may be queued ahead of the GPU before the host waits.
@@ -247,46 +289,54 @@ pub fn steps_per_submit(step_seconds: f64) -> usize {
     ((SUBMIT_SECONDS / step_seconds.max(1e-6)) as usize).clamp(1, MAX_STEPS_PER_SUBMIT)
 }
 
+/// Trains a graph on a training split, evaluating after each epoch on an evaluation split
+/// when there is one.
 pub struct Trainer<'a> {
     ctx: &'a GpuContext,
     recipe: Recipe,
+    /// The parameters, their gradients and the optimizer state on the GPU.
     pub params: Parameters,
     train: Stage,
-    test: Stage,
-    train_count: usize,
-    test_labels: Vec<u8>,
+    test: Option<Stage>,
+    test_labels: Vec<u32>,
     classes: usize,
 }
 
 impl<'a> Trainer<'a> {
-    /// Uploads both splits and the initial parameters, and builds every plan.
+    /// Checks that the splits fit the graph and the device, uploads them and the initial
+    /// parameters, and builds every plan.
     pub fn new(
         ctx: &'a GpuContext,
         graph: &Graph,
-        train: &Split,
-        test: &Split,
+        train: &LabelledImages,
+        test: Option<&LabelledImages>,
         recipe: Recipe,
     ) -> Result<Trainer<'a>, TrainError> {
         let batch = recipe.batch_size;
-        let image_len = train.image_len();
-        check_device_fits(ctx, graph, batch, [("train", train.count, image_len), ("test", test.count, image_len)])?;
+        if batch == 0 {
+            return Err(TrainError::Mismatch("the batch size must be at least 1".into()));
+        }
+        let classes = graph.classes()?;
+        check_split(graph, "training", train, classes)?;
+        let mut sizes = vec![("train", train.len(), train.image_len())];
+        if let Some(test) = test {
+            check_split(graph, "test", test, classes)?;
+            sizes.push(("test", test.len(), test.image_len()));
+        }
+        check_device_fits(ctx, graph, batch, &sizes)?;
         let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
-        let mut train_stage = Stage::new(ctx, train, batch, false)?;
-        train_stage.plan =
-            Some(Plan::training(ctx, graph, batch, &params, recipe.sgd, &train_stage.feed(recipe.norm))?);
-        let mut test_stage = Stage::new(ctx, test, batch, true)?;
-        test_stage.plan = Some(Plan::evaluation(ctx, graph, batch, &params, &test_stage.feed(recipe.norm))?);
-        let classes = test_stage.plan.as_ref().expect("built above").program.classes;
-        Ok(Trainer {
-            ctx,
-            recipe,
-            params,
-            train: train_stage,
-            test: test_stage,
-            train_count: train.count,
-            test_labels: test.labels.clone(),
-            classes,
-        })
+        let split = GpuSplit::upload(ctx, train, &recipe.norm, batch, false)?;
+        let plan = Plan::training(ctx, graph, &params, recipe.sgd, &split)?;
+        let train_stage = Stage { split, plan, steps_per_submit: None };
+        let test_stage = test
+            .map(|test| {
+                let split = GpuSplit::upload(ctx, test, &recipe.norm, batch, true)?;
+                let plan = Plan::evaluation(ctx, graph, &params, &split)?;
+                Ok::<_, TrainError>(Stage { split, plan, steps_per_submit: None })
+            })
+            .transpose()?;
+        let test_labels = test.map_or_else(Vec::new, |t| t.labels().to_vec());
+        Ok(Trainer { ctx, recipe, params, train: train_stage, test: test_stage, test_labels, classes })
     }
 
     /// The parameters and SGD velocity, read back from the GPU.
@@ -300,6 +350,12 @@ impl<'a> Trainer<'a> {
     }
 
     /// The parameters alone, read back from the GPU (weights to save or classify with).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn parameters(&self) -> Result<Vec<f32>, TrainError> {
+        engine::block_on(self.parameters_async())
+    }
+
+    /// [`parameters`](Self::parameters) for callers that must not block (a web page).
     pub async fn parameters_async(&self) -> Result<Vec<f32>, TrainError> {
         Ok(self.ctx.read_async(&self.params.values).await?)
     }
@@ -328,16 +384,16 @@ impl<'a> Trainer<'a> {
         stage: &mut Stage,
         mut on_metrics: impl FnMut(usize, Metrics) -> Result<(), TrainError>,
     ) -> Result<Metrics, TrainError> {
-        stage.reset(ctx);
-        let mut reader = AsyncRead::new(ctx, &stage.metrics);
+        stage.split.restart(ctx);
+        let mut reader = AsyncRead::new(ctx, stage.split.metrics());
         let mut read_covers = 0;
         let mut in_flight = VecDeque::new();
-        let plan = stage.plan.as_ref().expect("plans are built with their stage");
+        let (plan, steps) = (&stage.plan, stage.split.steps());
         let mut done = 0;
-        while done < stage.steps {
+        while done < steps {
             let per_submit = match stage.steps_per_submit {
                 Some(n) => n,
-                None if stage.steps - done >= 2 => {
+                None if steps - done >= 2 => {
                     // Step one warms up; step two, alone on the queue, is timed.
                     let seconds = Self::time_step(ctx, plan).await?;
                     done += 2;
@@ -346,7 +402,7 @@ impl<'a> Trainer<'a> {
                 }
                 None => 1,
             };
-            let count = per_submit.min(stage.steps - done);
+            let count = per_submit.min(steps - done);
             let reaches_report = (done + count) / REPORT_EVERY > done / REPORT_EVERY;
             let read = (reaches_report && !reader.pending()).then_some(&mut reader);
             if read.is_some() {
@@ -361,7 +417,7 @@ impl<'a> Trainer<'a> {
                 on_metrics(read_covers, Metrics::from_words(&words))?;
             }
         }
-        let words: Vec<u32> = ctx.read_async(&stage.metrics).await?;
+        let words: Vec<u32> = ctx.read_async(stage.split.metrics()).await?;
         Ok(Metrics::from_words(&words))
     }
 
@@ -373,7 +429,7 @@ impl<'a> Trainer<'a> {
         Ok(start.elapsed().as_secs_f64())
     }
 
-    /// Trains one epoch (numbered from 1), then evaluates on the test split; `progress` sees
+    /// Trains one epoch (numbered from 1), then evaluates on the test split if there is one; `progress` sees
     /// (step, steps, mean loss so far, images a second).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn epoch(
@@ -390,10 +446,10 @@ impl<'a> Trainer<'a> {
         epoch: usize,
         mut progress: impl FnMut(usize, usize, f64, f64),
     ) -> Result<EpochReport, TrainError> {
-        let order = epoch_permutation(self.train_count as u32, self.recipe.seed, epoch as u64);
-        self.ctx.write(&self.train.order, &order);
+        let order = epoch_permutation(self.train.split.samples() as u32, self.recipe.seed, epoch as u64);
+        self.train.split.set_order(self.ctx, &order)?;
         let start = Instant::now();
-        let steps = self.train.steps;
+        let steps = self.train.split.steps();
         let nonfinite =
             |m: &Metrics| m.first_nonfinite_step.map(|s| TrainError::NonFinite { epoch, step: s as usize + 1 });
         let train = Self::run_stage(self.ctx, &mut self.train, |step, m| {
@@ -409,13 +465,16 @@ impl<'a> Trainer<'a> {
         if let Some(e) = nonfinite(&train) {
             return Err(e);
         }
-        let test = Self::run_stage(self.ctx, &mut self.test, |_, _| Ok(())).await?;
+        let (test, test_steps) = match &mut self.test {
+            Some(stage) => (Self::run_stage(self.ctx, stage, |_, _| Ok(())).await?, stage.split.steps()),
+            None => (Metrics::default(), 0),
+        };
         Ok(EpochReport {
             epoch,
             test_correct: test.correct,
             test_count: test.rows,
             train_loss: train.loss_sum as f64 / steps.max(1) as f64,
-            test_loss: test.loss_sum as f64 / self.test.steps.max(1) as f64,
+            test_loss: test.loss_sum as f64 / test_steps.max(1) as f64,
             train_correct: train.correct,
             train_count: train.rows,
             train_seconds,
@@ -424,10 +483,13 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// The test set's confusion matrix from the predictions the evaluation wrote.
+    /// The test set's confusion matrix from the predictions the evaluation wrote (empty rows
+    /// without a test split).
     async fn confusion(&self) -> Result<Vec<Vec<u32>>, TrainError> {
-        let predictions = self.test.predictions.as_ref().expect("an evaluation stage");
-        let predictions: Vec<u32> = self.ctx.read_async(predictions).await?;
+        let predictions = match self.test.as_ref().and_then(|t| t.split.predictions()) {
+            Some(p) => self.ctx.read_async::<u32>(p).await?,
+            None => Vec::new(),
+        };
         let mut confusion = vec![vec![0u32; self.classes]; self.classes];
         for (&label, &predicted) in self.test_labels.iter().zip(&predictions) {
             confusion[label as usize][predicted as usize] += 1;

@@ -1,10 +1,9 @@
-//! The ONNX export, run in a second, independent runtime (tract): for each of the seed's
+//! The ONNX export, run in a second, independent runtime (tract): for each of the tutorial's
 //! networks, real MNIST test images give the logits the engine's forward pass gives, at two
 //! batch sizes (the batch dimension is dynamic), and the model's interface is the documented one.
 
 use engine::graph::cpu;
-use engine::graph::program::Program;
-use engine::ops::gather;
+use engine::graph::program::{Pass, Program};
 use models::onnx::{export, ModelProto};
 use models::train::MNIST_NORMALIZATION;
 use models::Network;
@@ -41,9 +40,8 @@ fn tract_runs_the_exported_networks_and_gets_the_engines_logits() {
         assert_eq!(model.opset_import[0].version, 13);
 
         for n in [1, 8] {
-            let order: Vec<u32> = (0..n as u32).collect();
-            let (x, y) = gather::cpu::gather_batch(&test.images, &test.labels, 784, &order, MNIST_NORMALIZATION);
-            let want = cpu::run(&graph, &Program::build(&graph, n, false).unwrap(), &values, &x, &y).logits;
+            let x: Vec<f32> = test.images[..n * 784].iter().map(|&p| MNIST_NORMALIZATION.apply(p)).collect();
+            let want = cpu::run(&graph, &Program::build(&graph, n, Pass::Inference).unwrap(), &values, &x, &[]).logits;
             let runnable = tract_onnx::onnx()
                 .model_for_read(&mut &bytes[..])
                 .unwrap()

@@ -1,4 +1,4 @@
-//! Weights files: a PyTorch state_dict in safetensors loads under the seed's names and shapes
+//! Weights files: a PyTorch state_dict in safetensors loads under the tutorial's names and shapes
 //! (and `--init-from` takes it); a missing, extra, misshapen or non-f32 tensor is refused by
 //! name; damaged files (header length past the file, offsets out of range or overlapping, a
 //! huge declared shape, a truncated file, a file far larger than any of these networks) are
@@ -26,7 +26,7 @@ fn write(name: &str, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> PathBu
 fn state_dict(network: Network) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
     let graph = network.build([1, 28, 28], 10).unwrap();
     graph
-        .params
+        .params()
         .iter()
         .map(|p| {
             let bytes = (0..p.len()).flat_map(|i| (i as f32 / 1000.0).to_le_bytes()).collect();
@@ -52,11 +52,11 @@ fn error(path: &Path) -> String {
 }
 
 #[test]
-fn a_pytorch_state_dict_loads_under_the_seeds_names() {
+fn a_pytorch_state_dict_loads_under_the_tutorials_names() {
     let path = write("good", &state_dict(Network::SimpleCnn));
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
     let packed = TensorFile::open(&path).unwrap().params(&graph, "").unwrap();
-    for p in &graph.params {
+    for p in graph.params() {
         let want: Vec<f32> = (0..p.len()).map(|i| i as f32 / 1000.0).collect();
         assert_eq!(packed[p.offset..p.offset + p.len()], want[..], "{}", p.name);
     }

@@ -38,11 +38,14 @@ const MNIST_FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte.gz",
 ];
 
-/// The real MNIST files beside the checkout (`../shared/mnist`). When one is absent the test
-/// fails saying where it looked, unless `MNIST_SKIP_REAL=1`, when the skip is reported and the
-/// answer is None.
+/// The real MNIST files: in `$MNIST_DIR` when it is set and not empty, else beside the checkout
+/// (`../shared/mnist`). When one is absent the test fails saying where it looked, unless
+/// `MNIST_SKIP_REAL=1`, when the skip is reported and the answer is None.
 pub fn real_mnist_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist");
+    let dir = match std::env::var_os("MNIST_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/mnist"),
+    };
     let missing: Vec<&str> = MNIST_FILES.into_iter().filter(|name| !dir.join(name).is_file()).collect();
     if missing.is_empty() {
         return Some(dir.canonicalize().unwrap_or(dir));

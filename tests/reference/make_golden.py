@@ -5,7 +5,7 @@ Usage (PyTorch and safetensors from PyPI; CI does not need them, the fixtures ar
     python3 -m venv venv && venv/bin/pip install torch safetensors
     venv/bin/python tests/reference/make_golden.py ../shared/mnist
 
-For each of the seed's networks (the modules of pytorch_seed.py, with the seed's attribute names),
+For each of the tutorial's networks (the modules of pytorch_tutorial.py, with the tutorial's attribute names),
 with torch.manual_seed(0) initialisation and the first 16 training images of MNIST, a fixture holds:
 
     init.<param>     the initial state_dict (f32, PyTorch's names and shapes)
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pytorch_seed import Inception, ResNet, SimpleCnn, idx
+from pytorch_tutorial import Inception, ResNet, SimpleCnn, idx
 
 BATCH, LR, MOMENTUM, STEPS = 16, 0.01, 0.5, 3
 

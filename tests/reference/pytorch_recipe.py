@@ -1,4 +1,4 @@
-"""The seed's own PyTorch recipe for one network: torchvision's MNIST through a DataLoader
+"""The tutorial's own PyTorch recipe for one network: torchvision's MNIST through a DataLoader
 (batch 64, shuffled, num_workers 0, ToTensor then Normalize((0.1307,), (0.3081,))), SGD lr 0.01
 momentum 0.5, cross-entropy, then the test pass, on CUDA where there is one. The bench times
 this process, start to exit,
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
-from pytorch_seed import SimpleCnn, Inception, ResNet
+from pytorch_tutorial import SimpleCnn, Inception, ResNet
 
 FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]

@@ -1,10 +1,10 @@
 //! Shared helpers for the shader unit tests and end-to-end checks.
 
-use engine::graph::plan::{Feed, Parameters, Plan};
+use engine::data::{GpuSplit, LabelledImages};
+use engine::graph::plan::{Parameters, Plan};
 use engine::graph::Graph;
-use engine::ops::gather::GpuImages;
 use engine::ops::sgd::Sgd;
-use engine::{GpuContext, Tensor};
+use engine::GpuContext;
 use models::train::MNIST_NORMALIZATION;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -77,43 +77,28 @@ pub fn finite_difference(x: &[f32], i: usize, eps: f32, f: impl Fn(&[f32]) -> f6
     (f(&plus) - f(&minus)) / (2.0 * eps as f64)
 }
 
-/// A training plan with its own parameters, sample order, step counter and metrics.
+/// A training plan with its own parameters and split.
 pub struct Rig {
     pub plan: Plan,
     pub params: Parameters,
-    pub metrics: Tensor,
+    pub split: GpuSplit,
 }
 
 impl Rig {
-    /// A plan of `batch` rows training `graph` from `params` on `images` in `order` (padded to
-    /// whole batches with sample 0), of which the first `samples` count.
-    #[allow(clippy::too_many_arguments)]
+    /// A plan of `batch` rows training `graph` from `params` on `images` in their order (the
+    /// last batch padded).
     pub fn new(
         ctx: &GpuContext,
         graph: &Graph,
         params: &[f32],
-        images: &GpuImages,
-        order: &[u32],
-        samples: usize,
+        images: &LabelledImages,
         batch: usize,
         sgd: Sgd,
     ) -> Rig {
-        let mut order = order.to_vec();
-        order.resize(order.len().next_multiple_of(batch), 0);
-        let order = ctx.upload(&order, "order").unwrap();
-        let (step, metrics) = (ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
-        let feed = Feed {
-            images,
-            order: &order,
-            step: &step,
-            metrics: &metrics,
-            predictions: None,
-            samples,
-            norm: MNIST_NORMALIZATION,
-        };
+        let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false).unwrap();
         let params = Parameters::upload(ctx, graph, params).unwrap();
-        let plan = Plan::training(ctx, graph, batch, &params, sgd, &feed).unwrap();
-        Rig { plan, params, metrics }
+        let plan = Plan::training(ctx, graph, &params, sgd, &split).unwrap();
+        Rig { plan, params, split }
     }
 
     /// Records, submits and waits for one step.
@@ -121,4 +106,9 @@ impl Rig {
         self.plan.submit(ctx, None).unwrap();
         ctx.wait().unwrap();
     }
+}
+
+/// The images of `set` in order, `times` over.
+pub fn repeated(set: &LabelledImages, times: usize) -> LabelledImages {
+    set.select(&(0..set.len() * times).map(|i| i % set.len()).collect::<Vec<_>>()).unwrap()
 }

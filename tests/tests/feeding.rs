@@ -14,8 +14,8 @@ fn image_pixels(count: usize, rows: usize, cols: usize) -> Vec<u8> {
     (0..count).flat_map(|i| (0..rows).flat_map(move |r| (0..cols).map(move |c| pixel(i, r, c)))).collect()
 }
 
-fn labels_for(count: usize) -> Vec<u8> {
-    (0..count).map(|i| (i * 3 % 10) as u8).collect()
+fn labels_for(count: usize) -> Vec<u32> {
+    (0..count).map(|i| (i * 3 % 10) as u32).collect()
 }
 
 #[test]
@@ -32,7 +32,7 @@ fn cpu_gather_builds_normalized_nchw_samples() {
     let norm = Normalization { mean: 0.5, std: 0.25 };
     let indices = [4u32, 0, 4, 2];
     let (pixels, labels) =
-        gather::cpu::gather_batch(&image_pixels(6, rows, cols), &labels_for(6), rows * cols, &indices, norm);
+        gather::cpu::gather_batch(&image_pixels(6, rows, cols), &labels_for(6), rows * cols, &indices, &[norm]);
     assert_eq!(pixels.len(), indices.len() * rows * cols);
     assert_eq!(labels, vec![2, 0, 2, 6]);
     for (n, &index) in indices.iter().enumerate() {
@@ -75,18 +75,20 @@ fn gpu_gather_builds_the_same_batches_as_the_cpu_path_including_the_partial_last
     let Some(ctx) = gpu() else { return };
     let (count, rows, cols, batch) = (70, 5, 3, 16); // 70 = 4·16 + 6: a partial last batch
     let (pixels, labels) = (image_pixels(count, rows, cols), labels_for(count));
-    let images = GpuImages::upload(ctx, &pixels, &labels, rows * cols).unwrap();
-    let norm = MNIST_NORMALIZATION;
+    let images = GpuImages::upload(ctx, &pixels, &labels, [1, rows, cols]).unwrap();
+    let norm = [MNIST_NORMALIZATION];
+    let norm_t = Normalization::upload(ctx, &norm).unwrap();
     let order = epoch_permutation(count as u32, 9, 1);
     let order_t = ctx.upload(&order, "order").unwrap();
     let step = ctx.zeros(1, "step").unwrap();
     for start in (0..count).step_by(batch) {
         let n = batch.min(count - start);
         let (x, y) = (ctx.zeros(n * rows * cols, "x").unwrap(), ctx.zeros(n, "y").unwrap());
-        let gather = gather::gather_batch(ctx, &images, n, batch, norm, &order_t, &step, &x, &y).unwrap();
+        let gather = gather::gather_batch(ctx, &images, n, batch, &norm_t, &order_t, &step, &x, &y).unwrap();
         ctx.write(&step, &[(start / batch) as u32]);
         ctx.run(&[&gather]).unwrap();
-        let (x_want, y_want) = gather::cpu::gather_batch(&pixels, &labels, rows * cols, &order[start..start + n], norm);
+        let (x_want, y_want) =
+            gather::cpu::gather_batch(&pixels, &labels, rows * cols, &order[start..start + n], &norm);
         assert_close(&format!("batch at {start}"), &ctx.read::<f32>(&x).unwrap(), &x_want, 1e-5, 1e-6);
         assert_eq!(ctx.read::<u32>(&y).unwrap(), y_want, "batch at {start}");
     }

@@ -1,4 +1,4 @@
-//! Golden tests against PyTorch: for each of the seed's networks, `tests/fixtures/<name>.safetensors`
+//! Golden tests against PyTorch: for each of the tutorial's networks, `tests/fixtures/<name>.safetensors`
 //! (written by `tests/reference/make_golden.py`) holds PyTorch's initial weights under its
 //! state_dict names, 16 real MNIST images, and PyTorch's logits, loss, every parameter's gradient
 //! and the parameters after three SGD-momentum steps (lr 0.01, momentum 0.5) on that batch. The
@@ -14,10 +14,11 @@
 //! entry. Parameters after three steps (p − lr·v, changes of about 1e-3) to 1e-6 plus 1e-5
 //! relative. The mutation test shows these bounds catch a gradient halved, zeroed or swapped.
 
-use engine::graph::plan::{Feed, Plan};
-use engine::graph::program::Program;
+use engine::data::{GpuSplit, LabelledImages};
+use engine::graph::plan::Plan;
+use engine::graph::program::{Pass, Program};
 use engine::graph::{cpu, Graph};
-use engine::ops::gather::{self, GpuImages};
+use engine::ops::gather;
 use engine::ops::sgd::Sgd;
 use engine::ops::softmax_cross_entropy::Metrics;
 use models::state_dict::TensorFile;
@@ -41,8 +42,7 @@ struct Outputs {
 struct Fixture {
     graph: Graph,
     init: Vec<f32>,
-    images: Vec<u8>,
-    labels: Vec<u8>,
+    images: LabelledImages,
     want: Outputs,
 }
 
@@ -59,16 +59,17 @@ fn fixture(network: Network) -> Fixture {
         grads: params("grad."),
         after_steps: params("step3."),
     };
-    let (init, images, labels) = (params("init."), file.u8("images").unwrap().1, file.u8("labels").unwrap().1);
-    Fixture { graph, init, images, labels, want }
+    let (init, pixels, labels) = (params("init."), file.u8("images").unwrap().1, file.u8("labels").unwrap().1);
+    let labels = labels.into_iter().map(u32::from).collect();
+    Fixture { graph, init, images: LabelledImages::new([1, 28, 28], pixels, labels).unwrap(), want }
 }
 
 /// The CPU executor's logits, loss and gradients, and its SGD steps (the CPU reference of the
 /// optimizer) on the same batch.
 fn cpu_outputs(f: &Fixture) -> Outputs {
     let order: Vec<u32> = (0..BATCH as u32).collect();
-    let (x, y) = gather::cpu::gather_batch(&f.images, &f.labels, 784, &order, MNIST_NORMALIZATION);
-    let program = Program::build(&f.graph, BATCH, true).unwrap();
+    let (x, y) = gather::cpu::gather_batch(f.images.pixels(), f.images.labels(), 784, &order, &[MNIST_NORMALIZATION]);
+    let program = Program::build(&f.graph, BATCH, Pass::Training).unwrap();
     let first = cpu::run(&f.graph, &program, &f.init, &x, &y);
     let (mut params, mut velocity) = (f.init.clone(), vec![0.0; f.init.len()]);
     let mut grads = first.grads.clone();
@@ -83,28 +84,15 @@ fn cpu_outputs(f: &Fixture) -> Outputs {
 
 /// The GPU plans' outputs: an evaluation plan's logits, then three training steps.
 fn gpu_outputs(ctx: &engine::GpuContext, f: &Fixture) -> Outputs {
-    let images = GpuImages::upload(ctx, &f.images, &f.labels, 784).unwrap();
-    let order: Vec<u32> = (0..STEPS * BATCH).map(|i| (i % BATCH) as u32).collect();
-    let rig = Rig::new(ctx, &f.graph, &f.init, &images, &order, STEPS * BATCH, BATCH, SGD);
-
-    let (eval_order, step, metrics) =
-        (ctx.upload(&order[..BATCH], "order").unwrap(), ctx.zeros(1, "step").unwrap(), Feed::new_metrics(ctx).unwrap());
-    let feed = Feed {
-        images: &images,
-        order: &eval_order,
-        step: &step,
-        metrics: &metrics,
-        predictions: None,
-        samples: BATCH,
-        norm: MNIST_NORMALIZATION,
-    };
-    let eval = Plan::evaluation(ctx, &f.graph, BATCH, &rig.params, &feed).unwrap();
+    let rig = Rig::new(ctx, &f.graph, &f.init, &tests::repeated(&f.images, STEPS), BATCH, SGD);
+    let eval_split = GpuSplit::upload(ctx, &f.images, &[MNIST_NORMALIZATION], BATCH, false).unwrap();
+    let eval = Plan::evaluation(ctx, &f.graph, &rig.params, &eval_split).unwrap();
     eval.submit(ctx, None).unwrap();
     let logits = ctx.read(&eval.logits()).unwrap();
 
     rig.step(ctx);
     let grads = ctx.read(&rig.params.grads).unwrap();
-    let loss = Metrics::from_words(&ctx.read::<u32>(&rig.metrics).unwrap()).loss_sum;
+    let loss = Metrics::from_words(&ctx.read::<u32>(rig.split.metrics()).unwrap()).loss_sum;
     for _ in 1..STEPS {
         rig.step(ctx);
     }
@@ -121,7 +109,7 @@ fn mismatches(graph: &Graph, got: &Outputs, want: &Outputs) -> Vec<String> {
     if !close(got.loss, want.loss, 0.0, 1e-5) {
         out.push(format!("loss: {} vs PyTorch's {}", got.loss, want.loss));
     }
-    for p in &graph.params {
+    for p in graph.params() {
         let range = p.offset..p.offset + p.len();
         let (g, w) = (&got.grads[range.clone()], &want.grads[range.clone()]);
         let diff: Vec<f32> = g.iter().zip(w).map(|(a, b)| a - b).collect();
@@ -176,7 +164,7 @@ fn a_wrong_gradient_fails_the_golden_comparison() {
     let f = fixture(Network::Resnet);
     let good = cpu_outputs(&f);
     assert!(mismatches(&f.graph, &good, &f.want).is_empty());
-    let param = |name: &str| f.graph.params.iter().find(|p| p.name == name).unwrap().clone();
+    let param = |name: &str| f.graph.params().iter().find(|p| p.name == name).unwrap().clone();
     let (fc, a, b) = (param("fc.weight"), param("rblock1.conv1.weight"), param("rblock1.conv2.weight"));
     let mutations: [(&str, Mutation); 3] = [
         ("fc.weight", Box::new(|g| g[fc.offset..fc.offset + fc.len()].iter_mut().for_each(|v| *v *= 0.5))),

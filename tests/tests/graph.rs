@@ -1,12 +1,13 @@
-//! The static graph and autodiff, end to end: for each of the seed's networks, the GPU gradients
+//! The static graph and autodiff, end to end: for each of the tutorial's networks, the GPU gradients
 //! of every parameter match the CPU reference run through the same program, the CPU reference
 //! matches finite differences, and one SGD step on the GPU equals the CPU step. Graph errors are
 //! refused with messages that name the layer.
 
+use engine::data::LabelledImages;
 use engine::graph::cpu;
-use engine::graph::program::Program;
+use engine::graph::program::{Pass, Program};
 use engine::graph::Graph;
-use engine::ops::gather::{self, GpuImages};
+use engine::ops::gather;
 use engine::ops::sgd::Sgd;
 use engine::rng::Rng;
 use engine::GpuContext;
@@ -16,8 +17,7 @@ use tests::{gpu, norm, Rig};
 const BATCH: usize = 3; // odd on purpose: no tile or chunk divides it evenly
 
 struct Batch {
-    pixels: Vec<u8>,
-    labels: Vec<u8>,
+    images: LabelledImages,
     x: Vec<f32>,
     y: Vec<u32>,
 }
@@ -26,7 +26,7 @@ struct Batch {
 /// structure; and the normalized batch the CPU reference sees.
 fn batch(seed: u64) -> Batch {
     let mut rng = Rng::new(seed);
-    let labels: Vec<u8> = (0..BATCH).map(|_| rng.below(10) as u8).collect();
+    let labels: Vec<u32> = (0..BATCH).map(|_| rng.below(10)).collect();
     let mut pixels = vec![0u8; BATCH * 784];
     for (n, &l) in labels.iter().enumerate() {
         for (i, p) in pixels[n * 784..(n + 1) * 784].iter_mut().enumerate() {
@@ -36,8 +36,8 @@ fn batch(seed: u64) -> Batch {
         }
     }
     let order: Vec<u32> = (0..BATCH as u32).collect();
-    let (x, y) = gather::cpu::gather_batch(&pixels, &labels, 784, &order, models::train::MNIST_NORMALIZATION);
-    Batch { pixels, labels, x, y }
+    let (x, y) = gather::cpu::gather_batch(&pixels, &labels, 784, &order, &[models::train::MNIST_NORMALIZATION]);
+    Batch { images: LabelledImages::new([1, 28, 28], pixels, labels).unwrap(), x, y }
 }
 
 /// One GPU training step on `b` with a plan for `plan_batch` rows (more than BATCH: the last
@@ -50,9 +50,7 @@ fn gpu_step(
     sgd: Sgd,
     plan_batch: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let images = GpuImages::upload(ctx, &b.pixels, &b.labels, 784).unwrap();
-    let order: Vec<u32> = (0..BATCH as u32).collect();
-    let rig = Rig::new(ctx, graph, params, &images, &order, BATCH, plan_batch, sgd);
+    let rig = Rig::new(ctx, graph, params, &b.images, plan_batch, sgd);
     rig.step(ctx);
     (ctx.read(&rig.params.grads).unwrap(), ctx.read(&rig.params.values).unwrap())
 }
@@ -63,13 +61,13 @@ fn check_network(network: Network) {
     let graph = network.build([1, 28, 28], 10).unwrap();
     let params = graph.init_params(7);
     let b = batch(11);
-    let program = Program::build(&graph, BATCH, true).unwrap();
+    let program = Program::build(&graph, BATCH, Pass::Training).unwrap();
     let reference = cpu::run(&graph, &program, &params, &b.x, &b.y);
     assert!(reference.loss.is_finite() && reference.loss > 0.5, "{}: loss {}", network.name(), reference.loss);
 
     // The CPU reference against finite differences, on two entries of every parameter tensor.
     let loss = |params: &[f32]| cpu::run(&graph, &program, params, &b.x, &b.y).loss as f64;
-    for p in &graph.params {
+    for p in graph.params() {
         for i in [p.offset, p.offset + p.len() / 2 + 1] {
             let eps = 1e-3;
             let fd = tests::finite_difference(&params, i, eps, loss);
@@ -91,7 +89,7 @@ fn check_network(network: Network) {
     let (grads, stepped) = gpu_step(ctx, &graph, &params, &b, sgd, BATCH);
     // The same batch as the padded last batch of a plan for 5 rows: padding changes nothing.
     let (padded, _) = gpu_step(ctx, &graph, &params, &b, sgd, BATCH + 2);
-    for p in &graph.params {
+    for p in graph.params() {
         let want = &reference.grads[p.offset..p.offset + p.len()];
         assert!(norm(want) > 0.0, "{}: {} has a zero gradient", network.name(), p.name);
         for (how, all) in [("", &grads), (" (padded batch)", &padded)] {
@@ -132,22 +130,26 @@ fn resnet_gradients_match_cpu_and_finite_differences() {
 #[test]
 fn parameters_are_named_and_counted_as_pytorch_does() {
     let simple = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
-    let names: Vec<&str> = simple.params.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = simple.params().iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"]);
     assert_eq!(simple.param_count(), 260 + 5020 + 3210);
-    assert_eq!(simple.params[4].shape, vec![10, 320]);
+    assert_eq!(simple.params()[4].shape, vec![10, 320]);
 
     let inception = Network::Inception.build([1, 28, 28], 10).unwrap();
-    assert!(inception.params.iter().any(|p| p.name == "incep1.branch5x5_2.bias"));
-    assert!(inception.params.iter().any(|p| p.name == "incep2.branch3x3_3.weight" && p.shape == vec![24, 24, 3, 3]));
-    assert_eq!(inception.params.last().unwrap().shape, vec![10], "fc.bias");
-    assert_eq!(inception.params[inception.params.len() - 2].shape, vec![10, 1408], "fc.weight takes 88·4·4 features");
-    let conv2 = inception.params.iter().find(|p| p.name == "conv2.weight").unwrap();
+    assert!(inception.params().iter().any(|p| p.name == "incep1.branch5x5_2.bias"));
+    assert!(inception.params().iter().any(|p| p.name == "incep2.branch3x3_3.weight" && p.shape == vec![24, 24, 3, 3]));
+    assert_eq!(inception.params().last().unwrap().shape, vec![10], "fc.bias");
+    assert_eq!(
+        inception.params()[inception.params().len() - 2].shape,
+        vec![10, 1408],
+        "fc.weight takes 88·4·4 features"
+    );
+    let conv2 = inception.params().iter().find(|p| p.name == "conv2.weight").unwrap();
     assert_eq!(conv2.shape, vec![20, 88, 5, 5]);
 
     let resnet = Network::Resnet.build([1, 28, 28], 10).unwrap();
-    assert!(resnet.params.iter().any(|p| p.name == "rblock1.conv2.weight" && p.shape == vec![16, 16, 3, 3]));
-    assert_eq!(resnet.params[resnet.params.len() - 2].shape, vec![10, 512]);
+    assert!(resnet.params().iter().any(|p| p.name == "rblock1.conv2.weight" && p.shape == vec![16, 16, 3, 3]));
+    assert_eq!(resnet.params()[resnet.params().len() - 2].shape, vec![10, 512]);
 }
 
 #[test]
@@ -156,7 +158,7 @@ fn initialisation_is_pytorch_default_and_seeded() {
     let a = g.init_params(3);
     assert_eq!(a, g.init_params(3), "same seed, same parameters");
     assert_ne!(a, g.init_params(4));
-    for p in &g.params {
+    for p in g.params() {
         let bound = 1.0 / (p.fan_in as f32).sqrt();
         let values = &a[p.offset..p.offset + p.len()];
         assert!(values.iter().all(|v| v.abs() <= bound), "{} outside ±1/√fan_in", p.name);
@@ -171,9 +173,8 @@ fn memory_is_shared_by_liveness() {
     let Some(ctx) = gpu() else { return };
     let graph = Network::Resnet.build([1, 28, 28], 10).unwrap();
     let b = batch(1);
-    let images = GpuImages::upload(ctx, &b.pixels, &b.labels, 784).unwrap();
     let sgd = Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 };
-    let plan = Rig::new(ctx, &graph, &graph.init_params(1), &images, &[0, 1, 2], 3, 3, sgd).plan;
+    let plan = Rig::new(ctx, &graph, &graph.init_params(1), &b.images, 3, sgd).plan;
     assert!(
         plan.activation_bytes * 10 < plan.unshared_bytes * 7,
         "sharing saves under 30%: {} of {} bytes",
@@ -229,7 +230,7 @@ fn a_parameter_that_never_reaches_the_loss_is_refused() {
     let flat = g.flatten("flatten", used).unwrap();
     let logits = g.linear("fc", flat, 10).unwrap();
     g.softmax_cross_entropy(logits, labels).unwrap();
-    let e = error_of(Program::build(&g, 4, true));
+    let e = error_of(Program::build(&g, 4, Pass::Training));
     assert!(e.contains("`dead`") && e.contains("dead.weight") && e.contains("never used"), "{e}");
 }
 
@@ -239,21 +240,21 @@ fn a_graph_without_a_loss_or_with_a_zero_batch_is_refused() {
     let x = g.input([1, 8, 8]);
     let flat = g.flatten("flatten", x).unwrap();
     g.linear("fc", flat, 10).unwrap();
-    assert!(error_of(Program::build(&g, 4, true)).contains("exactly one loss"));
+    assert!(error_of(Program::build(&g, 4, Pass::Training)).contains("exactly one loss"));
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
-    assert!(error_of(Program::build(&graph, 0, true)).contains("batch size must be at least 1"));
+    assert!(error_of(Program::build(&graph, 0, Pass::Training)).contains("batch size must be at least 1"));
 }
 
 #[test]
 fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
-    // Independent of the graph and its program: the seed's forward written out with the CPU
+    // Independent of the graph and its program: the tutorial's forward written out with the CPU
     // reference ops, so a wrong layer order or a missing layer would show.
     use engine::ops::conv::{cpu::conv2d_forward, ConvGeometry};
     use engine::ops::max_pool::{cpu::max_pool_forward, PoolGeometry};
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
     let params = graph.init_params(5);
     let p = |name: &str| {
-        let q = graph.params.iter().find(|p| p.name == name).unwrap();
+        let q = graph.params().iter().find(|p| p.name == name).unwrap();
         &params[q.offset..q.offset + q.len()]
     };
     let b = batch(3);
@@ -276,7 +277,7 @@ fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
             bias[o] + (0..320).map(|j| w[o * 320 + j] * h2[s * 320 + j]).sum::<f32>()
         })
         .collect();
-    let program = Program::build(&graph, n, false).unwrap();
+    let program = Program::build(&graph, n, Pass::Evaluation).unwrap();
     let got = cpu::run(&graph, &program, &params, &b.x, &b.y).logits;
     tests::assert_close("simple_cnn logits", &got, &want, 1e-4, 1e-5);
 }

@@ -1,5 +1,5 @@
 #![allow(clippy::needless_range_loop)] // index loops read clearest beside finite differences
-//! Every kernel against its CPU reference, on tiny and odd shapes and on the seed networks' real
+//! Every kernel against its CPU reference, on tiny and odd shapes and on the tutorial networks' real
 //! shapes at batch 64; every backward pass also against finite differences of the CPU forward.
 //!
 //! Tolerances: only pure data movement must match bit for bit (im2col, max pool forward and its
@@ -837,22 +837,27 @@ fn sgd_momentum_matches_cpu_over_several_steps() {
 #[test]
 fn gather_batch_matches_cpu_and_follows_the_step_counter() {
     let Some(ctx) = gpu() else { return };
-    check_gather(ctx, 37, 13, 8); // odd sizes: images straddle u32 words
-    check_gather(ctx, 200, 784, 64); // MNIST images, the seed's batch
+    let mnist = [models::train::MNIST_NORMALIZATION];
+    check_gather(ctx, 37, [1, 13, 1], 8, &mnist); // odd sizes: images straddle u32 words
+    check_gather(ctx, 200, [1, 28, 28], 64, &mnist); // MNIST images, the tutorial's batch
+                                                     // Three channels, each with its own statistics: each plane is normalized by its channel's.
+    let rgb = [(0.49, 0.25), (0.48, 0.24), (0.45, 0.26)].map(|(mean, std)| gather::Normalization { mean, std });
+    check_gather(ctx, 21, [3, 5, 7], 6, &rgb);
 }
 
-fn check_gather(ctx: &GpuContext, count: usize, image_len: usize, rows: usize) {
+fn check_gather(ctx: &GpuContext, count: usize, shape: [usize; 3], rows: usize, norm: &[gather::Normalization]) {
     let mut rng = Rng::new(1700);
+    let image_len = shape.iter().product::<usize>();
     let pixels: Vec<u8> = (0..count * image_len).map(|_| rng.below(256) as u8).collect();
-    let labels: Vec<u8> = (0..count).map(|_| rng.below(10) as u8).collect();
-    let images = gather::GpuImages::upload(ctx, &pixels, &labels, image_len).unwrap();
+    let labels: Vec<u32> = (0..count).map(|_| rng.below(10)).collect();
+    let images = gather::GpuImages::upload(ctx, &pixels, &labels, shape).unwrap();
     let order: Vec<u32> = (0..count as u32).rev().collect();
-    let norm = models::train::MNIST_NORMALIZATION;
+    let norm_t = gather::Normalization::upload(ctx, norm).unwrap();
     let stride = rows;
     let (x, y) = (dirty(ctx, rows * image_len), dirty(ctx, rows));
     let step = ctx.zeros(1, "step").unwrap();
     let order_t = ctx.upload(&order, "order").unwrap();
-    let gather = gather::gather_batch(ctx, &images, rows, stride, norm, &order_t, &step, &x, &y).unwrap();
+    let gather = gather::gather_batch(ctx, &images, rows, stride, &norm_t, &order_t, &step, &x, &y).unwrap();
     for s in 0..3 {
         ctx.run(&[&gather]).unwrap();
         let (x_want, y_want) =

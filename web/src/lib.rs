@@ -16,7 +16,7 @@ use mnist_loader::Dataset;
 use models::flags::{at_least_one, limit_note, non_negative};
 use models::predict::{classify_async, mnist_digit_rgba, network_of};
 use models::state_dict::{self, TensorFile};
-use models::train::{weights_metadata, Recipe, Trainer};
+use models::train::{mnist_images, weights_metadata, Recipe, Trainer};
 use models::Network;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -188,7 +188,8 @@ impl Engine {
         let data = state.data.as_ref().ok_or_else(|| js_error("load the data first"))?;
         let (network, recipe) = (settings.network, settings.recipe.clone());
         let graph = network.build([1, data.train.rows, data.train.cols], data.num_classes).map_err(js_error)?;
-        let trainer = Trainer::new(state.ctx, &graph, &data.train, &data.test, recipe).map_err(js_error)?;
+        let (train, test) = (mnist_images(&data.train), mnist_images(&data.test));
+        let trainer = Trainer::new(state.ctx, &graph, &train, Some(&test), recipe).map_err(js_error)?;
         let line = format!(
             "{}: {} parameters; {} training and {} test images",
             network.name(),

@@ -5,10 +5,13 @@ use super::program::{Buf, Instr, Program};
 use super::Graph;
 use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu, softmax_cross_entropy};
 
+/// What a CPU run of a program produced.
 pub struct CpuRun {
     /// The batch's mean loss and correct predictions.
     pub loss: f32,
+    /// Rows whose argmax is the label.
     pub correct: u32,
+    /// The network's output, `[rows, classes]`.
     pub logits: Vec<f32>,
     /// Packed like the parameters (zero where the program computes no gradient).
     pub grads: Vec<f32>,

@@ -84,10 +84,13 @@ impl Param {
 /// backend accepts, so each parameter can be bound as its own slice of one buffer.
 pub const PARAM_ALIGN: usize = 64;
 
+/// A network as a list of named layers, each reading earlier ones; its learnable tensors are
+/// packed into one buffer. Build it with the layer methods, which infer and check each layer's
+/// output shape.
 pub struct Graph {
     id: u64,
-    pub nodes: Vec<Node>,
-    pub params: Vec<Param>,
+    nodes: Vec<Node>,
+    params: Vec<Param>,
 }
 
 impl Default for Graph {
@@ -117,6 +120,36 @@ impl Graph {
     /// The per-sample shape of a node.
     pub fn shape(&self, id: NodeId) -> Result<Shape> {
         Ok(self.nodes[self.node("shape", id)?].shape)
+    }
+
+    /// The layers, in the order they were declared.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The learnable tensors, in the order they were declared (PyTorch's state_dict order).
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// The per-sample shape of the graph's input.
+    pub fn input_shape(&self) -> Result<Shape> {
+        let mut inputs = self.nodes.iter().filter(|n| matches!(n.op, Op::Input));
+        match (inputs.next(), inputs.next()) {
+            (Some(input), None) => Ok(input.shape),
+            _ => Err(Error::Graph("a graph needs exactly one input".into())),
+        }
+    }
+
+    /// The number of classes the loss's logits score.
+    pub fn classes(&self) -> Result<usize> {
+        self.nodes
+            .iter()
+            .find_map(|n| match n.op {
+                Op::SoftmaxCrossEntropy { logits, .. } => Some(self.nodes[logits].shape[0]),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Graph("the graph has no loss".into()))
     }
 
     fn param(&mut self, name: String, shape: Vec<usize>, fan_in: usize) -> Result<usize> {

@@ -1,16 +1,18 @@
 //! The GPU execution plan of a program: buffers allocated once (activations and gradients share
-//! memory by liveness), bind groups built once, and a whole step — gather the batch, forward,
-//! loss, backward, SGD update, advance the step counter — as one list of dispatches that is
-//! recorded into a command buffer with no host round trip inside.
+//! memory by liveness), bind groups built once, and a whole step — gather the batch from a
+//! [`GpuSplit`], forward, loss, backward, SGD update, advance the step counter — as one list of
+//! dispatches that is recorded into a command buffer with no host round trip inside. An
+//! inference plan runs the forward pass alone on a batch written into its input.
 
-use super::program::{Buf, Instr, Program};
+use super::program::{Buf, Instr, Pass, Program};
 use super::Graph;
 use crate::context::{AsyncRead, GpuContext, Submission, Tensor};
-use crate::error::Result;
+use crate::data::GpuSplit;
+use crate::error::{Error, Result};
 use crate::kernel::Dispatch;
-use crate::ops::gather::{self, GpuImages, Normalization};
+use crate::ops::gather;
 use crate::ops::sgd::{self, Sgd};
-use crate::ops::softmax_cross_entropy::{self as sce, METRICS_WORDS};
+use crate::ops::softmax_cross_entropy as sce;
 use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu};
 
 /// The packed parameters of a network on the GPU, their gradients and the SGD velocity,
@@ -32,29 +34,6 @@ impl Parameters {
     }
 }
 
-/// Where a plan's batches come from and where its metrics go. Step s gathers
-/// `order[s * batch ..][..batch]` from `images`; `step` is the GPU step counter. An epoch has
-/// `samples` samples: the last batch is padded (`order` must hold whole batches), and the loss
-/// ignores the padding rows.
-pub struct Feed<'a> {
-    pub images: &'a GpuImages,
-    pub order: &'a Tensor,
-    pub step: &'a Tensor,
-    pub metrics: &'a Tensor,
-    /// Where an evaluation writes each sample's predicted class (u32, `samples` of them, in
-    /// `order`'s order); None writes none.
-    pub predictions: Option<&'a Tensor>,
-    pub samples: usize,
-    pub norm: Normalization,
-}
-
-impl Feed<'_> {
-    /// A fresh metrics buffer.
-    pub fn new_metrics(ctx: &GpuContext) -> Result<Tensor> {
-        ctx.zeros(METRICS_WORDS, "metrics")
-    }
-}
-
 pub struct Plan {
     pub program: Program,
     pub dispatches: Vec<Dispatch>,
@@ -66,28 +45,28 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// A training step at `batch` samples: gather, forward, loss, backward, SGD, advance.
-    pub fn training(
-        ctx: &GpuContext,
-        graph: &Graph,
-        batch: usize,
-        params: &Parameters,
-        opt: Sgd,
-        feed: &Feed,
-    ) -> Result<Plan> {
-        let program = Program::build(graph, batch, true)?;
-        let mut plan = Plan::allocate(ctx, program)?;
-        plan.lower(ctx, graph, params, feed)?;
+    /// A training step over `split`'s next batch: gather, forward, loss, backward, SGD, advance.
+    pub fn training(ctx: &GpuContext, graph: &Graph, params: &Parameters, opt: Sgd, split: &GpuSplit) -> Result<Plan> {
+        let mut plan = Plan::allocate(ctx, Program::build(graph, split.batch(), Pass::Training)?)?;
+        plan.lower(ctx, graph, params, Some(split))?;
         let len = params.values.len;
         plan.dispatches.push(sgd::sgd_momentum(ctx, len, &opt, &params.grads, &params.values, &params.velocity)?);
         Ok(plan)
     }
 
-    /// A forward-only step (no gradients kept): gather, forward, loss metrics, advance.
-    pub fn evaluation(ctx: &GpuContext, graph: &Graph, batch: usize, params: &Parameters, feed: &Feed) -> Result<Plan> {
-        let program = Program::build(graph, batch, false)?;
-        let mut plan = Plan::allocate(ctx, program)?;
-        plan.lower(ctx, graph, params, feed)?;
+    /// A forward-only step over `split`'s next batch (no gradients kept): gather, forward, loss
+    /// metrics (and predictions, where the split keeps them), advance.
+    pub fn evaluation(ctx: &GpuContext, graph: &Graph, params: &Parameters, split: &GpuSplit) -> Result<Plan> {
+        let mut plan = Plan::allocate(ctx, Program::build(graph, split.batch(), Pass::Evaluation)?)?;
+        plan.lower(ctx, graph, params, Some(split))?;
+        Ok(plan)
+    }
+
+    /// The forward pass alone, on `batch` normalized images written into [`input`](Self::input),
+    /// to the logits: no labels, no loss, no step counter.
+    pub fn inference(ctx: &GpuContext, graph: &Graph, batch: usize, params: &Parameters) -> Result<Plan> {
+        let mut plan = Plan::allocate(ctx, Program::build(graph, batch, Pass::Inference)?)?;
+        plan.lower(ctx, graph, params, None)?;
         Ok(plan)
     }
 
@@ -103,8 +82,11 @@ impl Plan {
                 }
             }
         }
-        // The gather writes the input and labels before the first instruction.
-        for b in [program.input, program.labels] {
+        // The gather writes the input and labels before the first instruction (inference: the
+        // caller writes the input).
+        let gathered =
+            if program.pass == Pass::Inference { vec![program.input] } else { vec![program.input, program.labels] };
+        for b in gathered {
             if let Buf::Act(a) = b {
                 first[a] = 0;
             }
@@ -145,20 +127,17 @@ impl Plan {
         }
     }
 
-    fn lower(&mut self, ctx: &GpuContext, graph: &Graph, params: &Parameters, feed: &Feed) -> Result<()> {
+    /// The dispatches of every instruction, after the gather of `split`'s next batch (none for
+    /// an inference plan, which has no split).
+    fn lower(&mut self, ctx: &GpuContext, graph: &Graph, params: &Parameters, split: Option<&GpuSplit>) -> Result<()> {
         let t = |b: Buf| self.tensor(params, graph, b);
         let p = &self.program;
-        let mut out = vec![gather::gather_batch(
-            ctx,
-            feed.images,
-            p.batch,
-            p.batch,
-            feed.norm,
-            feed.order,
-            feed.step,
-            &t(p.input),
-            &t(p.labels),
-        )?];
+        let mut out = Vec::new();
+        if let Some(s) = split {
+            let (x, y) = (t(p.input), t(p.labels));
+            let (norm, order, step) = (s.normalization(), s.order(), s.step());
+            out.push(gather::gather_batch(ctx, s.images(), p.batch, p.batch, norm, order, step, &x, &y)?);
+        }
         let (unused, no_predictions) = (ctx.zeros(1, "no gradient")?, ctx.zeros(1, "no predictions")?);
         for instr in &p.instrs {
             match *instr {
@@ -202,22 +181,23 @@ impl Plan {
                     out.push(concat::copy_channels(ctx, &copy, &t(src), &t(dst))?)
                 }
                 Instr::Loss { rows, classes, logits, labels, dlogits } => {
+                    let split = split.ok_or_else(|| Error::Graph("a loss needs a split to read labels from".into()))?;
                     let outputs = sce::LossOutputs {
                         dlogits: &dlogits.map(t).unwrap_or_else(|| unused.clone()),
                         write_grad: dlogits.is_some(),
-                        predictions: feed.predictions.unwrap_or(&no_predictions),
-                        write_predictions: feed.predictions.is_some(),
-                        metrics: feed.metrics,
+                        predictions: split.predictions().unwrap_or(&no_predictions),
+                        write_predictions: split.predictions().is_some(),
+                        metrics: split.metrics(),
                     };
-                    let (logits, labels) = (t(logits), t(labels));
+                    let (logits, labels, samples) = (t(logits), t(labels), split.samples());
                     out.push(sce::softmax_cross_entropy(
                         ctx,
                         rows,
                         classes,
-                        feed.samples,
+                        samples,
                         &logits,
                         &labels,
-                        feed.step,
+                        split.step(),
                         &outputs,
                     )?);
                 }
@@ -227,8 +207,15 @@ impl Plan {
         Ok(())
     }
 
-    /// The batch's logits [batch, classes] after a step. Read them from an evaluation plan: in a
-    /// training plan the backward pass reuses their memory once the loss has read them.
+    /// The batch's input [batch, c, h, w], which an inference plan reads (the others gather it).
+    pub fn input(&self) -> Tensor {
+        let Buf::Act(a) = self.program.input else { unreachable!("the input is an activation") };
+        self.buffers[a].clone().expect("every used buffer is allocated")
+    }
+
+    /// The batch's logits [batch, classes] after a step. Read them from an evaluation or
+    /// inference plan: in a training plan the backward pass reuses their memory once the loss
+    /// has read them.
     pub fn logits(&self) -> Tensor {
         let Buf::Act(a) = self.program.logits else { unreachable!("logits are an activation") };
         self.buffers[a].clone().expect("every used buffer is allocated")

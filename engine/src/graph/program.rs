@@ -165,7 +165,9 @@ impl Instr {
 pub struct Program {
     pub batch: usize,
     pub buffers: Vec<BufferDesc>,
-    /// The batch's images [batch, c, h, w] and labels [batch] (u32).
+    /// What the program computes.
+    pub pass: Pass,
+    /// The batch's images [batch, c, h, w] and labels [batch] (u32; unused by inference).
     pub input: Buf,
     pub labels: Buf,
     pub logits: Buf,
@@ -271,22 +273,36 @@ fn check(graph: &Graph, batch: usize) -> Result<(usize, usize)> {
     Ok((loss, input))
 }
 
+/// What a program computes over a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Forward, loss and metrics, then every gradient (a training step).
+    Training,
+    /// Forward, loss and metrics (against the labels), no gradient.
+    Evaluation,
+    /// Forward to the logits alone: no labels, no loss.
+    Inference,
+}
+
 impl Program {
-    /// Lowers `graph` at `batch` samples a step: check, forward, loss and, with `training`, the
-    /// backward pass that autodiff derives.
-    pub fn build(graph: &Graph, batch: usize, training: bool) -> Result<Program> {
+    /// Lowers `graph` at `batch` samples a step: check, forward, and as `pass` asks, the loss
+    /// and the backward pass that autodiff derives.
+    pub fn build(graph: &Graph, batch: usize, pass: Pass) -> Result<Program> {
         let (loss, input) = check(graph, batch)?;
         let Op::SoftmaxCrossEntropy { logits, labels } = graph.nodes[loss].op else { unreachable!() };
         let mut b = Builder { graph, batch, buffers: Vec::new(), instrs: Vec::new() };
         let forward = b.forward();
         let classes = graph.nodes[logits].shape[0];
-        let dlogits = training.then(|| b.new_buf(batch * classes, false, "loss.grad".into()));
+        let dlogits = (pass == Pass::Training).then(|| b.new_buf(batch * classes, false, "loss.grad".into()));
         let (logits_buf, labels_buf) = (forward.out[logits], forward.out[labels]);
-        b.instrs.push(Instr::Loss { rows: batch, classes, logits: logits_buf, labels: labels_buf, dlogits });
+        if pass != Pass::Inference {
+            b.instrs.push(Instr::Loss { rows: batch, classes, logits: logits_buf, labels: labels_buf, dlogits });
+        }
         if let Some(dlogits) = dlogits {
             super::autodiff::backward(&mut b, &forward, logits, dlogits, input)?;
         }
         Ok(Program {
+            pass,
             batch,
             buffers: b.buffers,
             input: forward.out[input],

@@ -10,16 +10,22 @@ crate::gpu_params! {
     /// add.wgsl's parameters: elements of the output; for `sum_slices`, the slices summed and
     /// the elements of its second output.
     pub struct AddParams {
+        /// Elements of the output.
         pub total: u32,
+        /// Slices summed by `sum_slices` (0 otherwise).
         pub slices: u32,
+        /// Elements of `sum_slices`' second output (0 when it has none).
         pub total2: u32,
     }
 }
 
 /// Reads `first`, writes `out`.
 const ONE_INPUT: &[(u32, Access)] = &[(1, Read), (3, ReadWrite)];
+/// `out = a + b`.
 pub const ADD: KernelSpec = KernelSpec::new::<AddParams>("add", "add", &[(1, Read), (2, Read), (3, ReadWrite)]);
+/// `out += a`.
 pub const ADD_ASSIGN: KernelSpec = KernelSpec::new::<AddParams>("add", "add_assign", ONE_INPUT);
+/// Sums the slices of one or two inputs; see [`sum_slices`].
 pub const SUM_SLICES: KernelSpec =
     KernelSpec::new::<AddParams>("add", "sum_slices", &[(1, Read), (2, Read), (3, ReadWrite), (4, ReadWrite)]);
 
@@ -27,6 +33,7 @@ fn elements(len: usize) -> AddParams {
     AddParams { total: len as u32, slices: 0, total2: 0 }
 }
 
+/// out = a + b over `len` elements.
 pub fn add(ctx: &GpuContext, len: usize, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Dispatch> {
     for (what, t) in [("add input a", a), ("add input b", b), ("add output", out)] {
         t.check_len(what, len)?;
@@ -62,19 +69,23 @@ pub fn sum_slices(
     ctx.dispatch(&SUM_SLICES, &params, &[slices, slices2, out, out2], grid_1d(len.max(len2)))
 }
 
+/// The CPU reference of add.wgsl.
 pub mod cpu {
+    /// out = a + b.
     pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
         for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
             *o = a + b;
         }
     }
 
+    /// out += a.
     pub fn add_assign(a: &[f32], out: &mut [f32]) {
         for (o, a) in out.iter_mut().zip(a) {
             *o += a;
         }
     }
 
+    /// `out[i] = Σ_s slices[s·len + i]` for i < len.
     pub fn sum_slices(len: usize, slices: &[f32], out: &mut [f32]) {
         out[..len].fill(0.0);
         for slice in slices.chunks(len) {

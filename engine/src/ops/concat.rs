@@ -7,23 +7,43 @@ use crate::kernel::{Access::*, Dispatch, KernelSpec};
 crate::gpu_params! {
     /// concat.wgsl's parameters: a [`ChannelCopy`].
     pub struct ChannelCopyParams {
-        pub n: u32, pub channels: u32, pub s: u32, pub src_channels: u32,
-        pub src_offset: u32, pub dst_channels: u32, pub dst_offset: u32,
+        /// Batch size.
+        pub n: u32,
+        /// Channels copied.
+        pub channels: u32,
+        /// Elements per channel.
+        pub s: u32,
+        /// Channels of the source.
+        pub src_channels: u32,
+        /// First source channel copied.
+        pub src_offset: u32,
+        /// Channels of the destination.
+        pub dst_channels: u32,
+        /// First destination channel written.
+        pub dst_offset: u32,
     }
 }
 
+/// Reads src, writes dst; one thread per element copied.
 pub const COPY_CHANNELS: KernelSpec =
     KernelSpec::new::<ChannelCopyParams>("concat", "copy_channels", &[(1, Read), (2, ReadWrite)]);
 
 /// Copy `channels` channels of [n, ·, s] tensors: dst[:, dst_offset + c] = src[:, src_offset + c].
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelCopy {
+    /// Batch size.
     pub n: usize,
+    /// Elements per channel (h·w).
     pub s: usize,
+    /// Channels copied.
     pub channels: usize,
+    /// Channels of the source, `[n, src_channels, s]`.
     pub src_channels: usize,
+    /// First source channel copied.
     pub src_offset: usize,
+    /// Channels of the destination, `[n, dst_channels, s]`.
     pub dst_channels: usize,
+    /// First destination channel written.
     pub dst_offset: usize,
 }
 
@@ -57,6 +77,8 @@ impl ChannelCopy {
     }
 }
 
+/// dst[:, dst_offset + c] = src[:, src_offset + c] for c < channels; other channels of dst are
+/// left as they are.
 pub fn copy_channels(ctx: &GpuContext, c: &ChannelCopy, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
     if c.src_offset + c.channels > c.src_channels || c.dst_offset + c.channels > c.dst_channels {
         return Err(Error::Shape(format!("channel copy out of range: {c:?}")));
@@ -76,9 +98,11 @@ pub fn copy_channels(ctx: &GpuContext, c: &ChannelCopy, src: &Tensor, dst: &Tens
     ctx.dispatch(&COPY_CHANNELS, &params, &[src, dst], grid_1d(c.len()))
 }
 
+/// The CPU reference of concat.wgsl.
 pub mod cpu {
     use super::ChannelCopy;
 
+    /// dst[:, dst_offset + c] = src[:, src_offset + c] for c < channels.
     pub fn copy_channels(c: &ChannelCopy, src: &[f32], dst: &mut [f32]) {
         for n in 0..c.n {
             for ch in 0..c.channels {

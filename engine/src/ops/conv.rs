@@ -19,35 +19,65 @@ use crate::kernel::{Access::*, Dispatch, KernelSpec};
 crate::gpu_params! {
     /// conv.wgsl's parameters: the [`ConvGeometry`] and its output size.
     pub struct ConvParams {
-        pub n: u32, pub c: u32, pub h: u32, pub w: u32,
-        pub kh: u32, pub kw: u32, pub stride: u32, pub pad: u32,
-        pub oh: u32, pub ow: u32,
+        /// Batch size.
+        pub n: u32,
+        /// Input channels.
+        pub c: u32,
+        /// Input height.
+        pub h: u32,
+        /// Input width.
+        pub w: u32,
+        /// Kernel height.
+        pub kh: u32,
+        /// Kernel width.
+        pub kw: u32,
+        /// Window step.
+        pub stride: u32,
+        /// Zeros on each side.
+        pub pad: u32,
+        /// Output height.
+        pub oh: u32,
+        /// Output width.
+        pub ow: u32,
     }
 }
 
+/// Reads x, writes cols; see [`im2col`].
 pub const IM2COL: KernelSpec = KernelSpec::new::<ConvParams>("conv", "im2col", &[(1, Read), (2, ReadWrite)]);
+/// Reads dcols, writes dx; see [`col2im`].
 pub const COL2IM: KernelSpec = KernelSpec::new::<ConvParams>("conv", "col2im", &[(1, Read), (2, ReadWrite)]);
 
 /// Input [n, c, h, w] convolved with a kh×kw kernel at `stride` with `pad` zeros each side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// Batch size.
     pub n: usize,
+    /// Input channels.
     pub c: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Kernel height.
     pub kh: usize,
+    /// Kernel width.
     pub kw: usize,
+    /// Window step.
     pub stride: usize,
+    /// Zeros on each side.
     pub pad: usize,
 }
 
 impl ConvGeometry {
+    /// The kh×kw [`Window`] slid over each h×w plane.
     pub fn window(&self) -> Window {
         Window { h: self.h, w: self.w, kh: self.kh, kw: self.kw, stride: self.stride, pad: self.pad }
     }
+    /// Output height.
     pub fn oh(&self) -> usize {
         self.window().oh()
     }
+    /// Output width.
     pub fn ow(&self) -> usize {
         self.window().ow()
     }
@@ -59,12 +89,15 @@ impl ConvGeometry {
     pub fn col_rows(&self) -> usize {
         self.c * self.kh * self.kw
     }
+    /// Elements of the input, `[n, c, h, w]`.
     pub fn input_len(&self) -> usize {
         self.n * self.c * self.h * self.w
     }
+    /// Elements of the column matrices of the whole batch, `[n, C·KH·KW, OH·OW]`.
     pub fn cols_len(&self) -> usize {
         self.n * self.col_rows() * self.oh() * self.ow()
     }
+    /// Refuses a kernel that does not fit the padded input (or a zero stride or kernel side).
     pub fn validate(&self) -> Result<()> {
         if !self.window().fits() {
             return Err(Error::Shape(format!(
@@ -122,6 +155,7 @@ fn image_grid(images: usize, elements: usize, kernel: &str) -> Result<[u32; 3]> 
     Ok([groups.min(65535) as u32, folds as u32, images as u32])
 }
 
+/// The CPU reference of conv.wgsl, and a direct convolution to check the GPU path against.
 pub mod cpu {
     use super::ConvGeometry;
 
@@ -138,6 +172,7 @@ pub mod cpu {
         move |plane, oy, ox, ky, kx| ((plane * kh + ky) * kw + kx) * positions + oy * ow + ox
     }
 
+    /// cols [n, C·KH·KW, OH·OW] = im2col(x [n, c, h, w]), zeros where a tap falls on padding.
     pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
         let at = col_index(g);
         taps(g, |plane, oy, ox, ky, kx, pixel| cols[at(plane, oy, ox, ky, kx)] = pixel.map_or(0.0, |p| x[p]));
@@ -208,10 +243,15 @@ pub mod cpu {
 
 /// Buffers of a convolution layer.
 pub struct Conv2d<'a> {
+    /// The input's shape and the window.
     pub g: ConvGeometry,
+    /// Output channels (oc).
     pub out_channels: usize,
+    /// Input, `[n, c, h, w]`.
     pub x: &'a Tensor,
+    /// Weight, `[oc, c, kh, kw]`.
     pub weight: &'a Tensor,
+    /// Bias, `[oc]`.
     pub bias: &'a Tensor,
 }
 
@@ -351,8 +391,11 @@ pub fn conv2d_backward(
 /// Where a convolution's input gradient goes: into `dx`, added to it when `accumulate`, with
 /// `dcols` as col2im's scratch at a stride above 1 (where it cannot accumulate).
 pub struct InputGrad<'a> {
+    /// The input gradient, `[n, c, h, w]`.
     pub dx: &'a Tensor,
+    /// Add into `dx` instead of overwriting it.
     pub accumulate: bool,
+    /// Scratch of [`input_grad_scratch_len`] elements.
     pub dcols: &'a Tensor,
 }
 

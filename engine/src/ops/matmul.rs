@@ -12,19 +12,77 @@ crate::gpu_params! {
     /// matmul.wgsl's and matmul_subgroup.wgsl's parameters: the [`Matmul`] with its strides named
     /// as in the shader header (`a_ms`: A's row stride, …), and the column-tile folds.
     pub struct MatmulParams {
-        pub m: u32, pub n: u32, pub k: u32, pub reduce: u32,
-        pub a_ms: u32, pub a_ks: u32, pub a_rs: u32, pub a_bs: u32,
-        pub b_ks: u32, pub b_ns: u32, pub b_rs: u32, pub b_bs: u32,
-        pub c_ms: u32, pub c_bs: u32, pub accumulate: u32, pub n_inner: u32,
-        pub b_no: u32, pub c_no: u32, pub col_folds: u32, pub b_view: u32,
-        pub c: u32, pub h: u32, pub w: u32, pub kh: u32,
-        pub kw: u32, pub stride: u32, pub pad: u32, pub ow: u32,
-        pub bias_along: u32, pub relu: u32, pub row_sums: u32, pub oh: u32,
+        /// Rows of A and C.
+        pub m: u32,
+        /// Columns of B and C, all folds together.
+        pub n: u32,
+        /// Columns of A, rows of B.
+        pub k: u32,
+        /// Reduce slices r summed over.
+        pub reduce: u32,
+        /// A's row stride.
+        pub a_ms: u32,
+        /// A's column (k) stride.
+        pub a_ks: u32,
+        /// A's reduce stride.
+        pub a_rs: u32,
+        /// A's batch stride.
+        pub a_bs: u32,
+        /// B's row (k) stride.
+        pub b_ks: u32,
+        /// B's stride between columns ji within a fold.
+        pub b_ns: u32,
+        /// B's reduce stride.
+        pub b_rs: u32,
+        /// B's batch stride.
+        pub b_bs: u32,
+        /// C's row stride.
+        pub c_ms: u32,
+        /// C's batch stride.
+        pub c_bs: u32,
+        /// 1: add to C instead of overwriting it.
+        pub accumulate: u32,
+        /// Columns per fold (`n_inner == n`: no fold).
+        pub n_inner: u32,
+        /// B's stride between folds jo.
+        pub b_no: u32,
+        /// C's stride between folds jo.
+        pub c_no: u32,
+        /// Column tiles folded into z: ceil(tiles / 65535).
+        pub col_folds: u32,
+        /// B's source: 0 a view, 1 `ConvColumns`, 2 `ConvColumnsT`, 3 `ConvInputGrad`.
+        pub b_view: u32,
+        /// The convolution's input channels (0 when B is a view).
+        pub c: u32,
+        /// The convolution's input height.
+        pub h: u32,
+        /// The convolution's input width.
+        pub w: u32,
+        /// The convolution's kernel height.
+        pub kh: u32,
+        /// The convolution's kernel width.
+        pub kw: u32,
+        /// The convolution's stride.
+        pub stride: u32,
+        /// The convolution's padding on each side.
+        pub pad: u32,
+        /// The convolution's output width.
+        pub ow: u32,
+        /// 0 no bias, 1 along rows, 2 along columns ([`BiasAlong`]).
+        pub bias_along: u32,
+        /// 1: ReLU in the epilogue.
+        pub relu: u32,
+        /// 1: also write A's row sums.
+        pub row_sums: u32,
+        /// The convolution's output height.
+        pub oh: u32,
+        /// 1: add the residual tensor in the epilogue.
         pub residual: u32,
     }
 }
 
 const OPERANDS: &[(u32, Access)] = &[(1, Read), (2, Read), (3, ReadWrite), (4, Read), (5, ReadWrite), (6, Read)];
+/// The tiled product: 32×64 tiles of C staged through workgroup memory.
 pub const MATMUL: KernelSpec = KernelSpec::new::<MatmulParams>("matmul", "matmul", OPERANDS);
 /// The same product for CPU drivers with 8-lane subgroups (see matmul_subgroup.wgsl).
 pub const MATMUL_SUBGROUP: KernelSpec = KernelSpec::new::<MatmulParams>("matmul_subgroup", "matmul_subgroup", OPERANDS);
@@ -33,7 +91,9 @@ pub const MATMUL_SUBGROUP: KernelSpec = KernelSpec::new::<MatmulParams>("matmul_
 /// invocation (matmul_subgroup.wgsl), only where `AdapterReport::cpu_lanes_8` holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
+    /// [`MATMUL`].
     Tiled,
+    /// [`MATMUL_SUBGROUP`].
     Subgroup,
 }
 
@@ -59,9 +119,13 @@ impl MatmulKernel {
 /// `b*batch_stride + r*reduce_stride + row*row_stride + col*col_stride`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct View {
+    /// Elements between consecutive rows.
     pub row_stride: usize,
+    /// Elements between consecutive columns.
     pub col_stride: usize,
+    /// Elements between consecutive reduce slices.
     pub reduce_stride: usize,
+    /// Elements between consecutive batches.
     pub batch_stride: usize,
 }
 
@@ -74,9 +138,11 @@ impl View {
     pub fn t(self) -> View {
         View { row_stride: self.col_stride, col_stride: self.row_stride, ..self }
     }
+    /// This view with batch stride `batch_stride`.
     pub fn batched(self, batch_stride: usize) -> View {
         View { batch_stride, ..self }
     }
+    /// This view with reduce stride `reduce_stride`.
     pub fn reduced(self, reduce_stride: usize) -> View {
         View { reduce_stride, ..self }
     }
@@ -97,22 +163,37 @@ impl View {
 /// positions) form one wide matrix. `n_inner == n` means no fold.
 #[derive(Clone, Copy, Debug)]
 pub struct Matmul {
+    /// Rows of A and C.
     pub m: usize,
+    /// Columns of B and C, all folds together.
     pub n: usize,
+    /// Columns of A, rows of B.
     pub k: usize,
+    /// Reduce slices r summed into each C.
     pub reduce: usize,
+    /// Independent products b, each its own C.
     pub batch: usize,
+    /// A's strides.
     pub a: View,
+    /// B's strides, read only when `b_source` is `BSource::View`.
     pub b: View,
+    /// Elements between C's rows.
     pub c_row_stride: usize,
+    /// Elements between C's batches.
     pub c_batch_stride: usize,
     /// Add to C instead of overwriting it.
     pub accumulate: bool,
+    /// Columns per fold (`n` for no fold).
     pub n_inner: usize,
+    /// B's stride between folds.
     pub b_col_outer: usize,
+    /// C's stride between folds.
     pub c_col_outer: usize,
+    /// Where B's elements come from.
     pub b_source: BSource,
+    /// Which index of C the epilogue's bias follows.
     pub bias: BiasAlong,
+    /// Apply ReLU last in the epilogue.
     pub relu: bool,
     /// Also write Σ_r Σ_k A(m, k) for each batch and row (a bias gradient beside a weight gradient).
     pub row_sums: bool,
@@ -140,6 +221,7 @@ pub enum BSource {
 /// Which index of C the epilogue's bias follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BiasAlong {
+    /// No bias.
     None,
     /// bias[m]: a convolution's output channels.
     Rows,
@@ -262,11 +344,17 @@ pub fn matmul(ctx: &GpuContext, s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor) 
 /// (exactly when `Matmul::row_sums`, `batch · m` elements).
 #[derive(Clone, Copy)]
 pub struct Operands<'a> {
+    /// The left operand.
     pub a: &'a Tensor,
+    /// The right operand (a convolution's input where B is its column matrix).
     pub b: &'a Tensor,
+    /// The product.
     pub c: &'a Tensor,
+    /// The epilogue's bias.
     pub bias: Option<&'a Tensor>,
+    /// The row sums' output, `[batch, m]`.
     pub sums: Option<&'a Tensor>,
+    /// Added to C before the ReLU, shaped like C.
     pub residual: Option<&'a Tensor>,
 }
 
@@ -363,6 +451,7 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
     )
 }
 
+/// The CPU reference of matmul.wgsl.
 pub mod cpu {
     use super::{BSource, BiasAlong, Matmul, View};
     use crate::ops::conv::{self, ConvGeometry};
@@ -460,11 +549,17 @@ pub mod cpu {
 
 /// Buffers of a fully connected layer: x [n, in], weight [out, in] (PyTorch's layout), bias [out].
 pub struct Linear<'a> {
+    /// Batch size.
     pub n: usize,
+    /// Input features (in).
     pub inputs: usize,
+    /// Output features (out).
     pub outputs: usize,
+    /// Input, `[n, in]`.
     pub x: &'a Tensor,
+    /// Weight, `[out, in]`.
     pub weight: &'a Tensor,
+    /// Bias, `[out]`.
     pub bias: &'a Tensor,
 }
 

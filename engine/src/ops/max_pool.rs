@@ -9,8 +9,23 @@ use crate::kernel::{Access::*, Dispatch, KernelSpec};
 crate::gpu_params! {
     /// max_pool.wgsl's and avg_pool.wgsl's parameters: the [`PoolGeometry`] and its output size.
     pub struct PoolParams {
-        pub planes: u32, pub h: u32, pub w: u32, pub k: u32,
-        pub stride: u32, pub pad: u32, pub oh: u32, pub ow: u32,
+        /// N·C planes pooled.
+        pub planes: u32,
+        /// Input height.
+        pub h: u32,
+        /// Input width.
+        pub w: u32,
+        /// Window side.
+        pub k: u32,
+        /// Window step.
+        pub stride: u32,
+        /// Zeros on each side.
+        pub pad: u32,
+        /// Output height.
+        pub oh: u32,
+        /// Output width.
+        pub ow: u32,
+        /// 1 to fuse a ReLU into max_pool_forward, else 0.
         pub relu: u32,
     }
 }
@@ -18,35 +33,48 @@ crate::gpu_params! {
 /// The argmax of a window whose output the fused ReLU clamped to 0: no pixel gets its gradient.
 pub const NO_PIXEL: u32 = u32::MAX;
 
+/// Reads x, writes y and argmax; one thread per output.
 pub const MAX_POOL_FORWARD: KernelSpec =
     KernelSpec::new::<PoolParams>("max_pool", "max_pool_forward", &[(1, Read), (2, ReadWrite), (3, ReadWrite)]);
+/// Reads dy and argmax, writes dx; one thread per input pixel.
 pub const MAX_POOL_BACKWARD: KernelSpec =
     KernelSpec::new::<PoolParams>("max_pool", "max_pool_backward", &[(4, Read), (5, Read), (6, ReadWrite)]);
 
 /// `planes` = N·C planes of h×w pooled by a k×k window at `stride` with `pad` (floor mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeometry {
+    /// N·C planes pooled.
     pub planes: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Window side (square windows).
     pub k: usize,
+    /// Window step.
     pub stride: usize,
+    /// Zeros on each side.
     pub pad: usize,
 }
 
 impl PoolGeometry {
+    /// The k×k [`Window`] this pool slides.
     pub fn window(&self) -> Window {
         Window { h: self.h, w: self.w, kh: self.k, kw: self.k, stride: self.stride, pad: self.pad }
     }
+    /// Output height.
     pub fn oh(&self) -> usize {
         self.window().oh()
     }
+    /// Output width.
     pub fn ow(&self) -> usize {
         self.window().ow()
     }
+    /// Elements of the input, `[planes, h, w]`.
     pub fn input_len(&self) -> usize {
         self.planes * self.h * self.w
     }
+    /// Elements of the output (and argmax), `[planes, oh, ow]`.
     pub fn output_len(&self) -> usize {
         self.planes * self.oh() * self.ow()
     }
@@ -121,6 +149,7 @@ pub fn max_pool_backward(
     ctx.dispatch(&MAX_POOL_BACKWARD, &g.params(false), &[dy, argmax, dx], grid_1d(g.input_len()))
 }
 
+/// The CPU reference of max_pool.wgsl.
 pub mod cpu {
     use super::{PoolGeometry, NO_PIXEL};
 
@@ -143,6 +172,7 @@ pub mod cpu {
         }
     }
 
+    /// `dx[pixel] = Σ dy` over the windows whose argmax is that pixel.
     pub fn max_pool_backward(g: &PoolGeometry, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
         dx[..g.input_len()].fill(0.0);
         let outputs = g.oh() * g.ow();

@@ -7,20 +7,29 @@ use crate::kernel::{Access::*, Dispatch, KernelSpec};
 crate::gpu_params! {
     /// sgd.wgsl's parameters: elements to update and the [`Sgd`] settings.
     pub struct SgdParams {
+        /// Elements to update.
         pub count: u32,
+        /// [`Sgd::lr`].
         pub lr: f32,
+        /// [`Sgd::momentum`].
         pub momentum: f32,
+        /// [`Sgd::weight_decay`].
         pub weight_decay: f32,
     }
 }
 
+/// Reads grad, updates param and velocity in place.
 pub const SGD_MOMENTUM: KernelSpec =
     KernelSpec::new::<SgdParams>("sgd", "sgd_momentum", &[(1, Read), (2, ReadWrite), (3, ReadWrite)]);
 
+/// The settings of SGD with momentum, as torch.optim.SGD names them (no dampening or Nesterov).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sgd {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor (0 for plain SGD).
     pub momentum: f32,
+    /// L2 penalty added to the gradient as `weight_decay · param`.
     pub weight_decay: f32,
 }
 
@@ -41,9 +50,11 @@ pub fn sgd_momentum(
     ctx.dispatch(&SGD_MOMENTUM, &params, &[grad, param, velocity], grid_1d(len))
 }
 
+/// The CPU reference of sgd.wgsl.
 pub mod cpu {
     use super::Sgd;
 
+    /// One step of [`sgd_momentum`](super::sgd_momentum) over all of `param`.
     pub fn sgd_momentum(sgd: &Sgd, grad: &[f32], param: &mut [f32], velocity: &mut [f32]) {
         for ((p, v), g) in param.iter_mut().zip(velocity.iter_mut()).zip(grad) {
             let g = g + sgd.weight_decay * *p;

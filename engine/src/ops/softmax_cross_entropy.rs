@@ -9,14 +9,21 @@ crate::gpu_params! {
     /// softmax_cross_entropy.wgsl's parameters: `rows` a step, of which the first `samples` of
     /// the epoch count; `write_grad` as a bool.
     pub struct SoftmaxCrossEntropyParams {
+        /// Rows of the logits (the batch size).
         pub rows: u32,
+        /// Columns of the logits.
         pub classes: u32,
+        /// 1: write dlogits.
         pub write_grad: u32,
+        /// Samples in the epoch; rows past them are padding.
         pub samples: u32,
+        /// 1: write each valid row's predicted class.
         pub write_predictions: u32,
     }
 }
 
+/// Reads logits and labels; updates the step counter, dlogits, metrics and predictions. One
+/// workgroup.
 pub const SOFTMAX_CROSS_ENTROPY: KernelSpec = KernelSpec::new::<SoftmaxCrossEntropyParams>(
     "softmax_cross_entropy",
     "softmax_cross_entropy",
@@ -31,13 +38,16 @@ pub const METRICS_WORDS: usize = 4;
 pub struct Metrics {
     /// Sum over steps of each batch's mean loss.
     pub loss_sum: f32,
+    /// Rows whose argmax (first maximum) is the label.
     pub correct: u32,
+    /// Rows counted (padding excluded).
     pub rows: u32,
     /// The step (from the step counter) of the first batch whose loss was NaN or infinite.
     pub first_nonfinite_step: Option<u32>,
 }
 
 impl Metrics {
+    /// Decodes the [`METRICS_WORDS`] words of the metrics buffer.
     pub fn from_words(w: &[u32]) -> Metrics {
         Metrics { loss_sum: f32::from_bits(w[0]), correct: w[1], rows: w[2], first_nonfinite_step: w[3].checked_sub(1) }
     }
@@ -47,10 +57,15 @@ impl Metrics {
 /// predicted class (u32, in the epoch's order) when evaluating; `false` leaves a buffer
 /// untouched (it may then be any tensor).
 pub struct LossOutputs<'a> {
+    /// The logits' gradient, `[rows, classes]`.
     pub dlogits: &'a Tensor,
+    /// Write `dlogits`.
     pub write_grad: bool,
+    /// Each sample's predicted class, `[samples]` (u32).
     pub predictions: &'a Tensor,
+    /// Write `predictions`.
     pub write_predictions: bool,
+    /// The running metrics, [`METRICS_WORDS`] u32 words (see [`Metrics`]).
     pub metrics: &'a Tensor,
 }
 
@@ -91,6 +106,7 @@ pub fn softmax_cross_entropy(
     ctx.dispatch(&SOFTMAX_CROSS_ENTROPY, &params, &buffers, [1, 1, 1])
 }
 
+/// The CPU reference of softmax_cross_entropy.wgsl (one batch, every row valid).
 pub mod cpu {
     /// Returns (mean loss, correct predictions); fills `dlogits` and each row's predicted
     /// class (`predictions`) when given.

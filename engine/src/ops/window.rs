@@ -5,19 +5,27 @@
 /// mode: a window never starts past the padded plane).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
+    /// Plane height.
     pub h: usize,
+    /// Plane width.
     pub w: usize,
+    /// Window height.
     pub kh: usize,
+    /// Window width.
     pub kw: usize,
+    /// Step between window positions, in both directions.
     pub stride: usize,
+    /// Zeros on each side of the plane.
     pub pad: usize,
 }
 
 impl Window {
+    /// Window positions down the plane (output height); needs [`fits`](Self::fits).
     pub fn oh(&self) -> usize {
         (self.h + 2 * self.pad - self.kh) / self.stride + 1
     }
 
+    /// Window positions across the plane (output width); needs [`fits`](Self::fits).
     pub fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.kw) / self.stride + 1
     }

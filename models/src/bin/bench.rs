@@ -1,4 +1,4 @@
-//! Training speed of each of the seed's networks on the GPU, and beside PyTorch:
+//! Training speed of each of the tutorial's networks on the GPU, and beside PyTorch:
 //! `cargo run --release -p models --bin bench -- [--batch-size 64] [--steps 20] [--each]
 //! [--vs-pytorch [--python python3]]`.
 //!
@@ -6,13 +6,13 @@
 //! `NAME: N dispatches a step, X ms a step, Y images/s, S submits an epoch, activation memory M MiB`,
 //! the steps recorded many to a submission as the training loop records them. `--each` adds the
 //! GPU time of every dispatch and kernel; `--vs-pytorch` then trains each network for one epoch
-//! with tests/reference/pytorch_seed.py on as many threads and prints the ratios, and times the
-//! whole `simple_cnn --epochs 1` process beside the seed's own PyTorch recipe
+//! with tests/reference/pytorch_tutorial.py on as many threads and prints the ratios, and times the
+//! whole `simple_cnn --epochs 1` process beside the tutorial's own PyTorch recipe
 //! (tests/reference/pytorch_recipe.py: torchvision's MNIST through a DataLoader).
 
 use clap::Parser;
-use engine::graph::plan::{Feed, Parameters, Plan};
-use engine::ops::gather::GpuImages;
+use engine::data::{GpuSplit, LabelledImages};
+use engine::graph::plan::{Parameters, Plan};
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, Operands, View};
 use engine::ops::sgd::Sgd;
 use engine::{Dispatch, GpuContext};
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-/// Times training steps of each of the seed's networks on the GPU, optionally beside PyTorch.
+/// Times training steps of each of the tutorial's networks on the GPU, optionally beside PyTorch.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -36,9 +36,9 @@ struct Args {
     /// Also print the GPU time of every dispatch and kernel, and compare the matmul kernels.
     #[arg(long)]
     each: bool,
-    /// Then train each network for one epoch in PyTorch (tests/reference/pytorch_seed.py) on
+    /// Then train each network for one epoch in PyTorch (tests/reference/pytorch_tutorial.py) on
     /// the same number of threads, and print this engine's images/s over PyTorch's; and time
-    /// `simple_cnn --epochs 1` beside the seed's recipe (needs torchvision too).
+    /// `simple_cnn --epochs 1` beside the tutorial's recipe (needs torchvision too).
     #[arg(long)]
     vs_pytorch: bool,
     /// The Python that runs PyTorch for --vs-pytorch.
@@ -56,10 +56,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (batch, steps) = (args.batch_size as usize, args.steps as usize);
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.report);
-    // One batch of synthetic images, gathered at every step: timing does not depend on pixel values.
-    let pixels: Vec<u8> = (0..batch * 784).map(|i| (i * 7 % 251) as u8).collect();
-    let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
-    let images = GpuImages::upload(&ctx, &pixels, &labels, 784)?;
+    // Synthetic images, enough for the warm-up and timed steps: timing does not depend on pixel
+    // values.
+    let count = batch * (steps + 2);
+    let pixels: Vec<u8> = (0..count * 784).map(|i| (i * 7 % 251) as u8).collect();
+    let labels: Vec<u32> = (0..count).map(|i| (i % 10) as u32).collect();
+    let images = LabelledImages::new([1, 28, 28], pixels, labels)?;
     let mut ours = Vec::new();
     for network in NETWORKS {
         ours.push((network, bench_network(&ctx, &args, network, &images, batch, steps)?));
@@ -79,30 +81,18 @@ fn bench_network(
     ctx: &GpuContext,
     args: &Args,
     network: Network,
-    images: &GpuImages,
+    images: &LabelledImages,
     batch: usize,
     steps: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let graph = network.build([1, 28, 28], 10)?;
     let params = Parameters::upload(ctx, &graph, &graph.init_params(1))?;
-    // Every step gathers the one uploaded batch; the order covers the warm-up and timed steps.
-    let count = batch * (steps + 2);
-    let order = ctx.upload(&(0..count).map(|i| (i % batch) as u32).collect::<Vec<_>>(), "order")?;
-    let (step, metrics) = (ctx.zeros(1, "step")?, Feed::new_metrics(ctx)?);
-    let feed = Feed {
-        images,
-        order: &order,
-        step: &step,
-        metrics: &metrics,
-        predictions: None,
-        samples: count,
-        norm: MNIST_NORMALIZATION,
-    };
+    let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false)?;
     let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
-    let plan = Plan::training(ctx, &graph, batch, &params, sgd, &feed)?;
+    let plan = Plan::training(ctx, &graph, &params, sgd, &split)?;
     if args.each {
         print_kernel_times(ctx, &plan)?;
-        ctx.write(&step, &[0u32]);
+        split.restart(ctx);
     }
     // As the training loop does: one step warms up, one alone sizes the submissions.
     ctx.wait_for(plan.submit(ctx, None)?)?;
@@ -159,7 +149,7 @@ fn reference_script(name: &str) -> PathBuf {
 }
 
 /// Times, start to exit, this engine's `simple_cnn --epochs 1` (the binary beside this one) and
-/// the seed's PyTorch recipe for one epoch with its test pass, one after the other.
+/// the tutorial's PyTorch recipe for one epoch with its test pass, one after the other.
 fn vs_recipe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
     let binary = std::env::current_exe()?.with_file_name(format!("simple_cnn{}", std::env::consts::EXE_SUFFIX));
@@ -181,7 +171,7 @@ fn vs_recipe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("  {what}: {last}");
     }
     println!(
-        "vs the seed's PyTorch recipe, simple_cnn --epochs 1, start to exit: {:.1} s here, {:.1} s in PyTorch, {:.2}x",
+        "vs the tutorial's PyTorch recipe, simple_cnn --epochs 1, start to exit: {:.1} s here, {:.1} s in PyTorch, {:.2}x",
         seconds[0],
         seconds[1],
         seconds[0] / seconds[1]
@@ -189,7 +179,7 @@ fn vs_recipe(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Runs tests/reference/pytorch_seed.py for one epoch of each network on as many threads as
+/// Runs tests/reference/pytorch_tutorial.py for one epoch of each network on as many threads as
 /// this machine has (the GPU driver's, where it is a CPU driver) and prints the ratios.
 fn vs_pytorch(args: &Args, ours: &[(Network, f64)]) -> Result<(), Box<dyn std::error::Error>> {
     let python = &args.python;
@@ -203,7 +193,7 @@ fn vs_pytorch(args: &Args, ours: &[(Network, f64)]) -> Result<(), Box<dyn std::e
         .into());
     }
     let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
-    let script = reference_script("pytorch_seed.py");
+    let script = reference_script("pytorch_tutorial.py");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let nets: Vec<&str> = ours.iter().map(|(n, _)| n.name()).collect();
     println!("PyTorch, one epoch of each network on {threads} threads ({}):", dir.display());

@@ -1,6 +1,6 @@
-"""The seed's three networks in PyTorch, for comparison with this engine on the same machine.
+"""The tutorial's three networks in PyTorch, for comparison with this engine on the same machine.
 
-Usage: python3 pytorch_seed.py MNIST_DIR [--epochs N] [--limit-train N] [--limit-test N]
+Usage: python3 pytorch_tutorial.py MNIST_DIR [--epochs N] [--limit-train N] [--limit-test N]
                                 [--batch-size N] [--lr X] [--nets simple_cnn,inception,resnet]
                                 [--threads N]
 

@@ -1,0 +1,332 @@
+//! A dataset of one's own pictures, in torchvision's `ImageFolder` layout: `DIR/train/<class>/*`
+//! and `DIR/test/<class>/*`, classes sorted by name as torchvision sorts them, pictures found in
+//! each class folder and below it (sorted by path) by their extension. Every picture is decoded
+//! under size limits, on every core, into one u8 buffer a split: gray when every picture of the
+//! dataset is gray, else RGB (transparency composited over white). All pictures must share one
+//! size unless a size to resize them to is given.
+//!
+//! Everything that can be wrong with such a folder is refused naming the file or folder and the
+//! fix, before the pixels are allocated where a picture's header shows it.
+
+use crate::picture;
+use engine::data::LabelledImages;
+use image::imageops::{self, FilterType};
+use image::RgbaImage;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The extensions of the pictures a class folder's files are taken as (any case), as
+/// torchvision's `IMG_EXTENSIONS` less the formats this build does not decode.
+pub const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "pgm", "ppm", "pnm", "pbm"];
+
+/// The most pixel bytes a dataset may take in memory (RGB, both splits): 4 GiB.
+pub const MAX_DATASET_BYTES: u64 = 4 << 30;
+
+/// Both splits of an image folder, and the class names (sorted; a label indexes them).
+pub struct FolderDataset {
+    /// The pictures of `DIR/train`.
+    pub train: LabelledImages,
+    /// The pictures of `DIR/test`.
+    pub test: LabelledImages,
+    /// The class folders' names, sorted.
+    pub classes: Vec<String>,
+}
+
+/// What an image folder could not be read for.
+#[derive(Debug)]
+pub enum FolderError {
+    /// The folders are not laid out as the dataset needs: `path` and what is wrong.
+    Layout {
+        /// The folder at fault.
+        path: PathBuf,
+        /// What is wrong, and the fix.
+        why: String,
+    },
+    /// A picture could not be read: `path` and why.
+    Picture {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it, and the fix.
+        why: String,
+    },
+}
+
+impl fmt::Display for FolderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FolderError::Layout { path, why } | FolderError::Picture { path, why } => {
+                write!(f, "{}: {why}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for FolderError {}
+
+fn layout(path: &Path, why: impl Into<String>) -> FolderError {
+    FolderError::Layout { path: path.to_owned(), why: why.into() }
+}
+
+const LAYOUT: &str = "an image folder holds DIR/train/<class>/* and DIR/test/<class>/*";
+
+/// Reads the image folder at `dir`, resizing every picture to `resize` ([height, width]) when
+/// given; `progress(done, total)` sees the decoding advance.
+pub fn load(
+    dir: &Path,
+    resize: Option<[u32; 2]>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<FolderDataset, FolderError> {
+    let (classes, files) = scan(dir)?;
+    let all: Vec<&PathBuf> = files.iter().flatten().map(|(path, _)| path).collect();
+    let [height, width] = match resize {
+        Some(size) => size,
+        None => common_size(&all)?,
+    };
+    let rgb_bytes = all.len() as u64 * 3 * u64::from(height) * u64::from(width);
+    if rgb_bytes > MAX_DATASET_BYTES {
+        return Err(layout(
+            dir,
+            format!(
+                "{} pictures of {height}×{width} need {} MiB, more than the {} MiB allowed; use --resize to make them \
+                 smaller, or fewer pictures",
+                all.len(),
+                rgb_bytes >> 20,
+                MAX_DATASET_BYTES >> 20
+            ),
+        ));
+    }
+    let (done, total) = (AtomicUsize::new(0), all.len());
+    let tick = || progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+    let mut train = decode_all(&files[0], [height, width], resize.is_some(), &tick)?;
+    let mut test = decode_all(&files[1], [height, width], resize.is_some(), &tick)?;
+    let gray = train.gray && test.gray;
+    let shape = [if gray { 1 } else { 3 }, height as usize, width as usize];
+    let [train, test] = [&mut train, &mut test].map(|split| {
+        if gray {
+            keep_first_plane(&mut split.pixels, height as usize * width as usize);
+        }
+        let labels = std::mem::take(&mut split.labels);
+        LabelledImages::new(shape, std::mem::take(&mut split.pixels), labels).expect("one image per label")
+    });
+    Ok(FolderDataset { train, test, classes })
+}
+
+/// The sorted class names and each split's pictures with their labels, after checking the
+/// layout: both splits, the same classes (at least two), a picture in every class folder.
+#[allow(clippy::type_complexity)]
+fn scan(dir: &Path) -> Result<(Vec<String>, [Vec<(PathBuf, u32)>; 2]), FolderError> {
+    if !dir.is_dir() {
+        return Err(layout(dir, format!("no such folder; {LAYOUT}")));
+    }
+    let splits = ["train", "test"].map(|s| dir.join(s));
+    for split in &splits {
+        if !split.is_dir() {
+            return Err(layout(split, format!("missing; {LAYOUT}")));
+        }
+    }
+    let [train_classes, test_classes] = [&splits[0], &splits[1]].map(|s| class_names(s));
+    let (classes, test_classes) = (train_classes?, test_classes?);
+    for (name, here, there) in [(&classes, &splits[0], &splits[1]), (&test_classes, &splits[1], &splits[0])]
+        .into_iter()
+        .flat_map(|(names, here, there)| names.iter().map(move |n| (n, here, there)))
+    {
+        if !there.join(name).is_dir() {
+            return Err(layout(
+                &there.join(name),
+                format!(
+                    "class `{name}` has a folder in {} but none here: both splits need the same classes",
+                    here.display()
+                ),
+            ));
+        }
+    }
+    if classes.len() < 2 {
+        let found = classes.first().map_or("none".to_string(), |c| format!("only `{c}`"));
+        return Err(layout(&splits[0], format!("a classifier needs at least two class folders, found {found}")));
+    }
+    let files = [&splits[0], &splits[1]].map(|split| pictures_of(split, &classes));
+    let [train, test] = files;
+    Ok((classes, [train?, test?]))
+}
+
+/// The names of the folders in `split`, sorted.
+fn class_names(split: &Path) -> Result<Vec<String>, FolderError> {
+    let entries = std::fs::read_dir(split).map_err(|e| layout(split, format!("cannot be read ({e})")))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| layout(split, format!("cannot be read ({e})")))?;
+        if entry.path().is_dir() {
+            let name = entry.file_name();
+            let name = name.to_str().ok_or_else(|| layout(&entry.path(), "a class folder's name must be UTF-8"))?;
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Every picture of every class folder of `split`, labelled by the class's index.
+fn pictures_of(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>, FolderError> {
+    let mut out = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let folder = split.join(class);
+        let mut found = Vec::new();
+        walk(&folder, &mut found)?;
+        if found.is_empty() {
+            let kinds = EXTENSIONS.join(", ");
+            return Err(layout(&folder, format!("holds no picture ({kinds}); remove the class or add its pictures")));
+        }
+        found.sort();
+        out.extend(found.into_iter().map(|path| (path, label as u32)));
+    }
+    Ok(out)
+}
+
+/// Adds the pictures in `folder` and its subfolders to `found`.
+fn walk(folder: &Path, found: &mut Vec<PathBuf>) -> Result<(), FolderError> {
+    let entries = std::fs::read_dir(folder).map_err(|e| layout(folder, format!("cannot be read ({e})")))?;
+    for entry in entries {
+        let path = entry.map_err(|e| layout(folder, format!("cannot be read ({e})")))?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The one size [height, width] every picture has, read from their headers; refused naming the
+/// first picture of another size.
+fn common_size(files: &[&PathBuf]) -> Result<[u32; 2], FolderError> {
+    let sizes = parallel_map(files, |path| picture::dimensions(path).map_err(|why| picture_error(path, why)));
+    let first = sizes[0].as_ref().map_err(clone_error)?;
+    for (path, size) in files.iter().zip(&sizes) {
+        let (w, h) = size.as_ref().map_err(clone_error)?;
+        if (w, h) != (&first.0, &first.1) {
+            return Err(picture_error(
+                path,
+                format!(
+                    "is {w}×{h} pixels but {} is {}×{}: all pictures must share one size; use --resize HxW",
+                    files[0].display(),
+                    first.0,
+                    first.1
+                ),
+            ));
+        }
+    }
+    Ok([first.1, first.0])
+}
+
+fn picture_error(path: &Path, why: String) -> FolderError {
+    FolderError::Picture { path: path.to_owned(), why }
+}
+
+fn clone_error(e: &FolderError) -> FolderError {
+    match e {
+        FolderError::Layout { path, why } => layout(path, why.clone()),
+        FolderError::Picture { path, why } => picture_error(path, why.clone()),
+    }
+}
+
+/// One split's pictures decoded to RGB planes (CHW), their labels, and whether all are gray.
+struct Decoded {
+    pixels: Vec<u8>,
+    labels: Vec<u32>,
+    gray: bool,
+}
+
+/// Decodes every picture of a split into one buffer of [count, 3, height, width] u8, resizing
+/// each to that size when `resize` (else each must have it already).
+fn decode_all(
+    files: &[(PathBuf, u32)],
+    [height, width]: [u32; 2],
+    resize: bool,
+    tick: &(dyn Fn() + Sync),
+) -> Result<Decoded, FolderError> {
+    let image_len = 3 * height as usize * width as usize;
+    let mut pixels = vec![0u8; files.len() * image_len];
+    let slots: Vec<(&mut [u8], &(PathBuf, u32))> = pixels.chunks_mut(image_len).zip(files).collect();
+    let results = parallel_consume(slots, |(slot, (path, _))| {
+        let picture = picture::decode(path).map_err(|why| picture_error(path, why))?;
+        let rgba = on_white(picture.to_rgba8());
+        let rgba = if resize { imageops::resize(&rgba, width, height, FilterType::Triangle) } else { rgba };
+        if rgba.dimensions() != (width, height) {
+            let (w, h) = rgba.dimensions();
+            return Err(picture_error(path, format!("is {w}×{h} pixels, not {width}×{height}; use --resize HxW")));
+        }
+        tick();
+        Ok(write_planes(&rgba, slot))
+    });
+    let mut gray = true;
+    for result in results {
+        gray &= result?;
+    }
+    Ok(Decoded { pixels, labels: files.iter().map(|(_, label)| *label).collect(), gray })
+}
+
+/// Composites a picture over white paper: transparent pixels count as white.
+fn on_white(mut rgba: RgbaImage) -> RgbaImage {
+    for p in rgba.pixels_mut() {
+        let alpha = u32::from(p[3]);
+        for c in 0..3 {
+            p[c] = ((u32::from(p[c]) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
+        }
+        p[3] = 255;
+    }
+    rgba
+}
+
+/// Writes the red, green and blue planes into `slot`; returns whether the picture is gray.
+fn write_planes(rgba: &RgbaImage, slot: &mut [u8]) -> bool {
+    let plane = slot.len() / 3;
+    let mut gray = true;
+    for (i, p) in rgba.pixels().enumerate() {
+        (slot[i], slot[plane + i], slot[2 * plane + i]) = (p[0], p[1], p[2]);
+        gray &= p[0] == p[1] && p[1] == p[2];
+    }
+    gray
+}
+
+/// Keeps each image's first plane of `plane` pixels ([count, 3, plane] becomes [count, 1, plane]),
+/// in place.
+fn keep_first_plane(pixels: &mut Vec<u8>, plane: usize) {
+    let count = pixels.len() / (3 * plane);
+    for i in 1..count {
+        pixels.copy_within(3 * i * plane..(3 * i + 1) * plane, i * plane);
+    }
+    pixels.truncate(count * plane);
+    pixels.shrink_to_fit();
+}
+
+/// `f` of every item, on every core, in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            items.chunks(per_thread).map(|chunk| scope.spawn(|| chunk.iter().map(&f).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a decoding thread panicked")).collect()
+    })
+}
+
+/// `f` of every item, consumed, on every core, in order.
+fn parallel_consume<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = items.len().div_ceil(threads).max(1);
+    let mut chunks = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(per_thread.min(items.len()));
+        chunks.push(std::mem::replace(&mut items, rest));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            chunks.into_iter().map(|chunk| scope.spawn(|| chunk.into_iter().map(&f).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a decoding thread panicked")).collect()
+    })
+}

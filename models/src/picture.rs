@@ -1,0 +1,43 @@
+//! Reading people's pictures under size limits: any PNG, JPEG, BMP or PGM/PPM, whatever its
+//! extension says, refused with a reason a person can act on when it is not one, is damaged, is
+//! cut short, or is larger than the limits.
+
+use image::{DynamicImage, ImageError, ImageReader};
+use std::path::Path;
+
+/// The largest picture decoded, per side; the decoder's allocations are capped too.
+pub const MAX_SIDE: u32 = 8192;
+const MAX_DECODE_BYTES: u64 = 160 << 20;
+
+/// A reader of the picture at `path`, its format guessed from its first bytes, under the limits.
+fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, String> {
+    let unreadable = |e: std::io::Error| format!("cannot read it ({e})");
+    let mut reader = ImageReader::open(path).map_err(unreadable)?.with_guessed_format().map_err(unreadable)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    Ok(reader)
+}
+
+fn reason(e: ImageError) -> String {
+    match e {
+        ImageError::Limits(_) => format!(
+            "the picture is larger than {MAX_SIDE}×{MAX_SIDE} pixels or needs more than {} MB to decode",
+            MAX_DECODE_BYTES >> 20
+        ),
+        ImageError::IoError(e) => format!("not a complete picture: the file is empty or cut short ({e})"),
+        e => format!("not a PNG, JPEG, BMP or PGM/PPM picture, or a damaged one ({e})"),
+    }
+}
+
+/// The picture at `path`, decoded.
+pub fn decode(path: &Path) -> Result<DynamicImage, String> {
+    reader(path)?.decode().map_err(reason)
+}
+
+/// The picture's (width, height), from its header alone.
+pub fn dimensions(path: &Path) -> Result<(u32, u32), String> {
+    reader(path)?.into_dimensions().map_err(reason)
+}
