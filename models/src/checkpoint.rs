@@ -11,6 +11,7 @@
 //! structure intact.
 
 use crate::state_dict::{self, TensorFile, WeightsError, MOMENTUM_PREFIX};
+use engine::data::LabelledImages;
 use engine::graph::Graph;
 use md5::{Digest, Md5};
 use std::collections::BTreeMap;
@@ -47,11 +48,15 @@ pub struct Checkpoint {
     pub data_md5: String,
 }
 
-/// The MD5 of a run's training data: its images, then its labels.
-pub fn data_digest(images: &[u8], labels: &[u8]) -> String {
+/// The MD5 of a run's training data: its pixels, then its labels (a byte each where every label
+/// fits one, as MNIST's files store them, else four bytes little-endian).
+pub fn data_digest(data: &LabelledImages) -> String {
     let mut md5 = Md5::new();
-    md5.update(images);
-    md5.update(labels);
+    md5.update(data.pixels());
+    match data.labels().iter().map(|&l| u8::try_from(l)).collect::<Result<Vec<u8>, _>>() {
+        Ok(bytes) => md5.update(bytes),
+        Err(_) => md5.update(data.labels().iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>()),
+    }
     hex(&md5.finalize())
 }
 

@@ -2,24 +2,24 @@
 
 use crate::checkpoint::{data_digest, Checkpoint, Fingerprint};
 use crate::curves::StepLosses;
-use crate::flags::{at_least_one, limit_note, non_negative};
+use crate::flags::{at_least_one, finite_number, non_negative, positive_number, size};
 use crate::networks::Network;
 use crate::run_dir::{confusion_table, RunDir};
+use crate::source::Source;
 use crate::state_dict::TensorFile;
-use crate::train::{
-    check_device_fits, mnist_images, weights_metadata, EpochReport, Recipe, Remedy, TrainError, Trainer,
-};
+use crate::train::{check_device_fits, weights_metadata, EpochReport, Recipe, Remedy, TrainError, Trainer};
 use clap::Parser;
 use engine::graph::Graph;
 use engine::ops::sgd::Sgd;
 use engine::GpuContext;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Trains one of the tutorial's MNIST networks on the GPU with the tutorial's recipe and prints the
-/// test accuracy after each epoch.
+/// Trains one of the tutorial's networks on the GPU with the tutorial's recipe, on MNIST or on a
+/// folder of your own pictures, and prints the test accuracy after each epoch.
 #[derive(Parser, Debug)]
 #[command(version)]
 pub struct Args {
@@ -41,6 +41,22 @@ pub struct Args {
     /// Directory of the MNIST IDX files (default: $MNIST_DIR, else ./data/mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Train on your own pictures instead of MNIST: DIR/train/<class>/* and DIR/test/<class>/*
+    /// (torchvision's ImageFolder layout; PNG, JPEG, BMP, PGM/PPM). Gray pictures train with one
+    /// channel, others as RGB.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data_dir", "no_download"])]
+    pub image_folder: Option<PathBuf>,
+    /// Resize every picture of --image-folder to H×W pixels (needed when their sizes differ).
+    #[arg(long, value_name = "HxW", value_parser = size, requires = "image_folder")]
+    pub resize: Option<(u32, u32)>,
+    /// Each channel's mean, comma-separated (default: MNIST's 0.1307, or for --image-folder the
+    /// training pictures' own, printed). Needs --std.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = finite_number, requires = "std")]
+    pub mean: Option<Vec<f32>>,
+    /// Each channel's standard deviation, comma-separated (default: MNIST's 0.3081, or the
+    /// training pictures' own). Needs --mean.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = positive_number, requires = "mean")]
+    pub std: Option<Vec<f32>>,
     /// Train on the first N training images only.
     #[arg(long, value_parser = at_least_one)]
     pub limit_train: Option<usize>,
@@ -80,22 +96,12 @@ pub fn main(network: Network) -> ExitCode {
     }
 }
 
-/// How many of a split's `count` images the run uses: `limit` of them, or all (saying so when
-/// the limit asked for more than there are).
-fn images_used(what: &str, limit: Option<usize>, count: usize) -> usize {
-    if let Some(note) = limit_note(what, limit, count) {
-        println!("{note}");
-    }
-    limit.map_or(count, |n| n.min(count))
-}
-
+/// Trains `network` as `args` say: the data's headers and every file first, then the device
+/// check, then the pixels, then the epochs.
 pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    // Headers first: nothing is decompressed until the run is known to fit the device.
-    let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
-    let info = mnist_loader::inspect(&dir, !args.no_download)?;
-    let train_count = images_used("train", args.limit_train, info.train.count);
-    let test_count = images_used("test", args.limit_test, info.test.count);
-    let graph = network.build([1, info.train.rows, info.train.cols], info.num_classes)?;
+    let source = Source::open(args)?;
+    let [train_count, test_count] = source.counts();
+    let graph = network.build(source.shape(), source.classes())?;
     let fingerprint = Fingerprint {
         seed: args.seed,
         batch_size: args.batch_size as u64,
@@ -104,59 +110,47 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         momentum: args.momentum,
     };
     let resume = checkpoints(network, args, &graph, &fingerprint)?;
-
     let mut run_dir = args.out.as_deref().map(|dir| RunDir::open(dir, args.resume.is_some())).transpose()?;
     let initial = match &args.init_from {
         Some(path) => Some(TensorFile::open(path)?.params(&graph, "")?),
         None => None,
     };
-
-    let ctx = GpuContext::new()?;
-    println!("{}: adapter {}", network.name(), ctx.report);
-    let image_len = info.train.image_len();
-    let sizes = [("train", train_count, image_len), ("test", test_count, image_len)];
-    check_device_fits(&ctx, &graph, args.batch_size, &sizes).map_err(with_flags)?;
-    let train = info.train.read(Some(train_count))?;
-    let test = info.test.read(Some(test_count))?;
-    let data_md5 = data_digest(&train.images, &train.labels);
-    if let Some((path, saved)) = &resume {
-        saved.check_data(path, &data_md5)?;
-    }
-    println!(
-        "{}: {} parameters; {} training and {} test images of {}×{} from {}",
-        network.name(),
-        graph.param_count(),
-        train.count,
-        test.count,
-        train.rows,
-        train.cols,
-        dir.display()
-    );
     let recipe = Recipe {
         epochs: args.epochs,
         batch_size: args.batch_size,
         sgd: Sgd { lr: args.lr, momentum: args.momentum, weight_decay: 0.0 },
         seed: args.seed,
-        ..Recipe::default()
+        norm: source.normalization(args)?,
     };
-    let (train_set, test_set) = (mnist_images(&train), mnist_images(&test));
-    let mut trainer = Trainer::new(&ctx, &graph, &train_set, Some(&test_set), recipe.clone()).map_err(with_flags)?;
+    let mut metadata = weights_metadata(network, &recipe);
+    metadata.extend(source.metadata());
+
+    let ctx = GpuContext::new()?;
+    println!("{}: adapter {}", network.name(), ctx.report);
+    let image_len = source.shape().iter().product();
+    let sizes = [("train", train_count, image_len), ("test", test_count, image_len)];
+    check_device_fits(&ctx, &graph, args.batch_size, &sizes).map_err(with_flags)?;
+    let [c, h, w] = source.shape();
+    let dir = source.dir().to_path_buf();
+    let (train, test) = source.read()?;
+    let data_md5 = data_digest(&train);
+    if let Some((path, saved)) = &resume {
+        saved.check_data(path, &data_md5)?;
+    }
+    let (parameters, images) = (graph.param_count(), train.len());
+    println!(
+        "{}: {parameters} parameters; {images} training and {} test images of {c}×{h}×{w} from {}",
+        network.name(),
+        test.len(),
+        dir.display()
+    );
+    let mut trainer = Trainer::new(&ctx, &graph, &train, Some(&test), recipe).map_err(with_flags)?;
     let first_epoch = start(&trainer, network, args, initial, resume)?;
+    let saving = Saving { graph: &graph, network, metadata, fingerprint, data_md5 };
     let mut last = None;
     for epoch in first_epoch..=args.epochs {
-        let (report, steps) = train_epoch(&mut trainer, args, epoch, train.count)?;
-        if run_dir.is_some() || args.checkpoint.is_some() {
-            let (values, velocity) = trainer.state()?;
-            if let Some(run_dir) = &mut run_dir {
-                run_dir.record(&graph, &values, weights_metadata(network, &recipe), &report, &steps)?;
-            }
-            if let Some(path) = &args.checkpoint {
-                let network = network.name().to_string();
-                let data_md5 = data_md5.clone();
-                Checkpoint { network, epochs_done: epoch as u64, fingerprint, values, velocity, data_md5 }
-                    .save(path, &graph)?;
-            }
-        }
+        let (report, steps) = train_epoch(&mut trainer, args, epoch, train.len())?;
+        saving.save(&trainer, args, run_dir.as_mut(), &report, &steps)?;
         last = Some(report);
     }
     if let Some(report) = last {
@@ -167,6 +161,40 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         );
     }
     Ok(())
+}
+
+/// What an epoch's end writes: the run directory's files and the checkpoint, as asked.
+struct Saving<'g> {
+    graph: &'g Graph,
+    network: Network,
+    metadata: BTreeMap<String, String>,
+    fingerprint: Fingerprint,
+    data_md5: String,
+}
+
+impl Saving<'_> {
+    fn save(
+        &self,
+        trainer: &Trainer,
+        args: &Args,
+        run_dir: Option<&mut RunDir>,
+        report: &EpochReport,
+        steps: &StepLosses,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        if run_dir.is_none() && args.checkpoint.is_none() {
+            return Ok(());
+        }
+        let (values, velocity) = trainer.state()?;
+        if let Some(run_dir) = run_dir {
+            run_dir.record(self.graph, &values, self.metadata.clone(), report, steps)?;
+        }
+        if let Some(path) = &args.checkpoint {
+            let network = self.network.name().to_string();
+            let (fingerprint, data_md5, epochs_done) = (self.fingerprint, self.data_md5.clone(), report.epoch as u64);
+            Checkpoint { network, epochs_done, fingerprint, values, velocity, data_md5 }.save(path, self.graph)?;
+        }
+        Ok(())
+    }
 }
 
 /// A training error in the command line's words: what to change, as the flag to change it.

@@ -254,7 +254,7 @@ fn decode_all(
     let slots: Vec<(&mut [u8], &(PathBuf, u32))> = pixels.chunks_mut(image_len).zip(files).collect();
     let results = parallel_consume(slots, |(slot, (path, _))| {
         let picture = picture::decode(path).map_err(|why| picture_error(path, why))?;
-        let rgba = on_white(picture.to_rgba8());
+        let rgba = picture::on_white(picture.to_rgba8());
         let rgba = if resize { imageops::resize(&rgba, width, height, FilterType::Triangle) } else { rgba };
         if rgba.dimensions() != (width, height) {
             let (w, h) = rgba.dimensions();
@@ -268,18 +268,6 @@ fn decode_all(
         gray &= result?;
     }
     Ok(Decoded { pixels, labels: files.iter().map(|(_, label)| *label).collect(), gray })
-}
-
-/// Composites a picture over white paper: transparent pixels count as white.
-fn on_white(mut rgba: RgbaImage) -> RgbaImage {
-    for p in rgba.pixels_mut() {
-        let alpha = u32::from(p[3]);
-        for c in 0..3 {
-            p[c] = ((u32::from(p[c]) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
-        }
-        p[3] = 255;
-    }
-    rgba
 }
 
 /// Writes the red, green and blue planes into `slot`; returns whether the picture is gray.

@@ -1,4 +1,5 @@
-//! The tutorial's three MNIST networks, their shared training loop and command line.
+//! The tutorial's three networks, the training loop every network trains through, weights files
+//! (safetensors, ONNX, checkpoints), pictures and image folders, and the binaries' command line.
 
 pub mod checkpoint;
 #[cfg(feature = "native")]
@@ -15,6 +16,8 @@ pub mod picture;
 pub mod predict;
 #[cfg(feature = "native")]
 pub mod run_dir;
+#[cfg(feature = "native")]
+pub mod source;
 pub mod state_dict;
 pub mod train;
 

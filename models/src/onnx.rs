@@ -153,8 +153,12 @@ fn batch_and(sizes: &[usize]) -> Vec<Dimension> {
         .collect()
 }
 
-/// The ONNX model of `graph` with the packed parameters `values`, encoded.
-pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
+/// The ONNX model of `graph` with the packed parameters `values`, encoded; its description
+/// names the network and how its input is normalized (`normalization`, as the weights'
+/// metadata writes it).
+pub fn export(graph: &Graph, values: &[f32], network: &str, normalization: &str) -> Vec<u8> {
+    let input_shape = graph.input_shape().map_or_else(|_| "?".into(), |[c, h, w]| format!("[N, {c}, {h}, {w}]"));
+    let classes = graph.classes().map_or_else(|_| "?".into(), |c| c.to_string());
     let initializer = graph
         .params()
         .iter()
@@ -222,8 +226,8 @@ pub fn export(graph: &Graph, values: &[f32], network: &str) -> Vec<u8> {
         ir_version: 7,
         producer_name: "mnist-gpu engine".into(),
         doc_string: format!(
-            "The tutorial's {network}. Input: float32 [N, 1, 28, 28] normalized as in training, \
-             (pixel / 255 - 0.1307) / 0.3081; output: the logits [N, 10]."
+            "The tutorial's {network}. Input: float32 {input_shape} normalized as in training, {normalization}; output: \
+             the logits [N, {classes}]."
         ),
         graph: Some(graph),
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],

@@ -2,7 +2,7 @@
 //! extension says, refused with a reason a person can act on when it is not one, is damaged, is
 //! cut short, or is larger than the limits.
 
-use image::{DynamicImage, ImageError, ImageReader};
+use image::{DynamicImage, ImageError, ImageReader, RgbaImage};
 use std::path::Path;
 
 /// The largest picture decoded, per side; the decoder's allocations are capped too.
@@ -35,6 +35,18 @@ fn reason(e: ImageError) -> String {
 /// The picture at `path`, decoded.
 pub fn decode(path: &Path) -> Result<DynamicImage, String> {
     reader(path)?.decode().map_err(reason)
+}
+
+/// Composites a picture over white paper: transparent pixels count as white.
+pub fn on_white(mut rgba: RgbaImage) -> RgbaImage {
+    for p in rgba.pixels_mut() {
+        let alpha = u32::from(p[3]);
+        for c in 0..3 {
+            p[c] = ((u32::from(p[c]) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
+        }
+        p[3] = 255;
+    }
+    rgba
 }
 
 /// The picture's (width, height), from its header alone.

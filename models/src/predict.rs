@@ -1,17 +1,22 @@
 //! Running a trained network on people's own pictures: any PNG, JPEG, BMP or PGM/PPM, of any size
-//! and colour type, is turned into an MNIST-like digit (gray, light ink on dark, the digit scaled
-//! into a 20×20 box and centred by its mass in 28×28, as MNIST's digits were made) and
-//! classified on the GPU, or with the CPU executor where there is none.
+//! and colour type. For an MNIST network the picture is turned into an MNIST-like digit (gray,
+//! light ink on dark, the digit scaled into a 20×20 box and centred by its mass in 28×28, as
+//! MNIST's digits were made); for a network trained on an image folder it is resized to the
+//! network's input, as the folder's pictures were. Either is classified on the GPU, or with the
+//! CPU executor where there is none.
 
 use crate::state_dict::TensorFile;
 use crate::train::MNIST_NORMALIZATION;
 use crate::Network;
+use engine::data::Normalization;
 use engine::graph::plan::{Parameters, Plan};
 use engine::graph::program::{Pass, Program};
+use engine::graph::Shape;
 use engine::graph::{cpu, Graph};
 use engine::GpuContext;
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, ImageBuffer, Luma, RgbaImage};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use crate::picture::MAX_SIDE;
@@ -19,14 +24,99 @@ pub use crate::picture::MAX_SIDE;
 const SIDE: usize = 28;
 const BOX: f32 = 20.0;
 
-/// The network a weights file holds: the one its metadata names, else the one whose names and
-/// shapes its tensors have (PyTorch's `save_file` writes only `{"format": "pt"}`).
-pub fn network_of(file: &TensorFile) -> Option<(Network, Graph)> {
+/// What a weights file says of the images its network takes: their shape, each channel's
+/// normalization and the class names, from its metadata; MNIST's where it says nothing (as
+/// PyTorch's `save_file` writes only `{"format": "pt"}`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    /// Each image's shape [channels, height, width].
+    pub shape: Shape,
+    /// Each channel's mean and standard deviation.
+    pub norm: Vec<Normalization>,
+    /// The class names of an image folder's network; None for MNIST's digits.
+    pub classes: Option<Vec<String>>,
+}
+
+impl InputSpec {
+    /// Reads the spec from `metadata` (`input_shape`, `mean`, `std`, `classes`), refusing values
+    /// that do not parse or do not agree.
+    pub fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<InputSpec, String> {
+        let numbers = |key: &str| -> Result<Option<Vec<f32>>, String> {
+            let parse = |v: &str| v.trim().parse::<f32>().ok().filter(|x| x.is_finite());
+            metadata
+                .get(key)
+                .map(|text| text.split(',').map(parse).collect::<Option<Vec<f32>>>())
+                .map(|list| list.ok_or_else(|| format!("its metadata's `{key}` is not a list of numbers")))
+                .transpose()
+        };
+        let shape = match numbers("input_shape")? {
+            None => [1, SIDE, SIDE],
+            Some(dims) => match dims[..] {
+                [c, h, w] if [c, h, w].iter().all(|&d| d >= 1.0 && d.fract() == 0.0) => {
+                    [c as usize, h as usize, w as usize]
+                }
+                _ => return Err("its metadata's `input_shape` is not three whole numbers".into()),
+            },
+        };
+        let norm = match (numbers("mean")?, numbers("std")?) {
+            (Some(mean), Some(std))
+                if mean.len() == shape[0] && std.len() == shape[0] && std.iter().all(|&s| s > 0.0) =>
+            {
+                mean.into_iter().zip(std).map(|(mean, std)| Normalization { mean, std }).collect()
+            }
+            (None, None) if shape[0] == 1 => vec![MNIST_NORMALIZATION],
+            _ => return Err("its metadata's `mean` and `std` do not give one normalization per channel".into()),
+        };
+        let classes = match metadata.get("classes") {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<Vec<String>>(text)
+                    .map_err(|e| format!("its metadata's `classes` is not a JSON list of names ({e})"))?,
+            ),
+        };
+        Ok(InputSpec { shape, norm, classes })
+    }
+
+    /// The number of classes the network scores: the names' count, else MNIST's ten digits.
+    pub fn class_count(&self) -> usize {
+        self.classes.as_ref().map_or(10, Vec::len)
+    }
+
+    /// Whether the network takes MNIST's digits (pictures are made MNIST-like for it).
+    pub fn is_mnist(&self) -> bool {
+        self.shape == [1, SIDE, SIDE] && self.classes.is_none()
+    }
+}
+
+/// The network a weights file holds, for images as `spec` says: the one its metadata names,
+/// else the one whose names and shapes its tensors have.
+pub fn network_of(file: &TensorFile, spec: &InputSpec) -> Option<(Network, Graph)> {
     let named = file.metadata().get("network").cloned();
     Network::ALL.into_iter().filter(|n| named.as_deref().is_none_or(|name| name == n.name())).find_map(|n| {
-        let graph = n.build([1, SIDE, SIDE], 10).ok()?;
+        let graph = n.build(spec.shape, spec.class_count()).ok()?;
         file.params(&graph, "").is_ok().then_some((n, graph))
     })
+}
+
+/// The picture at `path` as a network of input `shape` takes it (u8, CHW): composited over
+/// white, resized to the input's size, gray (luma) for one channel, else RGB, as an image
+/// folder's pictures are read for training.
+pub fn picture_input(path: &Path, shape: Shape) -> Result<Vec<u8>, String> {
+    let [channels, h, w] = shape;
+    if channels != 1 && channels != 3 {
+        return Err(format!("the network takes {channels} channels; pictures have 1 (gray) or 3 (RGB)"));
+    }
+    let rgba = crate::picture::on_white(crate::picture::decode(path)?.to_rgba8());
+    let rgba = imageops::resize(&rgba, w as u32, h as u32, FilterType::Triangle);
+    if channels == 1 {
+        return Ok(DynamicImage::ImageRgba8(rgba).to_luma8().into_raw());
+    }
+    let plane = h * w;
+    let mut out = vec![0; 3 * plane];
+    for (i, p) in rgba.pixels().enumerate() {
+        (out[i], out[plane + i], out[2 * plane + i]) = (p[0], p[1], p[2]);
+    }
+    Ok(out)
 }
 
 /// Decodes the picture at `path` into ink in 0..1 (light ink on a dark background), width,
@@ -108,28 +198,40 @@ fn centre_by_mass(digit: &ImageBuffer<Luma<f32>, Vec<f32>>) -> Vec<u8> {
     out
 }
 
-/// Class probabilities of each 28×28 image of `images` (u8, back to back): on the GPU when
-/// `ctx` is given, else with the CPU executor.
+/// Class probabilities of each image of `images` (u8, CHW, back to back, of the graph's input
+/// shape), normalized with `norm` (one entry a channel): on the GPU when `ctx` is given, else
+/// with the CPU executor.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn classify(
     ctx: Option<&GpuContext>,
     graph: &Graph,
     params: &[f32],
     images: &[u8],
+    norm: &[Normalization],
 ) -> engine::Result<Vec<Vec<f32>>> {
-    engine::block_on(classify_async(ctx, graph, params, images))
+    engine::block_on(classify_async(ctx, graph, params, images, norm))
 }
 
-/// [`classify`] for callers that must not block (a web page). The images are normalized as
-/// MNIST's and run through a forward-only inference plan: no labels, no loss.
+/// [`classify`] for callers that must not block (a web page). The images run through a
+/// forward-only inference plan: no labels, no loss.
 pub async fn classify_async(
     ctx: Option<&GpuContext>,
     graph: &Graph,
     params: &[f32],
     images: &[u8],
+    norm: &[Normalization],
 ) -> engine::Result<Vec<Vec<f32>>> {
-    let n = images.len() / graph.input_shape()?.iter().product::<usize>();
-    let x: Vec<f32> = images.iter().map(|&p| MNIST_NORMALIZATION.apply(p)).collect();
+    let shape = graph.input_shape()?;
+    let (image_len, plane) = (shape.iter().product::<usize>(), shape[1] * shape[2]);
+    if norm.len() != shape[0] || images.len() % image_len != 0 {
+        return Err(engine::Error::Shape(format!(
+            "{} pixels and {} normalizations for images of shape {shape:?}",
+            images.len(),
+            norm.len()
+        )));
+    }
+    let n = images.len() / image_len;
+    let x: Vec<f32> = images.iter().enumerate().map(|(i, &p)| norm[i % image_len / plane].apply(p)).collect();
     let logits = match ctx {
         Some(ctx) => {
             let plan = Plan::inference(ctx, graph, n, &Parameters::upload(ctx, graph, params)?)?;
@@ -149,10 +251,12 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-/// The `top` most probable classes, most probable first, as `D (p=0.973)`.
-pub fn describe(probabilities: &[f32], top: usize) -> String {
+/// The `top` most probable classes, most probable first, as `cat (p=0.910)` where the classes
+/// have `names`, else by index (MNIST's digit) as `7 (p=0.973)`.
+pub fn describe(probabilities: &[f32], top: usize, names: Option<&[String]>) -> String {
     let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let parts: Vec<String> = ranked.iter().take(top).map(|(d, p)| format!("{d} (p={p:.3})")).collect();
+    let name = |d: usize| names.and_then(|n| n.get(d)).cloned().unwrap_or_else(|| d.to_string());
+    let parts: Vec<String> = ranked.iter().take(top).map(|&(d, p)| format!("{} (p={p:.3})", name(d))).collect();
     parts.join(", ")
 }

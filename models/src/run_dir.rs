@@ -80,7 +80,8 @@ impl RunDir {
         let tensors = state_dict::named(graph, values, "");
         let onnx = self.dir.join("model.onnx");
         let network = metadata.get("network").cloned().unwrap_or_default();
-        crate::files::write_atomically(&onnx, &crate::onnx::export(graph, values, &network))
+        let normalization = metadata.get("normalization").cloned().unwrap_or_default();
+        crate::files::write_atomically(&onnx, &crate::onnx::export(graph, values, &network, &normalization))
             .map_err(io_error(&onnx))?;
         state_dict::write(&self.dir.join("model.safetensors"), &tensors, metadata.clone())?;
         if self.best.is_none_or(|best| report.test_accuracy() > best) {

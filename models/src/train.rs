@@ -80,6 +80,8 @@ pub fn weights_metadata(network: Network, recipe: &Recipe) -> BTreeMap<String, S
         ("momentum", recipe.sgd.momentum.to_string()),
         ("epochs", recipe.epochs.to_string()),
         ("normalization", normalization_text(&recipe.norm)),
+        ("mean", recipe.norm.iter().map(|n| n.mean.to_string()).collect::<Vec<_>>().join(",")),
+        ("std", recipe.norm.iter().map(|n| n.std.to_string()).collect::<Vec<_>>().join(",")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -29,7 +29,7 @@ fn tract_runs_the_exported_networks_and_gets_the_engines_logits() {
     for network in Network::ALL {
         let graph = network.build([1, 28, 28], 10).unwrap();
         let values = graph.init_params(5);
-        let bytes = export(&graph, &values, network.name());
+        let bytes = export(&graph, &values, network.name(), "(x / 255 - 0.1307) / 0.3081");
 
         let model = ModelProto::decode(&bytes[..]).unwrap();
         let g = model.graph.as_ref().unwrap();

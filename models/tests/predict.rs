@@ -7,7 +7,7 @@
 use clap::Parser;
 use image::{ImageBuffer, Luma, Rgb, Rgba};
 use models::cli::Args;
-use models::predict::{classify, mnist_digit, mnist_digit_rgba, network_of};
+use models::predict::{classify, mnist_digit, mnist_digit_rgba, network_of, InputSpec};
 use models::state_dict::TensorFile;
 use models::Network;
 use std::path::{Path, PathBuf};
@@ -70,11 +70,13 @@ fn pictures_of_test_images_get_the_digit_the_evaluation_gives_the_original() {
     let Some(data) = test_support::real_mnist_dir() else { return };
     let dir = scratch("pictures");
     let model = TensorFile::open(&trained_model(&data, &dir)).unwrap();
-    let (network, graph) = network_of(&model).unwrap();
+    let spec = InputSpec::from_metadata(&model.metadata()).unwrap();
+    assert!(spec.is_mnist(), "{spec:?}");
+    let (network, graph) = network_of(&model, &spec).unwrap();
     assert_eq!(network, Network::SimpleCnn);
     let params = model.params(&graph, "").unwrap();
     let test = mnist_loader::inspect(&data, false).unwrap().test.read(Some(200)).unwrap();
-    let originals = classify(Some(ctx), &graph, &params, &test.images).unwrap();
+    let originals = classify(Some(ctx), &graph, &params, &test.images, &spec.norm).unwrap();
     // Digits the network is sure of: re-centring moves a digit by a pixel at most, which must not
     // change such a prediction.
     let sure: Vec<usize> = (0..200).filter(|&i| originals[i][argmax(&originals[i])] > 0.9).take(20).collect();
@@ -82,8 +84,8 @@ fn pictures_of_test_images_get_the_digit_the_evaluation_gives_the_original() {
     for &i in &sure {
         let files = variants(&dir, i, &test.images[i * 784..(i + 1) * 784]);
         let digits: Vec<u8> = files.iter().flat_map(|f| mnist_digit(f).unwrap()).collect();
-        let on_gpu = classify(Some(ctx), &graph, &params, &digits).unwrap();
-        let on_cpu = classify(None, &graph, &params, &digits).unwrap();
+        let on_gpu = classify(Some(ctx), &graph, &params, &digits, &spec.norm).unwrap();
+        let on_cpu = classify(None, &graph, &params, &digits, &spec.norm).unwrap();
         for (file, (g, c)) in files.iter().zip(on_gpu.iter().zip(&on_cpu)) {
             let want = argmax(&originals[i]);
             assert_eq!((argmax(g), argmax(c)), (want, want), "{} (label {})", file.display(), test.labels[i]);

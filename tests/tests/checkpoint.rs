@@ -9,6 +9,12 @@ use models::state_dict::{self, TensorFile, MOMENTUM_PREFIX};
 use models::Network;
 use std::path::{Path, PathBuf};
 
+/// The digest of one 1×1×3 image labelled `label`.
+fn digest(label: u32) -> String {
+    let data = engine::data::LabelledImages::new([1, 1, 3], vec![1, 2, 3], vec![label]).unwrap();
+    models::checkpoint::data_digest(&data)
+}
+
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("checkpoint-test-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -30,7 +36,7 @@ fn sample(graph: &Graph) -> Checkpoint {
         fingerprint: fingerprint(7, 64, 60000, 0.01, 0.5),
         values: graph.init_params(7),
         velocity: graph.init_params(8).iter().map(|v| v * 1e-3).collect(),
-        data_md5: models::checkpoint::data_digest(&[1, 2, 3], &[4]),
+        data_md5: digest(4),
     }
 }
 
@@ -144,8 +150,8 @@ fn a_checkpoint_of_another_network_or_recipe_is_refused() {
     assert!(e.contains("holds a simple_cnn network, not resnet") && e.contains("x.ckpt"), "{e}");
     let recipe = fingerprint(7, 64, 60000, 0.01, 0.5);
     ck.check_fits(&path, &recipe).unwrap();
-    ck.check_data(&path, &models::checkpoint::data_digest(&[1, 2, 3], &[4])).unwrap();
-    let e = ck.check_data(&path, &models::checkpoint::data_digest(&[1, 2, 3], &[5])).unwrap_err().to_string();
+    ck.check_data(&path, &digest(4)).unwrap();
+    let e = ck.check_data(&path, &digest(5)).unwrap_err().to_string();
     assert!(e.contains("it was trained on other data") && e.contains("--data-dir") && e.contains("x.ckpt"), "{e}");
     for (recipe, says) in [
         (fingerprint(8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),

@@ -146,6 +146,13 @@ fn bad_flags_are_refused_with_a_clear_message() {
         (&["--limit-train", "0"], "must be at least 1"),
         (&["--epochs", "-1"], "unexpected argument '-1'"),
         (&["--colour"], "unexpected argument"),
+        (&["--image-folder", "d", "--resize", "32"], "is not a size: write HEIGHTxWIDTH"),
+        (&["--image-folder", "d", "--resize", "0x32"], "each side must be a whole number from 1 to 8192"),
+        (&["--resize", "32x32"], "--image-folder"),
+        (&["--image-folder", "d", "--data-dir", "e"], "cannot be used with"),
+        (&["--mean", "0.5", "--std", "0"], "is not above 0"),
+        (&["--mean", "0.5,x", "--std", "0.2,0.2"], "`x` is not a finite number"),
+        (&["--mean", "0.5"], "--std"),
     ] {
         let e = parse(args).expect_err(&format!("{args:?} must be refused"));
         assert!(e.contains(says), "{args:?}: {e}");

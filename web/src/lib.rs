@@ -14,9 +14,9 @@ use engine::ops::sgd::Sgd;
 use engine::{GpuContext, LimitsRequest};
 use mnist_loader::Dataset;
 use models::flags::{at_least_one, limit_note, non_negative};
-use models::predict::{classify_async, mnist_digit_rgba, network_of};
+use models::predict::{classify_async, mnist_digit_rgba, network_of, InputSpec};
 use models::state_dict::{self, TensorFile};
-use models::train::{mnist_images, weights_metadata, Recipe, Trainer};
+use models::train::{mnist_images, weights_metadata, Recipe, Trainer, MNIST_NORMALIZATION};
 use models::Network;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -240,7 +240,11 @@ impl Engine {
     /// `save_file(model.state_dict())`); returns the network's name.
     pub fn load_weights(&self, name: &str, bytes: Vec<u8>) -> Result<String, JsError> {
         let file = TensorFile::from_bytes(name.as_ref(), bytes).map_err(js_error)?;
-        let (network, graph) = network_of(&file).ok_or_else(|| {
+        let spec = InputSpec::from_metadata(&file.metadata()).map_err(|why| js_error(format!("{name}: {why}")))?;
+        if !spec.is_mnist() {
+            return Err(js_error(format!("{name}: a network for {:?} images, not MNIST's digits", spec.shape)));
+        }
+        let (network, graph) = network_of(&file, &spec).ok_or_else(|| {
             js_error(format!("{name}: its tensors are not the weights of simple_cnn, inception or resnet"))
         })?;
         let params = file.params(&graph, "").map_err(js_error)?;
@@ -269,8 +273,9 @@ impl Engine {
         future_to_promise(async move {
             let model = model.map_err(JsValue::from)?;
             let digit = mnist_digit_rgba(rgba, width, height).map_err(js_value)?;
-            let probabilities =
-                classify_async(Some(ctx), &model.graph, &model.params, &digit).await.map_err(js_value)?;
+            let probabilities = classify_async(Some(ctx), &model.graph, &model.params, &digit, &[MNIST_NORMALIZATION])
+                .await
+                .map_err(js_value)?;
             let result = js_sys::Object::new();
             js_sys::Reflect::set(&result, &"digit".into(), &js_sys::Uint8Array::from(&digit[..]))?;
             js_sys::Reflect::set(&result, &"probabilities".into(), &js_sys::Float32Array::from(&probabilities[0][..]))?;

@@ -10,7 +10,7 @@ use clap::Parser;
 use engine::GpuContext;
 use models::predict::{classify, describe};
 use models::state_dict::{self, TensorFile};
-use models::train::{mnist_images, Recipe, Trainer};
+use models::train::{mnist_images, Recipe, Trainer, MNIST_NORMALIZATION};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,7 +69,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("wrote {}", path.display());
 
     let weights = TensorFile::open(&path)?.params(&graph, "")?;
-    let probabilities = classify(Some(&ctx), &graph, &weights, test.image(0))?;
-    println!("test image 0 (label {}): {}", test.labels()[0], describe(&probabilities[0], 3));
+    let probabilities = classify(Some(&ctx), &graph, &weights, test.image(0), &[MNIST_NORMALIZATION])?;
+    println!("test image 0 (label {}): {}", test.labels()[0], describe(&probabilities[0], 3, None));
     Ok(())
 }
