@@ -244,6 +244,52 @@ fn device_rank(kind: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// The best adapter: native backends before GL, hardware before software, filtered by
+/// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` when set; else why there is none.
+async fn best_adapter() -> Result<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let wanted_name = std::env::var("WGPU_ADAPTER_NAME").ok().map(|n| n.to_lowercase());
+    let mut adapters = instance.enumerate_adapters(backends).await;
+    let found: Vec<String> = adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?})", i.name, i.backend)
+        })
+        .collect();
+    if let Some(name) = &wanted_name {
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(name));
+    }
+    adapters.sort_by_key(|a| {
+        let i = a.get_info();
+        (backend_rank(i.backend), device_rank(i.device_type))
+    });
+    adapters.into_iter().next().ok_or_else(|| {
+        let filter = match &wanted_name {
+            Some(n) => format!(" matching WGPU_ADAPTER_NAME={n:?} (found: {})", found.join(", ")),
+            None => String::new(),
+        };
+        Error::NoAdapter(format!("no adapter{filter} on backends {backends:?}; {NO_ADAPTER_HELP}"))
+    })
+}
+
+impl AdapterReport {
+    /// The report of an adapter opened with `features`.
+    fn of(info: &wgpu::AdapterInfo, features: wgpu::Features) -> AdapterReport {
+        let subgroups = features.contains(wgpu::Features::SUBGROUP);
+        AdapterReport {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            subgroups,
+            subgroup_sizes: subgroups.then_some((info.subgroup_min_size, info.subgroup_max_size)),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
 impl GpuContext {
     /// Opens the best adapter: native backends before GL, hardware before software, filtered by
     /// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` when set.
@@ -255,35 +301,9 @@ impl GpuContext {
     /// Opens the best adapter (see [`new`](Self::new)) with the limits asked for; the only way
     /// in a browser, where nothing may block.
     pub async fn open(limits: LimitsRequest) -> Result<GpuContext> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let wanted_name = std::env::var("WGPU_ADAPTER_NAME").ok().map(|n| n.to_lowercase());
-        let mut adapters = instance.enumerate_adapters(backends).await;
-        let found: Vec<String> = adapters
-            .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("{} ({:?})", i.name, i.backend)
-            })
-            .collect();
-        if let Some(name) = &wanted_name {
-            adapters.retain(|a| a.get_info().name.to_lowercase().contains(name));
-        }
-        adapters.sort_by_key(|a| {
-            let i = a.get_info();
-            (backend_rank(i.backend), device_rank(i.device_type))
-        });
-        let Some(adapter) = adapters.into_iter().next() else {
-            let filter = match &wanted_name {
-                Some(n) => format!(" matching WGPU_ADAPTER_NAME={n:?} (found: {})", found.join(", ")),
-                None => String::new(),
-            };
-            return Err(Error::NoAdapter(format!("no adapter{filter} on backends {backends:?}; {NO_ADAPTER_HELP}")));
-        };
+        let adapter = best_adapter().await?;
         let info = adapter.get_info();
-        let available = adapter.features();
-        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
-        let features = available & wanted;
+        let features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
         let limits = match limits {
             LimitsRequest::Adapter => adapter.limits(),
             LimitsRequest::WebGpuDefaults => wgpu::Limits::default(),
@@ -309,17 +329,6 @@ impl GpuContext {
                 sink.lock().unwrap().push(format!("the GPU device was lost ({reason:?}): {message}"));
             }
         });
-        let report = AdapterReport {
-            name: info.name.clone(),
-            backend: format!("{:?}", info.backend),
-            device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
-            subgroup_sizes: features
-                .contains(wgpu::Features::SUBGROUP)
-                .then_some((info.subgroup_min_size, info.subgroup_max_size)),
-            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-        };
         let placeholder = Tensor {
             buffer: Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("placeholder"),
@@ -334,7 +343,7 @@ impl GpuContext {
             placeholder,
             device,
             queue,
-            report,
+            report: AdapterReport::of(&info, features),
             limits,
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),

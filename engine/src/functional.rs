@@ -235,7 +235,7 @@ fn same_shape(layer: &str, a: &impl Shaped, b: &impl Shaped) -> Result<()> {
     Ok(())
 }
 
-/// 2-D convolution of x [N, C, H, W] with weight [O, C, KH, KW] and an optional bias [O], at
+/// 2-D convolution of x [N, C, H, W] with weight [O, C, KH, KW] and an optional bias \[O\], at
 /// `stride` with `padding` zeros on each side: [N, O, OH, OW].
 pub fn conv2d(
     ctx: &GpuContext,
@@ -282,7 +282,7 @@ pub fn relu(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
     Ok(y)
 }
 
-/// x [N, F] · weightᵀ [F, O] + bias [O]: [N, O].
+/// x [N, F] · weightᵀ [F, O] + bias \[O\]: [N, O].
 pub fn linear(ctx: &GpuContext, x: &GpuTensor, weight: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
     let [n, inputs, outputs] = linear_shape(x, weight, bias)?;
     let y = GpuTensor::new_like(ctx, vec![n, outputs])?;
@@ -329,7 +329,7 @@ pub fn add(ctx: &GpuContext, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> 
 pub struct Conv2d {
     /// [out_channels, in_channels, kernel, kernel].
     pub weight: GpuTensor,
-    /// [out_channels], or None for a convolution without bias.
+    /// \[out_channels\], or None for a convolution without bias.
     pub bias: Option<GpuTensor>,
     /// The step between windows (1 by default).
     pub stride: usize,
@@ -361,7 +361,7 @@ impl Conv2d {
 pub struct Linear {
     /// [outputs, inputs], PyTorch's layout.
     pub weight: GpuTensor,
-    /// [outputs], or None for a layer without bias.
+    /// \[outputs\], or None for a layer without bias.
     pub bias: Option<GpuTensor>,
 }
 

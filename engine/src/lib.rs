@@ -5,8 +5,11 @@
 //! - [`functional`]: single layers applied to tensors (the tutorial's first lessons).
 //! - [`ops`]: one module per WGSL file, each with GPU launchers and a CPU reference.
 
+#![warn(missing_docs)]
+
 pub mod context;
 pub mod data;
+/// The engine's [`Error`] and its [`Result`] alias.
 pub mod error;
 pub mod functional;
 pub mod graph;

@@ -27,22 +27,30 @@ const MAX_EPOCHS: u64 = 1 << 31;
 /// train on other batches or take other steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fingerprint {
+    /// `--seed`: the initialisation and every epoch's shuffle.
     pub seed: u64,
+    /// `--batch-size`: samples a step.
     pub batch_size: u64,
     /// Training images (fewer than the split's with --limit-train).
     pub train_count: u64,
+    /// `--lr`: the SGD learning rate.
     pub lr: f32,
+    /// `--momentum`: the SGD momentum.
     pub momentum: f32,
 }
 
+/// A run's state after a whole epoch, and what it takes to resume it exactly.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
+    /// The network's name, as [`Network::name`](crate::Network::name) spells it.
     pub network: String,
     /// Epochs completed; training resumes at `epochs_done + 1`.
     pub epochs_done: u64,
+    /// The recipe that trained it.
     pub fingerprint: Fingerprint,
     /// The packed parameter buffer, as `Graph::init_params` lays it out.
     pub values: Vec<f32>,
+    /// The SGD velocity, packed like `values`.
     pub velocity: Vec<f32>,
     /// [`data_digest`] of the training images and labels.
     pub data_md5: String,
@@ -64,20 +72,28 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Why a checkpoint cannot be written or read, or does not fit this run.
 #[derive(Debug)]
 pub enum CheckpointError {
+    /// Reading or writing the file failed.
     Io {
+        /// The checkpoint's path.
         path: PathBuf,
+        /// The I/O error.
         error: io::Error,
     },
     /// The file is not a checkpoint this program wrote, or it was damaged.
     Invalid {
+        /// The checkpoint's path.
         path: PathBuf,
+        /// What is wrong with it.
         why: String,
     },
     /// A valid checkpoint of another network or recipe than the one asked for.
     Mismatch {
+        /// The checkpoint's path.
         path: PathBuf,
+        /// What differs.
         why: String,
     },
 }

@@ -41,7 +41,7 @@ pub struct Args {
     /// Directory of the MNIST IDX files (default: $MNIST_DIR, else ./data/mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Train on your own pictures instead of MNIST: DIR/train/<class>/* and DIR/test/<class>/*
+    /// Train on your own pictures instead of MNIST: DIR/train/CLASS/* and DIR/test/CLASS/*
     /// (torchvision's ImageFolder layout; PNG, JPEG, BMP, PGM/PPM). Gray pictures train with one
     /// channel, others as RGB.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["data_dir", "no_download"])]

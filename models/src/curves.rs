@@ -9,10 +9,15 @@ use std::sync::Once;
 /// One row of metrics.csv.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpochPoint {
+    /// The epoch, from 1.
     pub epoch: f64,
+    /// Mean training loss over the epoch's steps.
     pub train_loss: f64,
+    /// Training accuracy, in percent.
     pub train_accuracy: f64,
+    /// Mean test loss over the test split's steps.
     pub test_loss: f64,
+    /// Test accuracy, in percent.
     pub test_accuracy: f64,
 }
 

@@ -1,5 +1,44 @@
 //! The tutorial's three networks, the training loop every network trains through, weights files
 //! (safetensors, ONNX, checkpoints), pictures and image folders, and the binaries' command line.
+//!
+//! A network of one's own is a [`Graph`](engine::graph::Graph) of named layers, trained by a
+//! [`Trainer`](train::Trainer) on [`LabelledImages`](engine::data::LabelledImages). Here a tiny
+//! one learns whether the light half of an 8×8 picture is the top or the bottom:
+//!
+//! ```
+//! use engine::data::LabelledImages;
+//! use engine::graph::Graph;
+//! use models::train::{Recipe, Trainer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // 64 pictures: label 0 has its light half on top, label 1 at the bottom.
+//! let labels: Vec<u32> = (0..64).map(|i| i % 2).collect();
+//! let pixels = labels.iter().flat_map(|&l| (0..64).map(move |p| if (p < 32) == (l == 0) { 200 } else { 20 })).collect();
+//! let pictures = LabelledImages::new([1, 8, 8], pixels, labels)?;
+//!
+//! let mut g = Graph::new();
+//! let x = g.input([1, 8, 8]);
+//! let labels = g.labels();
+//! let x = g.conv2d("conv", x, 4, 3, 1, 1)?; // 4 channels, kernel 3, stride 1, padding 1
+//! let x = g.relu("relu", x)?;
+//! let x = g.max_pool2d("pool", x, 2, 2, 0)?;
+//! let x = g.flatten("flatten", x)?;
+//! let logits = g.linear("fc", x, 2)?;
+//! g.softmax_cross_entropy(logits, labels)?;
+//!
+//! let ctx = engine::GpuContext::new()?;
+//! let recipe = Recipe { epochs: 5, batch_size: 8, norm: pictures.channel_statistics(), ..Recipe::default() };
+//! let mut trainer = Trainer::new(&ctx, &g, &pictures, Some(&pictures), recipe)?;
+//! let mut report = trainer.epoch(1, |_, _, _, _| {})?;
+//! for epoch in 2..=5 {
+//!     report = trainer.epoch(epoch, |_, _, _, _| {})?;
+//! }
+//! assert!(report.test_accuracy() > 90.0, "{}", report.line(5));
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 #[cfg(feature = "native")]

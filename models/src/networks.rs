@@ -3,16 +3,23 @@
 use engine::graph::{Graph, NodeId, Shape};
 use engine::Result;
 
+/// One of the tutorial's three networks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Network {
+    /// Two stages of conv, max pool and ReLU, then a linear layer.
     SimpleCnn,
+    /// The simple CNN with an InceptionA block after each stage.
     Inception,
+    /// Two stages of conv, ReLU and max pool, each followed by a residual block.
     Resnet,
 }
 
 impl Network {
+    /// Every network, in the tutorial's order.
     pub const ALL: [Network; 3] = [Network::SimpleCnn, Network::Inception, Network::Resnet];
 
+    /// Its name as the command line, the weights' metadata and checkpoints spell it (`simple_cnn`,
+    /// `inception`, `resnet`).
     pub fn name(self) -> &'static str {
         match self {
             Network::SimpleCnn => "simple_cnn",

@@ -6,52 +6,74 @@
 use engine::graph::{Graph, Op};
 use prost::Message;
 
+/// ONNX's `ModelProto` (onnx.proto): the top-level message of a `.onnx` file.
 #[derive(Clone, PartialEq, Message)]
 pub struct ModelProto {
+    /// The version of the ONNX IR the model follows.
     #[prost(int64, tag = "1")]
     pub ir_version: i64,
+    /// The tool that wrote the model.
     #[prost(string, tag = "2")]
     pub producer_name: String,
+    /// Human-readable documentation of the model.
     #[prost(string, tag = "6")]
     pub doc_string: String,
+    /// The computation graph, with its weights.
     #[prost(message, optional, tag = "7")]
     pub graph: Option<GraphProto>,
+    /// The operator sets the graph uses, each at a version.
     #[prost(message, repeated, tag = "8")]
     pub opset_import: Vec<OperatorSetIdProto>,
 }
 
+/// ONNX's `OperatorSetIdProto` (onnx.proto): an operator set and its version.
 #[derive(Clone, PartialEq, Message)]
 pub struct OperatorSetIdProto {
+    /// The operator set's domain; empty for the default, `ai.onnx`.
     #[prost(string, tag = "1")]
     pub domain: String,
+    /// The operator set's version (the opset).
     #[prost(int64, tag = "2")]
     pub version: i64,
 }
 
+/// ONNX's `GraphProto` (onnx.proto): the nodes, the constant tensors, and the graph's inputs
+/// and outputs.
 #[derive(Clone, PartialEq, Message)]
 pub struct GraphProto {
+    /// The nodes, in topological order.
     #[prost(message, repeated, tag = "1")]
     pub node: Vec<NodeProto>,
+    /// The graph's name.
     #[prost(string, tag = "2")]
     pub name: String,
+    /// Constant tensors (the weights), named as the node inputs that read them.
     #[prost(message, repeated, tag = "5")]
     pub initializer: Vec<TensorProto>,
+    /// The graph's inputs: name, element type and shape.
     #[prost(message, repeated, tag = "11")]
     pub input: Vec<ValueInfoProto>,
+    /// The graph's outputs: name, element type and shape.
     #[prost(message, repeated, tag = "12")]
     pub output: Vec<ValueInfoProto>,
 }
 
+/// ONNX's `NodeProto` (onnx.proto): one operator applied to named values.
 #[derive(Clone, PartialEq, Message)]
 pub struct NodeProto {
+    /// Names of the values it reads, in the operator's input order.
     #[prost(string, repeated, tag = "1")]
     pub input: Vec<String>,
+    /// Names of the values it writes.
     #[prost(string, repeated, tag = "2")]
     pub output: Vec<String>,
+    /// The node's name (optional in ONNX).
     #[prost(string, tag = "3")]
     pub name: String,
+    /// The operator (`Conv`, `Gemm`, …) in the default domain.
     #[prost(string, tag = "4")]
     pub op_type: String,
+    /// The operator's attributes.
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
 }
@@ -59,12 +81,16 @@ pub struct NodeProto {
 /// An attribute: an int (type 2) or a list of ints (type 7), the only kinds these ops take.
 #[derive(Clone, PartialEq, Message)]
 pub struct AttributeProto {
+    /// The attribute's name (`kernel_shape`, `axis`, …).
     #[prost(string, tag = "1")]
     pub name: String,
+    /// The value of an INT attribute.
     #[prost(int64, tag = "3")]
     pub i: i64,
+    /// The values of an INTS attribute.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    /// `AttributeProto.AttributeType`: which field holds the value (2 INT, 7 INTS).
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
@@ -72,40 +98,54 @@ pub struct AttributeProto {
 /// A float32 tensor (data_type 1) in raw little-endian bytes.
 #[derive(Clone, PartialEq, Message)]
 pub struct TensorProto {
+    /// The shape, outermost dimension first.
     #[prost(int64, repeated, tag = "1")]
     pub dims: Vec<i64>,
+    /// Element type, a `TensorProto.DataType` (1 is FLOAT).
     #[prost(int32, tag = "2")]
     pub data_type: i32,
+    /// The name node inputs refer to it by.
     #[prost(string, tag = "8")]
     pub name: String,
+    /// The elements, row-major, as little-endian bytes.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
 }
 
+/// ONNX's `ValueInfoProto` (onnx.proto): a value's name and type (a graph input or output).
 #[derive(Clone, PartialEq, Message)]
 pub struct ValueInfoProto {
+    /// The value's name.
     #[prost(string, tag = "1")]
     pub name: String,
+    /// Its type.
     #[prost(message, optional, tag = "2")]
     pub r#type: Option<TypeProto>,
 }
 
+/// ONNX's `TypeProto` (onnx.proto): a value's type, of which only the tensor case is declared.
 #[derive(Clone, PartialEq, Message)]
 pub struct TypeProto {
+    /// A tensor's type (onnx.proto's `tensor_type`, a `TypeProto.Tensor`).
     #[prost(message, optional, tag = "1")]
     pub tensor_type: Option<TensorTypeProto>,
 }
 
+/// ONNX's `TypeProto.Tensor` (onnx.proto): a tensor's element type and shape.
 #[derive(Clone, PartialEq, Message)]
 pub struct TensorTypeProto {
+    /// Element type, a `TensorProto.DataType` (1 is FLOAT).
     #[prost(int32, tag = "1")]
     pub elem_type: i32,
+    /// The shape, where known.
     #[prost(message, optional, tag = "2")]
     pub shape: Option<TensorShapeProto>,
 }
 
+/// ONNX's `TensorShapeProto` (onnx.proto): a shape, dimension by dimension.
 #[derive(Clone, PartialEq, Message)]
 pub struct TensorShapeProto {
+    /// The dimensions, outermost first.
     #[prost(message, repeated, tag = "1")]
     pub dim: Vec<Dimension>,
 }
@@ -113,8 +153,10 @@ pub struct TensorShapeProto {
 /// One dimension: a size, or a name for a size chosen at run time (onnx.proto's oneof).
 #[derive(Clone, PartialEq, Message)]
 pub struct Dimension {
+    /// A fixed size.
     #[prost(int64, optional, tag = "1")]
     pub dim_value: Option<i64>,
+    /// A named size chosen at run time (`N`, the batch).
     #[prost(string, optional, tag = "2")]
     pub dim_param: Option<String>,
 }

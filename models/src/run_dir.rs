@@ -24,6 +24,7 @@ pub struct RunDir {
     steps: Vec<(f64, f64)>,
 }
 
+/// Why the output directory cannot be written or read: the message to print.
 #[derive(Debug)]
 pub struct RunDirError(String);
 

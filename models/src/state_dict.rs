@@ -1,5 +1,5 @@
 //! Network weights in safetensors files, under the names and shapes of the tutorial's PyTorch
-//! modules' `state_dict()` (`conv1.weight` [10, 1, 5, 5], `incep1.branch5x5_2.bias` [24], …):
+//! modules' `state_dict()` (`conv1.weight` [10, 1, 5, 5], `incep1.branch5x5_2.bias` \[24\], …):
 //! what PyTorch's `safetensors.torch.save_file(model.state_dict(), path)` writes, and what the
 //! golden tests' fixtures hold.
 //!
@@ -22,20 +22,28 @@ pub const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
 /// 1 MB in f32), so a larger file is not theirs and is refused before it costs memory.
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
 
+/// Why a weights file cannot be read or written, or does not fit the network.
 #[derive(Debug)]
 pub enum WeightsError {
+    /// Reading or writing the file failed.
     Io {
+        /// The file's path.
         path: PathBuf,
+        /// The I/O error.
         error: io::Error,
     },
     /// Not a safetensors file, or a damaged one.
     Invalid {
+        /// The file's path.
         path: PathBuf,
+        /// What is wrong with it.
         why: String,
     },
     /// A valid file whose tensors do not fit what was asked of it.
     Mismatch {
+        /// The file's path.
         path: PathBuf,
+        /// What does not fit.
         why: String,
     },
 }
@@ -61,6 +69,8 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
+    /// Reads and checks the file at `path`, refusing one larger than [`MAX_FILE_BYTES`] before
+    /// reading it.
     pub fn open(path: &Path) -> Result<TensorFile, WeightsError> {
         let io_error = |error| WeightsError::Io { path: path.to_path_buf(), error };
         let file = std::fs::File::open(path).map_err(io_error)?;
@@ -167,8 +177,11 @@ impl TensorFile {
 
 /// An f32 tensor to write: its name, shape and values.
 pub struct Named<'a> {
+    /// Its name: a prefix, then the parameter's state_dict name.
     pub name: String,
+    /// Its shape, as PyTorch's.
     pub shape: Vec<usize>,
+    /// Its values, row-major.
     pub values: &'a [f32],
 }
 
@@ -191,7 +204,7 @@ pub fn write(path: &Path, tensors: &[Named], metadata: BTreeMap<String, String>)
     crate::files::write_atomically(path, &file).map_err(|error| WeightsError::Io { path: path.to_path_buf(), error })
 }
 
-/// The bytes of a safetensors file of f32 tensors and string metadata (what [`write`] writes).
+/// The bytes of a safetensors file of f32 tensors and string metadata (what [`write()`] writes).
 pub fn serialize(tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<Vec<u8>, String> {
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let views = tensors.iter().zip(&bytes).map(|(t, b)| {

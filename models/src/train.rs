@@ -104,25 +104,35 @@ fn normalization_text(norm: &[Normalization]) -> String {
 /// counts when there is none), the time it took.
 #[derive(Clone, Debug)]
 pub struct EpochReport {
+    /// The epoch, numbered from 1.
     pub epoch: usize,
+    /// Test images classified correctly.
     pub test_correct: u32,
+    /// Test images evaluated (0 without a test split).
     pub test_count: u32,
     /// Mean over the epoch's steps of each batch's mean loss (likewise the test loss).
     pub train_loss: f64,
+    /// Mean over the test split's steps of each batch's mean loss.
     pub test_loss: f64,
+    /// Training images classified correctly, each by the step that trained on it (before its update).
     pub train_correct: u32,
+    /// Training images the epoch stepped through.
     pub train_count: u32,
+    /// Wall-clock seconds of the training pass (the evaluation excluded).
     pub train_seconds: f64,
+    /// Training throughput: `train_count / train_seconds`.
     pub images_per_second: f64,
     /// `confusion[label][predicted]`: test images of each class by the class predicted.
     pub confusion: Vec<Vec<u32>>,
 }
 
 impl EpochReport {
+    /// Test accuracy, in percent (0 without a test split).
     pub fn test_accuracy(&self) -> f64 {
         100.0 * self.test_correct as f64 / self.test_count.max(1) as f64
     }
 
+    /// Training accuracy, in percent.
     pub fn train_accuracy(&self) -> f64 {
         100.0 * self.train_correct as f64 / self.train_count.max(1) as f64
     }
@@ -347,6 +357,7 @@ impl<'a> Trainer<'a> {
         engine::block_on(self.state_async())
     }
 
+    /// [`state`](Self::state) for callers that must not block (a web page).
     pub async fn state_async(&self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
         Ok((self.parameters_async().await?, self.ctx.read_async(&self.params.velocity).await?))
     }

@@ -22,22 +22,93 @@ pub struct NodeId {
 /// Per-sample shape [channels, height, width]; the batch size is chosen when planning.
 pub type Shape = [usize; 3];
 
+/// What a node computes. Its inputs are node indices (into [`Graph::nodes`]); `weight` and
+/// `bias` are parameter indices (into [`Graph::params`]).
 #[derive(Clone, Debug)]
 pub enum Op {
+    /// The batch's images, `[c, h, w]` a sample; reads nothing.
     Input,
+    /// The batch's class labels (u32, one a sample; shape `[1, 1, 1]`); reads nothing.
     Labels,
-    Conv2d { x: usize, weight: usize, bias: usize, kernel: usize, stride: usize, pad: usize },
-    MaxPool2d { x: usize, kernel: usize, stride: usize, pad: usize },
-    AvgPool2d { x: usize, kernel: usize, stride: usize, pad: usize },
-    Relu { x: usize },
-    Add { a: usize, b: usize },
-    Concat { xs: Vec<usize> },
-    Flatten { x: usize },
-    Linear { x: usize, weight: usize, bias: usize },
-    SoftmaxCrossEntropy { logits: usize, labels: usize },
+    /// `y = conv(x, weight) + bias`, to `[oc, oh, ow]`.
+    Conv2d {
+        /// Input node.
+        x: usize,
+        /// Parameter index of the weight, `[oc, c, kernel, kernel]`.
+        weight: usize,
+        /// Parameter index of the bias, `[oc]`.
+        bias: usize,
+        /// Window side.
+        kernel: usize,
+        /// Window step.
+        stride: usize,
+        /// Zeros on each side.
+        pad: usize,
+    },
+    /// The max of each `kernel`×`kernel` window of each channel.
+    MaxPool2d {
+        /// Input node.
+        x: usize,
+        /// Window side.
+        kernel: usize,
+        /// Window step.
+        stride: usize,
+        /// Padding on each side.
+        pad: usize,
+    },
+    /// The mean of each `kernel`×`kernel` window of each channel, padding counted.
+    AvgPool2d {
+        /// Input node.
+        x: usize,
+        /// Window side.
+        kernel: usize,
+        /// Window step.
+        stride: usize,
+        /// Zeros on each side.
+        pad: usize,
+    },
+    /// Elementwise max(x, 0).
+    Relu {
+        /// Input node.
+        x: usize,
+    },
+    /// Elementwise a + b, of the same shape.
+    Add {
+        /// First input node.
+        a: usize,
+        /// Second input node.
+        b: usize,
+    },
+    /// The inputs concatenated along channels, in order.
+    Concat {
+        /// Input nodes, in channel order.
+        xs: Vec<usize>,
+    },
+    /// `x` reshaped to `[c·h·w, 1, 1]` (the same memory).
+    Flatten {
+        /// Input node.
+        x: usize,
+    },
+    /// `y = x · weightᵀ + bias` on a flattened input, to `[outputs, 1, 1]`.
+    Linear {
+        /// Input node, `[features, 1, 1]`.
+        x: usize,
+        /// Parameter index of the weight, `[outputs, features]`.
+        weight: usize,
+        /// Parameter index of the bias, `[outputs]`.
+        bias: usize,
+    },
+    /// The loss: mean softmax cross-entropy of the logits against the labels, `[1, 1, 1]`.
+    SoftmaxCrossEntropy {
+        /// The logits node, `[classes, 1, 1]`.
+        logits: usize,
+        /// The [`Op::Labels`] node.
+        labels: usize,
+    },
 }
 
 impl Op {
+    /// The nodes it reads, by node index, in order.
     pub fn inputs(&self) -> Vec<usize> {
         match self {
             Op::Input | Op::Labels => vec![],
@@ -54,10 +125,14 @@ impl Op {
     }
 }
 
+/// A layer of a [`Graph`]: its name, what it computes and its per-sample output shape.
 #[derive(Clone, Debug)]
 pub struct Node {
+    /// The layer's name (`conv1`, `rblock1.relu2`); its parameters are named after it.
     pub name: String,
+    /// What it computes, from which nodes and parameters.
     pub op: Op,
+    /// Its per-sample output shape.
     pub shape: Shape,
 }
 
@@ -65,16 +140,24 @@ pub struct Node {
 /// parameter buffer.
 #[derive(Clone, Debug)]
 pub struct Param {
+    /// The state_dict name, `layer.weight` or `layer.bias`.
     pub name: String,
+    /// PyTorch's shape: `[out, in, k, k]` for a conv weight, `[out, in]` for a linear one, `[out]`
+    /// for a bias.
     pub shape: Vec<usize>,
+    /// Where it starts in the packed parameter buffer, in floats (a multiple of [`PARAM_ALIGN`]).
     pub offset: usize,
+    /// Inputs that feed each output (c·k·k for a conv, features for a linear layer): the
+    /// initialisation bound is ±1/√fan_in.
     pub fan_in: usize,
 }
 
 impl Param {
+    /// Elements of the tensor.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -100,6 +183,7 @@ impl Default for Graph {
 }
 
 impl Graph {
+    /// An empty graph, with an identity of its own: a [`NodeId`] of another graph is refused.
     pub fn new() -> Graph {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Graph { id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed), nodes: Vec::new(), params: Vec::new() }
@@ -221,6 +305,7 @@ impl Graph {
         Ok([c, g.oh(), g.ow()])
     }
 
+    /// Max pooling over `kernel`×`kernel` windows at `stride`, with `pad` padding each side.
     pub fn max_pool2d(&mut self, name: &str, x: NodeId, kernel: usize, stride: usize, pad: usize) -> Result<NodeId> {
         let xi = self.node(name, x)?;
         let shape = self.pool_shape(name, xi, kernel, stride, pad)?;
@@ -234,11 +319,13 @@ impl Graph {
         Ok(self.push(name, Op::AvgPool2d { x: xi, kernel, stride, pad }, shape))
     }
 
+    /// Elementwise max(x, 0).
     pub fn relu(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
         let xi = self.node(name, x)?;
         Ok(self.push(name, Op::Relu { x: xi }, self.nodes[xi].shape))
     }
 
+    /// Elementwise sum of two nodes of the same shape (a residual block's skip connection).
     pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId> {
         let (ai, bi) = (self.node(name, a)?, self.node(name, b)?);
         let (sa, sb) = (self.nodes[ai].shape, self.nodes[bi].shape);
@@ -272,6 +359,7 @@ impl Graph {
         Ok(self.push(name, Op::Concat { xs }, [channels, h, w]))
     }
 
+    /// Reshapes `[c, h, w]` to `[c·h·w, 1, 1]` for a linear layer (the same memory, no copy).
     pub fn flatten(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
         let xi = self.node(name, x)?;
         let [c, h, w] = self.nodes[xi].shape;

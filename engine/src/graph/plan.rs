@@ -18,12 +18,17 @@ use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu};
 /// The packed parameters of a network on the GPU, their gradients and the SGD velocity,
 /// shared by every plan of the network (training at two batch sizes, evaluation).
 pub struct Parameters {
+    /// The packed parameters, laid out as [`Graph::init_params`] packs them.
     pub values: Tensor,
+    /// Their gradients, in the same layout, written by each training step.
     pub grads: Tensor,
+    /// The SGD momentum buffer, in the same layout.
     pub velocity: Tensor,
 }
 
 impl Parameters {
+    /// Uploads the packed `values` (`graph.param_buffer_len()` floats), with zero gradients and
+    /// velocity.
     pub fn upload(ctx: &GpuContext, graph: &Graph, values: &[f32]) -> Result<Parameters> {
         assert_eq!(values.len(), graph.param_buffer_len(), "packed parameter length");
         Ok(Parameters {
@@ -34,8 +39,12 @@ impl Parameters {
     }
 }
 
+/// A program on the GPU: its physical buffers and one step's dispatches, recorded once and
+/// submitted any number of times.
 pub struct Plan {
+    /// The program it runs.
     pub program: Program,
+    /// One step's dispatches, in order.
     pub dispatches: Vec<Dispatch>,
     /// Bytes of activation, gradient and scratch memory after sharing by liveness.
     pub activation_bytes: u64,

@@ -13,126 +13,217 @@ use crate::ops::max_pool::PoolGeometry;
 /// `Program::buffers`), or a parameter or its gradient (by parameter index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Buf {
+    /// An activation, gradient or scratch buffer, by index into [`Program::buffers`].
     Act(usize),
+    /// A parameter's values, by index into [`Graph::params`].
     Param(usize),
+    /// A parameter's gradient, by parameter index.
     Grad(usize),
 }
 
+/// An activation buffer of a [`Program`]: its size, element type and name.
 #[derive(Clone, Debug)]
 pub struct BufferDesc {
+    /// Elements (4 bytes each), at least 1.
     pub len: usize,
     /// Holds u32 (argmax indices, labels) rather than f32.
     pub integer: bool,
+    /// Its label (`conv1`, `conv1.grad`, `mp1.argmax`), which names it in GPU errors.
     pub name: String,
 }
 
+/// One instruction of a [`Program`]: a kernel launch (or a few) over [`Buf`]s. Sizes span
+/// the whole batch.
 #[derive(Clone, Debug)]
 pub enum Instr {
     /// y = conv(x) + b (+ residual), then ReLU when `relu`.
     Conv {
+        /// Input shape (batch included) and window.
         g: ConvGeometry,
+        /// Output channels.
         oc: usize,
+        /// Input, `[n, c, h, w]`.
         x: Buf,
+        /// Weight, `[oc, c, kh, kw]`.
         w: Buf,
+        /// Bias, `[oc]`.
         b: Buf,
+        /// Output, `[n, oc, oh, ow]`.
         y: Buf,
+        /// Apply a fused ReLU to the output.
         relu: bool,
+        /// A skip input shaped like y, added before the ReLU (a residual block's end).
         residual: Option<Buf>,
     },
     /// dw, db and (when wanted) dx from dy; `dcols` and `partials` are scratch.
     ConvBack {
+        /// Input shape (batch included) and window.
         g: ConvGeometry,
+        /// Output channels.
         oc: usize,
+        /// The forward input, `[n, c, h, w]`.
         x: Buf,
+        /// Weight, `[oc, c, kh, kw]`.
         w: Buf,
+        /// Gradient of the output, `[n, oc, oh, ow]` (already through a fused ReLU's backward).
         dy: Buf,
+        /// Weight gradient, written.
         dw: Buf,
+        /// Bias gradient, written.
         db: Buf,
+        /// Input gradient, when the input needs one.
         dx: Option<Buf>,
         /// Add dx into the buffer rather than overwrite it (a further gradient contribution).
         dx_accumulate: bool,
+        /// Scratch for the column matrix's gradient, which col2im needs at a stride above 1.
         dcols: Buf,
+        /// Scratch for the weight and bias gradients of each chunk of the batch, before they are summed.
         partials: Buf,
     },
+    /// y `[n, outputs]` = x `[n, inputs]` · wᵀ + b.
     Linear {
+        /// Batch rows.
         n: usize,
+        /// Input features.
         inputs: usize,
+        /// Output features.
         outputs: usize,
+        /// Input, `[n, inputs]`.
         x: Buf,
+        /// Weight, `[outputs, inputs]`.
         w: Buf,
+        /// Bias, `[outputs]`.
         b: Buf,
+        /// Output, `[n, outputs]`.
         y: Buf,
     },
+    /// dw = dyᵀ · x and db = Σ dy, and dx = dy · w when wanted.
     LinearBack {
+        /// Batch rows.
         n: usize,
+        /// Input features.
         inputs: usize,
+        /// Output features.
         outputs: usize,
+        /// The forward input, `[n, inputs]`.
         x: Buf,
+        /// Weight, `[outputs, inputs]`.
         w: Buf,
+        /// Gradient of the output, `[n, outputs]`.
         dy: Buf,
+        /// Weight gradient, written.
         dw: Buf,
+        /// Bias gradient, written.
         db: Buf,
+        /// Input gradient, when the input needs one.
         dx: Option<Buf>,
+        /// Add dx into the buffer rather than overwrite it (a further gradient contribution).
         dx_accumulate: bool,
     },
     /// y = max pool of x, then ReLU when `relu`: a fused ReLU after the pool, or (a no-op on the
     /// values) masking the ReLU before it. Either way the argmax masks the ReLU's gradient.
     MaxPool {
+        /// Input planes (batch × channels) and window.
         g: PoolGeometry,
+        /// Input.
         x: Buf,
+        /// Output.
         y: Buf,
+        /// Each output's winning pixel within its plane (u32), saved for the backward pass.
         argmax: Buf,
+        /// Apply a ReLU to the output.
         relu: bool,
     },
+    /// dx = dy routed to each window's argmax pixel, summed where windows share one.
     MaxPoolBack {
+        /// Input planes (batch × channels) and window.
         g: PoolGeometry,
+        /// Gradient of the output.
         dy: Buf,
+        /// The forward pass's argmax.
         argmax: Buf,
+        /// Input gradient.
         dx: Buf,
     },
+    /// y = mean of each window of x, padding counted.
     AvgPool {
+        /// Input planes (batch × channels) and window.
         g: PoolGeometry,
+        /// Input.
         x: Buf,
+        /// Output.
         y: Buf,
     },
+    /// dx = the sum of dy / (k·k) over the windows that hold each pixel.
     AvgPoolBack {
+        /// Input planes (batch × channels) and window.
         g: PoolGeometry,
+        /// Gradient of the output.
         dy: Buf,
+        /// Input gradient.
         dx: Buf,
     },
+    /// y = max(x, 0), elementwise.
     Relu {
+        /// Elements.
         len: usize,
+        /// Input.
         x: Buf,
+        /// Output.
         y: Buf,
     },
+    /// dx = dy where the forward output y is positive, else 0.
     ReluBack {
+        /// Elements.
         len: usize,
+        /// The forward output.
         y: Buf,
+        /// Gradient of the output.
         dy: Buf,
+        /// Input gradient.
         dx: Buf,
     },
+    /// y = a + b, elementwise.
     Add {
+        /// Elements.
         len: usize,
+        /// First input.
         a: Buf,
+        /// Second input.
         b: Buf,
+        /// Output.
         y: Buf,
     },
+    /// y += a, elementwise: a further gradient contribution added in.
     AddAssign {
+        /// Elements.
         len: usize,
+        /// What is added.
         a: Buf,
+        /// The buffer added into.
         y: Buf,
     },
+    /// Copies a range of channels of src into dst (a concat's part forward, its split backward);
+    /// dst's other channels are left as they are.
     CopyChannels {
+        /// Which channels, from where to where.
         copy: ChannelCopy,
+        /// Source.
         src: Buf,
+        /// Destination.
         dst: Buf,
     },
     /// Loss and metrics of logits against labels; dlogits when training.
     Loss {
+        /// Rows of the batch.
         rows: usize,
+        /// Classes the logits score.
         classes: usize,
+        /// Logits, `[rows, classes]`.
         logits: Buf,
+        /// Labels, `[rows]` (u32).
         labels: Buf,
+        /// Gradient of the mean loss with respect to the logits, `[rows, classes]`, when training.
         dlogits: Option<Buf>,
     },
 }
@@ -162,15 +253,22 @@ impl Instr {
     }
 }
 
+/// A graph lowered at one batch size: its buffers and the instructions over them, in the order
+/// they run.
 pub struct Program {
+    /// Samples a step.
     pub batch: usize,
+    /// Every activation, gradient and scratch buffer, indexed by `Buf::Act`.
     pub buffers: Vec<BufferDesc>,
     /// What the program computes.
     pub pass: Pass,
-    /// The batch's images [batch, c, h, w] and labels [batch] (u32; unused by inference).
+    /// The batch's images [batch, c, h, w] and labels \[batch\] (u32; unused by inference).
     pub input: Buf,
+    /// The batch's labels `[batch]` (u32; unused by inference).
     pub labels: Buf,
+    /// The logits `[batch, classes]`, which the loss reads.
     pub logits: Buf,
+    /// Classes the logits score.
     pub classes: usize,
     /// Forward instructions, then the loss, then (when training) the backward instructions.
     pub instrs: Vec<Instr>,

@@ -48,7 +48,7 @@ pub fn add_assign(ctx: &GpuContext, len: usize, a: &Tensor, out: &Tensor) -> Res
     ctx.dispatch(&ADD_ASSIGN, &elements(len), &[a, out], grid_1d(len))
 }
 
-/// Sums `count` slices into one, for one or two (slices, out) pairs: out[i] = Σ_s slices[s·len + i]
+/// Sums `count` slices into one, for one or two (slices, out) pairs: out\[i\] = Σ_s slices[s·len + i]
 /// over slices of `len = out.len` elements.
 pub fn sum_slices(
     ctx: &GpuContext,

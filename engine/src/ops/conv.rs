@@ -1,11 +1,11 @@
 //! A 2-D convolution as matrix products over its input's column matrix, and conv.wgsl's im2col
 //! and col2im.
 //!
-//! Forward:  y[n] = W (OC × C·KH·KW) · cols[n] + bias, ReLU fused: one matmul dispatch whose B
+//! Forward:  y\[n\] = W (OC × C·KH·KW) · cols\[n\] + bias, ReLU fused: one matmul dispatch whose B
 //!           is read as im2col would write it (implicit GEMM, no column buffer).
-//! Backward: dW = Σ_n dy[n] · cols[n]ᵀ, likewise implicit, with dbias = Σ dy as the same
+//! Backward: dW = Σ_n dy\[n\] · cols\[n\]ᵀ, likewise implicit, with dbias = Σ dy as the same
 //!           dispatch's row sums;  dx = the transposed convolution of dy, one implicit product
-//!           (stride 1), else dcols[n] = Wᵀ · dy[n] then dx = col2im(dcols).
+//!           (stride 1), else dcols\[n\] = Wᵀ · dy\[n\] then dx = col2im(dcols).
 //! im2col itself stays as the reference path the tests compare the implicit products with.
 
 use super::add::sum_slices;
@@ -189,7 +189,7 @@ pub mod cpu {
         });
     }
 
-    /// Direct convolution, y [n, oc, oh, ow] = Σ w[oc, c, ky, kx] · x[n, c, …] + bias[oc]: an
+    /// Direct convolution, y [n, oc, oh, ow] = Σ w[oc, c, ky, kx] · x[n, c, …] + bias\[oc\]: an
     /// independent reference for the im2col + matmul path (sums in f64).
     pub fn conv2d_forward(g: &ConvGeometry, oc: usize, x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
         let (ow, positions) = (g.ow(), g.oh() * g.ow());
@@ -272,7 +272,7 @@ pub fn forward_product(g: &ConvGeometry, out_channels: usize, relu: bool) -> Mat
     }
 }
 
-/// The weight gradient's product dW = Σ_n dy[n] · cols[n]ᵀ, the batch split into `chunks` (a
+/// The weight gradient's product dW = Σ_n dy\[n\] · cols\[n\]ᵀ, the batch split into `chunks` (a
 /// divisor of n) summed separately.
 pub fn weight_grad_product(g: &ConvGeometry, out_channels: usize, chunks: usize) -> Matmul {
     let (p, rows, per_chunk) = (g.oh() * g.ow(), g.col_rows(), g.n / chunks);
@@ -288,7 +288,7 @@ pub fn weight_grad_product(g: &ConvGeometry, out_channels: usize, chunks: usize)
     }
 }
 
-/// The input gradient's product for a stride-1 convolution: dx[n](c, pixel) = Σ_o Σ_tap
+/// The input gradient's product for a stride-1 convolution: dx\[n\](c, pixel) = Σ_o Σ_tap
 /// W[o, c, tap] · dy[n, o, pixel + pad − tap], the taps as k and the output channels as the
 /// reduction.
 pub fn input_grad_product(g: &ConvGeometry, out_channels: usize) -> Matmul {
@@ -355,9 +355,9 @@ fn bias_partials_at(g: &ConvGeometry, out_channels: usize, chunks: usize) -> usi
     (chunks * out_channels * g.col_rows()).next_multiple_of(PARAM_ALIGN)
 }
 
-/// From dy (already through the fused ReLU's backward): dweight = Σ_n dy[n] · cols[n]ᵀ and
+/// From dy (already through the fused ReLU's backward): dweight = Σ_n dy\[n\] · cols\[n\]ᵀ and
 /// dbias = Σ dy in one dispatch (with a second summing the chunks' `partials` when split), and
-/// when `dx` is given, dx in one more (two at a stride above 1: col2im(Wᵀ · dy[n]) with `dcols`
+/// when `dx` is given, dx in one more (two at a stride above 1: col2im(Wᵀ · dy\[n\]) with `dcols`
 /// as scratch).
 pub fn conv2d_backward(
     ctx: &GpuContext,

@@ -9,9 +9,13 @@ crate::gpu_params! {
     /// gather.wgsl's parameters: `rows` images of `image_len` pixels (channel planes of `plane`
     /// pixels) from `order[step · stride ..]`.
     pub struct GatherParams {
+        /// Images in the batch.
         pub rows: u32,
+        /// Pixels of one image (channels · plane).
         pub image_len: u32,
+        /// Samples the step counter advances the order by (the plan's batch).
         pub stride: u32,
+        /// Pixels of one channel plane (h · w).
         pub plane: u32,
     }
 }
@@ -85,7 +89,7 @@ impl Normalization {
     }
 }
 
-/// x [rows, image_len] = normalized images order[step·stride ..][..rows]; y = their labels.
+/// x [rows, image_len] = normalized images order[step·stride ..]\[..rows\]; y = their labels.
 /// `norm` holds each channel's [`Normalization`] as [`Normalization::upload`] writes it.
 #[allow(clippy::too_many_arguments)]
 pub fn gather_batch(

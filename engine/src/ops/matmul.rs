@@ -1,4 +1,4 @@
-//! matmul.wgsl: C[b] (+)= Σ_r A[b,r]·B[b,r] over strided views (see the shader header).
+//! matmul.wgsl: C\[b\] (+)= Σ_r A\[b,r\]·B\[b,r\] over strided views (see the shader header).
 //! Transposes are swapped strides; a reduce index sums products over a batch in one dispatch.
 //! B may be a convolution's column matrix read from its input (implicit GEMM), and the epilogue
 //! adds a bias and applies ReLU, so a convolution or linear layer is one dispatch.
@@ -213,7 +213,7 @@ pub enum BSource {
     /// gradient's product.
     ConvColumnsT(ConvGeometry),
     /// The output gradient dy [images, reduce, oh, ow] of a stride-1 convolution read as the
-    /// transposed convolution's columns: B[r](k, j) = dy[jo, r, iy + pad − ky, ix + pad − kx] for
+    /// transposed convolution's columns: B\[r\](k, j) = dy[jo, r, iy + pad − ky, ix + pad − kx] for
     /// tap k = (ky, kx) and pixel ji = (iy, ix) (n_inner = h·w): the input gradient's product.
     ConvInputGrad(ConvGeometry),
 }
@@ -223,9 +223,9 @@ pub enum BSource {
 pub enum BiasAlong {
     /// No bias.
     None,
-    /// bias[m]: a convolution's output channels.
+    /// bias\[m\]: a convolution's output channels.
     Rows,
-    /// bias[ji]: a linear layer's outputs.
+    /// bias\[ji\]: a linear layer's outputs.
     Columns,
 }
 
@@ -547,7 +547,7 @@ pub mod cpu {
     }
 }
 
-/// Buffers of a fully connected layer: x [n, in], weight [out, in] (PyTorch's layout), bias [out].
+/// Buffers of a fully connected layer: x [n, in], weight [out, in] (PyTorch's layout), bias \[out\].
 pub struct Linear<'a> {
     /// Batch size.
     pub n: usize,

@@ -134,7 +134,7 @@ pub fn max_pool_forward(
     ctx.dispatch(&MAX_POOL_FORWARD, &g.params(relu), &[x, y, argmax], grid_1d(g.output_len()))
 }
 
-/// dx[pixel] = Σ dy over the windows whose argmax is that pixel.
+/// dx\[pixel\] = Σ dy over the windows whose argmax is that pixel.
 pub fn max_pool_backward(
     ctx: &GpuContext,
     g: &PoolGeometry,

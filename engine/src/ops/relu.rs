@@ -26,7 +26,7 @@ pub fn relu_forward(ctx: &GpuContext, len: usize, x: &Tensor, y: &Tensor) -> Res
     ctx.dispatch(&RELU_FORWARD, &ReluParams { len: len as u32 }, &[x, y], grid_1d(len))
 }
 
-/// dx = dy · [y > 0], from the forward output y.
+/// dx = dy · \[y > 0\], from the forward output y.
 pub fn relu_backward(ctx: &GpuContext, len: usize, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     for (what, t) in [("relu output", y), ("relu output gradient", dy), ("relu input gradient", dx)] {
         t.check_len(what, len)?;
@@ -43,7 +43,7 @@ pub mod cpu {
         }
     }
 
-    /// dx = dy · [y > 0].
+    /// dx = dy · \[y > 0\].
     pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
         for ((o, y), d) in dx.iter_mut().zip(y).zip(dy) {
             *o = if *y > 0.0 { *d } else { 0.0 };
