@@ -2,7 +2,7 @@
 //! buffer upload and readback, and submission of recorded dispatches.
 
 use crate::error::{Error, Result};
-use crate::kernel::{Dispatch, GpuParams, Kernel, KernelSpec};
+use crate::kernel::{error_scope, Dispatch, GpuParams, Kernel, KernelSpec};
 use crate::signal::Signal;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,10 @@ use wgpu::util::DeviceExt;
 /// 65535 workgroups (`grid_1d`) runs up to 65535·256 threads past its last element, whose
 /// indices must not wrap around to the start.
 pub const MAX_ELEMENTS: u64 = (1 << 32) - 65535 * 256;
+
+/// Parameters are packed at 64-float (256-byte) boundaries: the storage offset alignment every
+/// backend accepts, so each parameter can be bound as its own slice of one buffer.
+pub const PARAM_ALIGN: usize = 64;
 
 /// A GPU buffer view of `len` elements of 4 bytes (f32 or u32) starting `offset` bytes in.
 #[derive(Clone, Debug)]
@@ -195,27 +199,6 @@ pub enum LimitsRequest {
     Adapter,
     /// WebGPU's defaults, which every WebGPU adapter grants: proves every kernel within them.
     WebGpuDefaults,
-}
-
-/// Runs `create` inside an error scope of `filter` and returns what the scope caught. In a
-/// browser a scope can only be awaited, so there errors go to the uncaptured-error handler and
-/// surface at the next submission's check instead.
-pub(crate) fn error_scope<T>(
-    device: &wgpu::Device,
-    filter: wgpu::ErrorFilter,
-    create: impl FnOnce() -> T,
-) -> (T, Option<wgpu::Error>) {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let scope = device.push_error_scope(filter);
-        let created = create();
-        (created, pollster::block_on(scope.pop()))
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = (device, filter);
-        (create(), None)
-    }
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -21,8 +21,8 @@
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::ops::concat::ChannelCopy;
-use crate::ops::conv::{self, ConvGeometry};
-use crate::ops::max_pool::PoolGeometry;
+use crate::ops::conv;
+use crate::ops::window::{ConvGeometry, PoolGeometry, Window};
 use crate::ops::{add as add_op, avg_pool, concat as concat_op, matmul, max_pool, relu as relu_op};
 use crate::rng::Rng;
 
@@ -155,8 +155,8 @@ fn conv_geometry(
             weight.shape()
         )));
     }
-    let g = ConvGeometry { n, c, h, w, kh, kw, stride, pad: padding };
-    if !g.window().fits() {
+    let g = ConvGeometry { n, c, window: Window { h, w, kh, kw, stride, pad: padding } };
+    if !g.window.fits() {
         return Err(Error::Shape(format!(
             "conv2d: a {kh}×{kw} kernel at stride {stride} with padding {padding} does not fit the input of shape {:?} \
              (the stride must be at least 1 and the kernel no larger than the padded input)",
@@ -169,7 +169,7 @@ fn conv_geometry(
 /// The geometry of a `layer` (max_pool2d, avg_pool2d) over x, checked as PyTorch checks it.
 fn pool_geometry(layer: &str, x: &impl Shaped, kernel: usize, stride: usize, padding: usize) -> Result<PoolGeometry> {
     let [n, c, h, w] = nchw(layer, "input", x)?;
-    let g = PoolGeometry { planes: n * c, h, w, k: kernel, stride, pad: padding };
+    let g = PoolGeometry::new(n * c, h, w, kernel, stride, padding);
     g.validate().map_err(|_| {
         Error::Shape(format!(
             "{layer}: a {kernel}×{kernel} window at stride {stride} with padding {padding} does not fit the input of shape \

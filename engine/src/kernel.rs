@@ -1,7 +1,6 @@
 //! Kernels (a WGSL entry point with an explicit bind group layout) and dispatches (a kernel bound
 //! to buffers and a uniform block, ready to be recorded into any number of command buffers).
 
-use crate::context::error_scope;
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -186,5 +185,26 @@ pub(crate) fn record<'a>(encoder: &mut wgpu::CommandEncoder, dispatches: impl In
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
     for d in dispatches {
         d.record(&mut pass);
+    }
+}
+
+/// Runs `create` inside an error scope of `filter` and returns what the scope caught. In a
+/// browser a scope can only be awaited, so there errors go to the uncaptured-error handler and
+/// surface at the next submission's check instead.
+pub(crate) fn error_scope<T>(
+    device: &wgpu::Device,
+    filter: wgpu::ErrorFilter,
+    create: impl FnOnce() -> T,
+) -> (T, Option<wgpu::Error>) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let scope = device.push_error_scope(filter);
+        let created = create();
+        (created, pollster::block_on(scope.pop()))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (device, filter);
+        (create(), None)
     }
 }

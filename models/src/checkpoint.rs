@@ -10,14 +10,13 @@
 //! the tensors (names and bytes, in name order), which catches damage that leaves the file's
 //! structure intact.
 
-use crate::state_dict::{self, TensorFile, WeightsError, MOMENTUM_PREFIX};
+use crate::files::{Fault, FileError};
+use crate::state_dict::{self, TensorFile, MOMENTUM_PREFIX};
 use engine::data::LabelledImages;
 use engine::graph::Graph;
 use md5::{Digest, Md5};
 use std::collections::BTreeMap;
-use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// More epochs than any run makes (and small enough for a 32-bit usize plus one): a file
 /// claiming more is damaged.
@@ -72,64 +71,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Why a checkpoint cannot be written or read, or does not fit this run.
-#[derive(Debug)]
-pub enum CheckpointError {
-    /// Reading or writing the file failed.
-    Io {
-        /// The checkpoint's path.
-        path: PathBuf,
-        /// The I/O error.
-        error: io::Error,
-    },
-    /// The file is not a checkpoint this program wrote, or it was damaged.
-    Invalid {
-        /// The checkpoint's path.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: String,
-    },
-    /// A valid checkpoint of another network or recipe than the one asked for.
-    Mismatch {
-        /// The checkpoint's path.
-        path: PathBuf,
-        /// What differs.
-        why: String,
-    },
-}
-
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CheckpointError::Io { path, error } => write!(f, "checkpoint {}: {error}", path.display()),
-            CheckpointError::Invalid { path, why } => {
-                write!(
-                    f,
-                    "checkpoint {} is not usable: {why}. Start without --resume to train from scratch",
-                    path.display()
-                )
-            }
-            CheckpointError::Mismatch { path, why } => {
-                write!(f, "checkpoint {} does not fit this run: {why}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for CheckpointError {}
-
-impl From<WeightsError> for CheckpointError {
-    fn from(e: WeightsError) -> Self {
-        match e {
-            WeightsError::Io { path, error } => CheckpointError::Io { path, error },
-            WeightsError::Invalid { path, why } => {
-                CheckpointError::Invalid { path, why: format!("it is not a usable safetensors file ({why})") }
-            }
-            WeightsError::Mismatch { path, why } => CheckpointError::Invalid { path, why },
-        }
-    }
-}
-
 /// The MD5 of tensors, by name order: each name, then its values' little-endian bytes.
 fn digest<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> String {
     let mut sorted: Vec<_> = tensors.into_iter().collect();
@@ -145,13 +86,13 @@ fn digest<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> String
 impl Checkpoint {
     /// Checks, before any training, that a checkpoint can be written at `path`, so that a typo
     /// in the path does not cost the first epoch.
-    pub fn check_writable(path: &Path) -> Result<(), CheckpointError> {
-        crate::files::check_writable(path).map_err(|error| CheckpointError::Io { path: path.to_path_buf(), error })
+    pub fn check_writable(path: &Path) -> Result<(), FileError> {
+        crate::files::check_writable(path).map_err(|error| FileError::checkpoint(path.to_path_buf(), Fault::Io(error)))
     }
 
     /// Writes the checkpoint of `graph`'s parameters atomically: a crash leaves either the old
     /// checkpoint or the new one, never half of one.
-    pub fn save(&self, path: &Path, graph: &Graph) -> Result<(), CheckpointError> {
+    pub fn save(&self, path: &Path, graph: &Graph) -> Result<(), FileError> {
         let mut tensors = state_dict::named(graph, &self.values, "");
         tensors.extend(state_dict::named(graph, &self.velocity, MOMENTUM_PREFIX));
         let f = &self.fingerprint;
@@ -170,23 +111,23 @@ impl Checkpoint {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        Ok(state_dict::write(path, &tensors, metadata)?)
+        state_dict::write(path, &tensors, metadata).map_err(FileError::of_checkpoint)
     }
 
     /// Reads and checks a checkpoint of `network` (built as `graph`): the file's structure, the
     /// network it holds (before any tensor is read), every tensor's name and shape, the epochs
     /// and recipe in its metadata, and its MD5.
-    pub fn load(path: &Path, network: &str, graph: &Graph) -> Result<Checkpoint, CheckpointError> {
-        let invalid = |why: String| CheckpointError::Invalid { path: path.to_path_buf(), why };
-        let file = TensorFile::open(path)?;
+    pub fn load(path: &Path, network: &str, graph: &Graph) -> Result<Checkpoint, FileError> {
+        let invalid = |why: String| FileError::checkpoint(path.to_path_buf(), Fault::Invalid(why));
+        let file = TensorFile::open(path).map_err(FileError::of_checkpoint)?;
         let meta = file.metadata();
         let field = |key: &str| meta.get(key).ok_or_else(|| invalid(format!("its metadata lacks `{key}`")));
         let saved = field("network")?;
         if saved != network {
-            return Err(CheckpointError::Mismatch {
-                path: path.to_path_buf(),
-                why: format!("it holds a {saved} network, not {network}"),
-            });
+            return Err(FileError::checkpoint(
+                path.to_path_buf(),
+                Fault::Mismatch(format!("it holds a {saved} network, not {network}")),
+            ));
         }
         fn number<T: std::str::FromStr>(key: &str, text: &str) -> Result<T, String> {
             text.parse().map_err(|_| format!("its metadata `{key}` is `{text}`, not a number"))
@@ -204,7 +145,8 @@ impl Checkpoint {
             lr: real("lr")?,
             momentum: real("momentum")?,
         };
-        let (values, velocity) = (file.params(graph, "")?, file.params(graph, MOMENTUM_PREFIX)?);
+        let params = |prefix| file.params(graph, prefix).map_err(FileError::of_checkpoint);
+        let (values, velocity) = (params("")?, params(MOMENTUM_PREFIX)?);
         let mut tensors = state_dict::named(graph, &values, "");
         tensors.extend(state_dict::named(graph, &velocity, MOMENTUM_PREFIX));
         if digest(tensors.iter().map(|t| (t.name.as_str(), t.values))) != *field("md5")? {
@@ -216,23 +158,23 @@ impl Checkpoint {
 
     /// Refuses to resume on other training data than the checkpoint's (`data_digest` of this
     /// run's): its epochs would not continue the saved ones.
-    pub fn check_data(&self, path: &Path, data_md5: &str) -> Result<(), CheckpointError> {
+    pub fn check_data(&self, path: &Path, data_md5: &str) -> Result<(), FileError> {
         if self.data_md5 == data_md5 {
             return Ok(());
         }
-        Err(CheckpointError::Mismatch {
-            path: path.to_path_buf(),
-            why: format!(
+        Err(FileError::checkpoint(
+            path.to_path_buf(),
+            Fault::Mismatch(format!(
                 "it was trained on other data (training images and labels with MD5 {}, this run's have {data_md5}); \
                  check --data-dir",
                 self.data_md5
-            ),
-        })
+            )),
+        ))
     }
 
     /// Refuses to resume a run whose recipe differs from the checkpoint's: the result would
     /// match neither.
-    pub fn check_fits(&self, path: &Path, asked: &Fingerprint) -> Result<(), CheckpointError> {
+    pub fn check_fits(&self, path: &Path, asked: &Fingerprint) -> Result<(), FileError> {
         let saved = &self.fingerprint;
         let fields = [
             ("--seed", saved.seed.to_string(), asked.seed.to_string()),
@@ -243,10 +185,10 @@ impl Checkpoint {
         ];
         for (flag, saved, asked) in fields {
             if saved != asked {
-                return Err(CheckpointError::Mismatch {
-                    path: path.to_path_buf(),
-                    why: format!("it was trained with {flag} {saved}, this run asks for {asked}"),
-                });
+                return Err(FileError::checkpoint(
+                    path.to_path_buf(),
+                    Fault::Mismatch(format!("it was trained with {flag} {saved}, this run asks for {asked}")),
+                ));
             }
         }
         Ok(())

@@ -199,15 +199,20 @@ impl Saving<'_> {
 
 /// A training error in the command line's words: what to change, as the flag to change it.
 fn with_flags(e: TrainError) -> Box<dyn std::error::Error> {
-    let fix = match &e {
-        TrainError::TooLarge { remedy: Remedy::FewerImages { split, count }, .. } => {
-            format!("use --limit-{split} to use fewer of the {count} {split} images")
+    match e {
+        TrainError::TooLarge { limit, remedy } => {
+            let fix = match remedy {
+                Remedy::FewerImages { split, count } => {
+                    format!("use --limit-{split} to use fewer of the {count} {split} images")
+                }
+                Remedy::SmallerBatch => "use a smaller --batch-size".into(),
+                Remedy::SmallerNetwork => remedy.to_string(),
+            };
+            format!("too large for this device: {limit}; {fix}").into()
         }
-        TrainError::TooLarge { remedy: Remedy::SmallerBatch, .. } => "use a smaller --batch-size".into(),
-        TrainError::NonFinite { .. } => "try a smaller learning rate (--lr)".into(),
-        _ => return e.into(),
-    };
-    format!("{e} ({fix})").into()
+        TrainError::NonFinite { .. } => format!("{e} (--lr)").into(),
+        e => e.into(),
+    }
 }
 
 /// Checks that `--checkpoint` can be written, and reads and checks the `--resume` checkpoint,

@@ -26,7 +26,14 @@
 //! let logits = g.linear("fc", x, 2)?;
 //! g.softmax_cross_entropy(logits, labels)?;
 //!
-//! let ctx = engine::GpuContext::new()?;
+//! let ctx = match engine::GpuContext::new() {
+//!     Ok(ctx) => ctx,
+//! #   // Skipped, and said so, where the GPU tests are (ENGINE_SKIP_GPU_TESTS=1, no adapter).
+//! #   Err(e) if std::env::var("ENGINE_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+//! #       return Ok(test_support::skipped("the models crate doctest", &e.to_string()));
+//! #   }
+//!     Err(e) => return Err(e.into()), // says how to install a driver
+//! };
 //! let recipe = Recipe { epochs: 5, batch_size: 8, norm: pictures.channel_statistics(), ..Recipe::default() };
 //! let mut trainer = Trainer::new(&ctx, &g, &pictures, Some(&pictures), recipe)?;
 //! let mut report = trainer.epoch(1, |_, _, _, _| {})?;

@@ -55,8 +55,9 @@ fn simple_cnn(g: &mut Graph, x: NodeId) -> Result<NodeId> {
     g.relu("relu2", x)
 }
 
-/// InceptionA: four branches concatenated along channels, 16 + 24 + 24 + 24 = 88 outputs.
-fn inception_a(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+/// The tutorial's InceptionA block on `x`, its layers named `name.branch1x1` and so on (its
+/// state_dict prefix): four branches concatenated along channels, 16 + 24 + 24 + 24 = 88 outputs.
+pub fn inception_a(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
     let layer = |part: &str| format!("{name}.{part}");
     let branch1x1 = g.conv2d(&layer("branch1x1"), x, 16, 1, 1, 0)?;
 
@@ -86,8 +87,9 @@ fn inception(g: &mut Graph, x: NodeId) -> Result<NodeId> {
     inception_a(g, "incep2", x)
 }
 
-/// ResBlock(c): relu(x + conv2(relu(conv1(x)))), 3×3 convolutions with padding 1.
-fn res_block(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+/// The tutorial's ResidualBlock on `x`, its layers named `name.conv1` and `name.conv2`:
+/// relu(x + conv2(relu(conv1(x)))), 3×3 convolutions with padding 1 keeping x's channels.
+pub fn res_block(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
     let channels = g.shape(x)?[0];
     let y = g.conv2d(&format!("{name}.conv1"), x, channels, 3, 1, 1)?;
     let y = g.relu(&format!("{name}.relu1"), y)?;

@@ -6,7 +6,8 @@
 //! test confusion matrix.
 
 use crate::curves::EpochPoint;
-use crate::state_dict::{self, TensorFile, WeightsError};
+use crate::files::FileError;
+use crate::state_dict::{self, TensorFile};
 use crate::train::EpochReport;
 use engine::graph::Graph;
 use std::collections::BTreeMap;
@@ -36,8 +37,8 @@ impl std::fmt::Display for RunDirError {
 
 impl std::error::Error for RunDirError {}
 
-impl From<WeightsError> for RunDirError {
-    fn from(e: WeightsError) -> Self {
+impl From<FileError> for RunDirError {
+    fn from(e: FileError) -> Self {
         RunDirError(e.to_string())
     }
 }

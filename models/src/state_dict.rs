@@ -7,11 +7,11 @@
 //! the `safetensors` crate checks the header's length, the tensors' offsets (in range, contiguous,
 //! not overlapping) and that each shape's size matches its bytes before any tensor is copied.
 
+use crate::files::{Fault, FileError};
 use engine::graph::Graph;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
-use std::fmt;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where a checkpoint keeps the SGD momentum buffers, apart from the weights (which keep their
@@ -22,46 +22,6 @@ pub const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
 /// 1 MB in f32), so a larger file is not theirs and is refused before it costs memory.
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
 
-/// Why a weights file cannot be read or written, or does not fit the network.
-#[derive(Debug)]
-pub enum WeightsError {
-    /// Reading or writing the file failed.
-    Io {
-        /// The file's path.
-        path: PathBuf,
-        /// The I/O error.
-        error: io::Error,
-    },
-    /// Not a safetensors file, or a damaged one.
-    Invalid {
-        /// The file's path.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: String,
-    },
-    /// A valid file whose tensors do not fit what was asked of it.
-    Mismatch {
-        /// The file's path.
-        path: PathBuf,
-        /// What does not fit.
-        why: String,
-    },
-}
-
-impl fmt::Display for WeightsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WeightsError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            WeightsError::Invalid { path, why } => {
-                write!(f, "{} is not a usable safetensors file: {why}", path.display())
-            }
-            WeightsError::Mismatch { path, why } => write!(f, "{} does not fit: {why}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for WeightsError {}
-
 /// A safetensors file read into memory and checked, whose tensors are taken by name.
 pub struct TensorFile {
     path: PathBuf,
@@ -71,8 +31,8 @@ pub struct TensorFile {
 impl TensorFile {
     /// Reads and checks the file at `path`, refusing one larger than [`MAX_FILE_BYTES`] before
     /// reading it.
-    pub fn open(path: &Path) -> Result<TensorFile, WeightsError> {
-        let io_error = |error| WeightsError::Io { path: path.to_path_buf(), error };
+    pub fn open(path: &Path) -> Result<TensorFile, FileError> {
+        let io_error = |error| FileError::weights(path.to_path_buf(), Fault::Io(error));
         let file = std::fs::File::open(path).map_err(io_error)?;
         let size = file.metadata().map_err(io_error)?.len();
         Self::check_size(path, size)?;
@@ -82,33 +42,31 @@ impl TensorFile {
     }
 
     /// A file already in memory (one a user picked in a web page, say); `name` names it in errors.
-    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<TensorFile, WeightsError> {
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<TensorFile, FileError> {
         Self::check_size(name, bytes.len() as u64)?;
         let tensors = TensorFile { path: name.to_path_buf(), bytes };
         tensors.parsed()?;
         Ok(tensors)
     }
 
-    fn check_size(path: &Path, size: u64) -> Result<(), WeightsError> {
+    fn check_size(path: &Path, size: u64) -> Result<(), FileError> {
         if size > MAX_FILE_BYTES {
-            return Err(WeightsError::Invalid {
-                path: path.to_path_buf(),
-                why: format!("it has {size} bytes, more than the {MAX_FILE_BYTES} any of these networks needs"),
-            });
+            let why = format!("it has {size} bytes, more than the {MAX_FILE_BYTES} any of these networks needs");
+            return Err(FileError::weights(path, Fault::Invalid(why)));
         }
         Ok(())
     }
 
-    fn parsed(&self) -> Result<SafeTensors<'_>, WeightsError> {
+    fn parsed(&self) -> Result<SafeTensors<'_>, FileError> {
         SafeTensors::deserialize(&self.bytes).map_err(|e| self.invalid(e.to_string()))
     }
 
-    fn invalid(&self, why: String) -> WeightsError {
-        WeightsError::Invalid { path: self.path.clone(), why }
+    fn invalid(&self, why: String) -> FileError {
+        FileError::weights(self.path.clone(), Fault::Invalid(why))
     }
 
-    fn mismatch(&self, why: String) -> WeightsError {
-        WeightsError::Mismatch { path: self.path.clone(), why }
+    fn mismatch(&self, why: String) -> FileError {
+        FileError::weights(self.path.clone(), Fault::Mismatch(why))
     }
 
     /// The file's metadata (string pairs; PyTorch writes `{"format": "pt"}`).
@@ -126,7 +84,7 @@ impl TensorFile {
     }
 
     /// Tensor `name` of dtype `dtype`: its shape and bytes.
-    fn raw(&self, name: &str, dtype: Dtype) -> Result<(Vec<usize>, &[u8]), WeightsError> {
+    fn raw(&self, name: &str, dtype: Dtype) -> Result<(Vec<usize>, &[u8]), FileError> {
         let parsed = self.parsed()?;
         let view = parsed.tensor(name).map_err(|_| self.mismatch(format!("it has no tensor `{name}`")))?;
         if view.dtype() != dtype {
@@ -137,13 +95,13 @@ impl TensorFile {
     }
 
     /// An f32 tensor: its shape and values.
-    pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
+    pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FileError> {
         let (shape, bytes) = self.raw(name, Dtype::F32)?;
         Ok((shape, bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))
     }
 
     /// A u8 tensor: its shape and values.
-    pub fn u8(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>), WeightsError> {
+    pub fn u8(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>), FileError> {
         let (shape, bytes) = self.raw(name, Dtype::U8)?;
         Ok((shape, bytes.to_vec()))
     }
@@ -151,7 +109,7 @@ impl TensorFile {
     /// `graph`'s packed parameters from the tensors named `prefix` + each parameter's name.
     /// A missing, wrongly shaped or non-f32 tensor is refused by name, and so is any other
     /// tensor under `prefix` (as PyTorch's `load_state_dict(strict=True)` refuses it).
-    pub fn params(&self, graph: &Graph, prefix: &str) -> Result<Vec<f32>, WeightsError> {
+    pub fn params(&self, graph: &Graph, prefix: &str) -> Result<Vec<f32>, FileError> {
         let mut packed = vec![0.0; graph.param_buffer_len()];
         for p in graph.params() {
             let name = format!("{prefix}{}", p.name);
@@ -199,9 +157,11 @@ pub fn named<'a>(graph: &Graph, packed: &'a [f32], prefix: &str) -> Vec<Named<'a
 }
 
 /// Writes f32 tensors and string metadata as a safetensors file, atomically.
-pub fn write(path: &Path, tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<(), WeightsError> {
-    let file = serialize(tensors, metadata).map_err(|why| WeightsError::Invalid { path: path.to_path_buf(), why })?;
-    crate::files::write_atomically(path, &file).map_err(|error| WeightsError::Io { path: path.to_path_buf(), error })
+pub fn write(path: &Path, tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<(), FileError> {
+    let file =
+        serialize(tensors, metadata).map_err(|why| FileError::weights(path.to_path_buf(), Fault::Invalid(why)))?;
+    crate::files::write_atomically(path, &file)
+        .map_err(|error| FileError::weights(path.to_path_buf(), Fault::Io(error)))
 }
 
 /// The bytes of a safetensors file of f32 tensors and string metadata (what [`write()`] writes).

@@ -63,8 +63,8 @@ fn assert_refused(run: (Output, Duration), words: &[&str]) {
 
 #[test]
 fn bombs_and_absurd_flags_are_refused_quickly_in_bounded_memory() {
-    let Some(ctx) = tests::gpu() else {
-        return; // skipped, and said so, by tests::gpu
+    let Some(ctx) = test_support::gpu::gpu() else {
+        return; // skipped, and said so, by test_support::gpu::gpu
     };
     // Counts that agree: 1.5 GB of images (2,000,000), or just more than the device binds where
     // that is more (a real GPU binds 2 GiB); --limit-train reads 1000 of them.
@@ -97,7 +97,7 @@ fn bombs_and_absurd_flags_are_refused_quickly_in_bounded_memory() {
 
 #[test]
 fn limits_above_the_dataset_use_all_of_it_and_say_so() {
-    if tests::gpu().is_none() {
+    if test_support::gpu::gpu().is_none() {
         return;
     }
     let dir = dataset("limits", 300, 300, 100, 100);

@@ -27,7 +27,7 @@ fn stdout_of(command: &mut Command) -> String {
 
 #[test]
 fn tutorial_tensors_prints_the_tutorials_shapes_and_numbers() {
-    if tests::gpu().is_none() {
+    if test_support::gpu::gpu().is_none() {
         return;
     }
     let out = stdout_of(&mut example("tutorial_tensors"));
@@ -48,7 +48,7 @@ fn tutorial_tensors_prints_the_tutorials_shapes_and_numbers() {
 
 #[test]
 fn lenet_trains_saves_loads_and_predicts() {
-    if tests::gpu().is_none() {
+    if test_support::gpu::gpu().is_none() {
         return;
     }
     let Some(data) = test_support::real_mnist_dir() else { return };

@@ -50,7 +50,7 @@ fn last_accuracy(out: &Path) -> f64 {
 
 #[test]
 fn mnist_as_pictures_trains_exactly_as_the_idx_files_and_predict_names_the_classes() {
-    let Some(ctx) = tests::gpu() else { return };
+    let Some(ctx) = test_support::gpu::gpu() else { return };
     let Some(data) = test_support::real_mnist_dir() else { return };
     let mnist = mnist_images(&mnist_loader::inspect(&data, false).unwrap().test.read(Some(2000)).unwrap());
     let dir = scratch("mnist");
@@ -127,7 +127,7 @@ fn colour_pictures_train_with_three_channels_and_the_networks_adapt_to_their_siz
     let blue = data.train.image(0);
     assert_eq!((blue[0], blue[256], blue[512]), (255, 255, 255), "white paper in all three planes");
     assert_eq!(data.train.labels()[24], 1, "green is class 1");
-    let Some(_) = tests::gpu() else { return };
+    let Some(_) = test_support::gpu::gpu() else { return };
     let out = dir.join("run");
     let run = |network: Network, extra: &[&str]| {
         let mut argv = vec![network.name(), "--image-folder", dir.to_str().unwrap(), "--batch-size", "8"];

@@ -66,7 +66,7 @@ fn variants(dir: &Path, i: usize, pixels: &[u8]) -> Vec<PathBuf> {
 
 #[test]
 fn pictures_of_test_images_get_the_digit_the_evaluation_gives_the_original() {
-    let Some(ctx) = tests::gpu() else { return };
+    let Some(ctx) = test_support::gpu::gpu() else { return };
     let Some(data) = test_support::real_mnist_dir() else { return };
     let dir = scratch("pictures");
     let model = TensorFile::open(&trained_model(&data, &dir)).unwrap();

@@ -20,7 +20,7 @@ fn csv(path: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn out_writes_weights_metrics_and_the_confusion_matrix_and_a_resume_continues_them() {
-    if tests::gpu().is_none() {
+    if test_support::gpu::gpu().is_none() {
         return;
     }
     let Some(data) = test_support::real_mnist_dir() else { return };

@@ -136,7 +136,7 @@ fn a_file_far_larger_than_any_network_is_refused_unread() {
 
 #[test]
 fn init_from_takes_a_state_dict_and_refuses_another_networks() {
-    if tests::gpu().is_none() {
+    if test_support::gpu::gpu().is_none() {
         return;
     }
     let Some(data) = test_support::real_mnist_dir() else { return };

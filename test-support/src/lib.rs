@@ -1,4 +1,8 @@
-//! Helpers the test suites of every crate share. No GPU dependency: the loader's tests use it.
+//! Helpers the test suites of every crate share. Without the `gpu` feature it has no GPU
+//! dependency (the loader's tests use it so); with it, `gpu` holds the GPU tests' helpers.
+
+#[cfg(feature = "gpu")]
+pub mod gpu;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;

@@ -55,7 +55,7 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
                 b.new_buf(weight_grad_partials_len(&g, oc), false, format!("{}.weight.grad.partials", node.name));
             let (w, dw, db) = (Buf::Param(weight), Buf::Grad(weight), Buf::Grad(bias));
             // The input gradient is one matmul (which can add into a gradient) unless col2im is needed.
-            let matmul_dx = g.stride == 1 || g.is_pointwise();
+            let matmul_dx = g.window.stride == 1 || g.is_pointwise();
             push_layer_backward(b, grads, x, matmul_dx, |dx, dx_accumulate| Instr::ConvBack {
                 g,
                 oc,

@@ -7,9 +7,10 @@ pub mod cpu;
 pub mod plan;
 pub mod program;
 
+pub use crate::context::PARAM_ALIGN;
 use crate::error::{Error, Result};
-use crate::ops::conv::ConvGeometry;
-use crate::ops::max_pool::PoolGeometry;
+use crate::ops::window::PoolGeometry;
+use crate::ops::window::{ConvGeometry, Window};
 use crate::rng::Rng;
 
 /// A node of the graph it was created by.
@@ -163,10 +164,6 @@ impl Param {
     }
 }
 
-/// Parameters are packed at 64-float (256-byte) boundaries: the storage offset alignment every
-/// backend accepts, so each parameter can be bound as its own slice of one buffer.
-pub const PARAM_ALIGN: usize = 64;
-
 /// A network as a list of named layers, each reading earlier ones; its learnable tensors are
 /// packed into one buffer. Build it with the layer methods, which infer and check each layer's
 /// output shape.
@@ -277,7 +274,7 @@ impl Graph {
     ) -> Result<NodeId> {
         let xi = self.node(name, x)?;
         let [c, h, w] = self.nodes[xi].shape;
-        let g = ConvGeometry { n: 1, c, h, w, kh: kernel, kw: kernel, stride, pad };
+        let g = ConvGeometry { n: 1, c, window: Window { h, w, kh: kernel, kw: kernel, stride, pad } };
         if out_channels == 0 || g.validate().is_err() {
             return Err(Error::Graph(format!(
                 "layer `{name}`: a {kernel}×{kernel} kernel at stride {stride}, padding {pad}, with {out_channels} \
@@ -294,7 +291,7 @@ impl Graph {
 
     fn pool_shape(&self, layer: &str, xi: usize, kernel: usize, stride: usize, pad: usize) -> Result<Shape> {
         let [c, h, w] = self.nodes[xi].shape;
-        let g = PoolGeometry { planes: c, h, w, k: kernel, stride, pad };
+        let g = PoolGeometry::new(c, h, w, kernel, stride, pad);
         if g.validate().is_err() {
             return Err(Error::Graph(format!(
                 "layer `{layer}`: a {kernel}×{kernel} pool at stride {stride}, padding {pad} does not fit its input of \

@@ -6,8 +6,8 @@
 use super::{Graph, Op};
 use crate::error::{Error, Result};
 use crate::ops::concat::ChannelCopy;
-use crate::ops::conv::ConvGeometry;
-use crate::ops::max_pool::PoolGeometry;
+use crate::ops::window::PoolGeometry;
+use crate::ops::window::{ConvGeometry, Window};
 
 /// A buffer of the program: an activation/gradient/scratch (`Act`, by index into
 /// `Program::buffers`), or a parameter or its gradient (by parameter index).
@@ -306,11 +306,11 @@ impl Builder<'_> {
     }
     pub fn conv_geometry(&self, x: usize, kernel: usize, stride: usize, pad: usize) -> ConvGeometry {
         let [c, h, w] = self.graph.nodes[x].shape;
-        ConvGeometry { n: self.batch, c, h, w, kh: kernel, kw: kernel, stride, pad }
+        ConvGeometry { n: self.batch, c, window: Window { h, w, kh: kernel, kw: kernel, stride, pad } }
     }
     pub fn pool_geometry(&self, x: usize, k: usize, stride: usize, pad: usize) -> PoolGeometry {
         let [c, h, w] = self.graph.nodes[x].shape;
-        PoolGeometry { planes: self.batch * c, h, w, k, stride, pad }
+        PoolGeometry::new(self.batch * c, h, w, k, stride, pad)
     }
     /// The copies that concatenate (or, backward, split) node `node`'s inputs along channels:
     /// (input node, the copy for concatenation, the copy for the split).

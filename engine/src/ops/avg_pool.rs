@@ -1,7 +1,8 @@
 //! avg_pool.wgsl: average pooling with count_include_pad = true (always divide by k·k, as
 //! PyTorch does by default), and its backward as a gather.
 
-use super::max_pool::{PoolGeometry, PoolParams};
+use super::max_pool::PoolParams;
+use super::window::PoolGeometry;
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
@@ -36,7 +37,7 @@ pub mod cpu {
 
     /// y = Σ window / (k·k).
     pub fn avg_pool_forward(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
-        let divisor = (g.k * g.k) as f32;
+        let divisor = (g.window.kh * g.window.kh) as f32;
         y[..g.output_len()].fill(0.0);
         g.taps(|o, i| y[o] += x[i]);
         y[..g.output_len()].iter_mut().for_each(|v| *v /= divisor);
@@ -44,7 +45,7 @@ pub mod cpu {
 
     /// `dx[pixel] = Σ dy / (k·k)` over the windows that hold the pixel.
     pub fn avg_pool_backward(g: &PoolGeometry, dy: &[f32], dx: &mut [f32]) {
-        let divisor = (g.k * g.k) as f32;
+        let divisor = (g.window.kh * g.window.kh) as f32;
         dx[..g.input_len()].fill(0.0);
         g.taps(|o, i| dx[i] += dy[o] / divisor);
     }

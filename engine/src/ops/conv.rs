@@ -10,10 +10,10 @@
 
 use super::add::sum_slices;
 use super::matmul::{matmul, matmul_fused, BSource, BiasAlong, Matmul, Operands, View};
-use super::window::Window;
+use super::window::ConvGeometry;
+use crate::context::PARAM_ALIGN;
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
-use crate::graph::PARAM_ALIGN;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
 crate::gpu_params! {
@@ -47,77 +47,19 @@ pub const IM2COL: KernelSpec = KernelSpec::new::<ConvParams>("conv", "im2col", &
 /// Reads dcols, writes dx; see [`col2im`].
 pub const COL2IM: KernelSpec = KernelSpec::new::<ConvParams>("conv", "col2im", &[(1, Read), (2, ReadWrite)]);
 
-/// Input [n, c, h, w] convolved with a kh×kw kernel at `stride` with `pad` zeros each side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    /// Batch size.
-    pub n: usize,
-    /// Input channels.
-    pub c: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Window step.
-    pub stride: usize,
-    /// Zeros on each side.
-    pub pad: usize,
-}
-
 impl ConvGeometry {
-    /// The kh×kw [`Window`] slid over each h×w plane.
-    pub fn window(&self) -> Window {
-        Window { h: self.h, w: self.w, kh: self.kh, kw: self.kw, stride: self.stride, pad: self.pad }
-    }
-    /// Output height.
-    pub fn oh(&self) -> usize {
-        self.window().oh()
-    }
-    /// Output width.
-    pub fn ow(&self) -> usize {
-        self.window().ow()
-    }
-    /// A 1×1 kernel at stride 1 without padding: the column matrix is the input itself.
-    pub fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
-    }
-    /// Rows of one image's column matrix: C·KH·KW.
-    pub fn col_rows(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-    /// Elements of the input, `[n, c, h, w]`.
-    pub fn input_len(&self) -> usize {
-        self.n * self.c * self.h * self.w
-    }
-    /// Elements of the column matrices of the whole batch, `[n, C·KH·KW, OH·OW]`.
-    pub fn cols_len(&self) -> usize {
-        self.n * self.col_rows() * self.oh() * self.ow()
-    }
-    /// Refuses a kernel that does not fit the padded input (or a zero stride or kernel side).
-    pub fn validate(&self) -> Result<()> {
-        if !self.window().fits() {
-            return Err(Error::Shape(format!(
-                "a {}×{} kernel at stride {} does not fit a padded {}×{} input",
-                self.kh, self.kw, self.stride, self.h, self.w
-            )));
-        }
-        Ok(())
-    }
+    /// conv.wgsl's parameters.
     fn params(&self) -> ConvParams {
         let u = |v: usize| v as u32;
         ConvParams {
             n: u(self.n),
             c: u(self.c),
-            h: u(self.h),
-            w: u(self.w),
-            kh: u(self.kh),
-            kw: u(self.kw),
-            stride: u(self.stride),
-            pad: u(self.pad),
+            h: u(self.window.h),
+            w: u(self.window.w),
+            kh: u(self.window.kh),
+            kw: u(self.window.kw),
+            stride: u(self.window.stride),
+            pad: u(self.window.pad),
             oh: u(self.oh()),
             ow: u(self.ow()),
         }
@@ -138,7 +80,7 @@ pub fn col2im(ctx: &GpuContext, g: &ConvGeometry, dcols: &Tensor, dx: &Tensor) -
     g.validate()?;
     dcols.check_len("col2im input", g.cols_len())?;
     dx.check_len("col2im output", g.input_len())?;
-    let grid = image_grid(g.n, g.c * g.h * g.w, "col2im")?;
+    let grid = image_grid(g.n, g.c * g.window.h * g.window.w, "col2im")?;
     ctx.dispatch(&COL2IM, &g.params(), &[dcols, dx], grid)
 }
 
@@ -162,13 +104,13 @@ pub mod cpu {
     /// Visits every tap of every window of every (image, input channel) plane of x:
     /// `visit(plane, oy, ox, ky, kx, pixel)`, pixel the tap's index in x (None on padding).
     fn taps(g: &ConvGeometry, visit: impl FnMut(usize, usize, usize, usize, usize, Option<usize>)) {
-        g.window().for_each_tap(g.n * g.c, visit);
+        g.window.for_each_tap(g.n * g.c, visit);
     }
 
     /// Where tap (ky, kx) of output (oy, ox) of a plane sits in the column matrix.
     /// Where each tap sits in the column matrix: `index(plane, oy, ox, ky, kx)`.
     fn col_index(g: &ConvGeometry) -> impl Fn(usize, usize, usize, usize, usize) -> usize {
-        let (kh, kw, ow, positions) = (g.kh, g.kw, g.ow(), g.oh() * g.ow());
+        let (kh, kw, ow, positions) = (g.window.kh, g.window.kw, g.ow(), g.oh() * g.ow());
         move |plane, oy, ox, ky, kx| ((plane * kh + ky) * kw + kx) * positions + oy * ow + ox
     }
 
@@ -198,7 +140,7 @@ pub mod cpu {
             let (n, c) = (plane / g.c, plane % g.c);
             if let Some(p) = pixel {
                 for o in 0..oc {
-                    let wv = w[((o * g.c + c) * g.kh + ky) * g.kw + kx];
+                    let wv = w[((o * g.c + c) * g.window.kh + ky) * g.window.kw + kx];
                     sums[(n * oc + o) * positions + oy * ow + ox] += x[p] as f64 * wv as f64;
                 }
             }
@@ -232,7 +174,7 @@ pub mod cpu {
             if let Some(p) = pixel {
                 for o in 0..oc {
                     let d = dy[(n * oc + o) * positions + oy * ow + ox];
-                    let wi = ((o * g.c + c) * g.kh + ky) * g.kw + kx;
+                    let wi = ((o * g.c + c) * g.window.kh + ky) * g.window.kw + kx;
                     dw[wi] += d * x[p];
                     dx[p] += d * w[wi];
                 }
@@ -292,7 +234,7 @@ pub fn weight_grad_product(g: &ConvGeometry, out_channels: usize, chunks: usize)
 /// W[o, c, tap] · dy[n, o, pixel + pad − tap], the taps as k and the output channels as the
 /// reduction.
 pub fn input_grad_product(g: &ConvGeometry, out_channels: usize) -> Matmul {
-    let (pixels, taps) = (g.h * g.w, g.kh * g.kw);
+    let (pixels, taps) = (g.window.h * g.window.w, g.window.kh * g.window.kw);
     Matmul {
         reduce: out_channels,
         a: View::row_major(taps).reduced(g.c * taps),
@@ -307,7 +249,7 @@ pub fn input_grad_product(g: &ConvGeometry, out_channels: usize) -> Matmul {
 /// Elements of the input gradient's scratch (`conv2d_backward`'s `dcols`): the column matrix's
 /// gradient where col2im needs it (stride above 1), else none.
 pub fn input_grad_scratch_len(g: &ConvGeometry) -> usize {
-    if g.stride > 1 && !g.is_pointwise() {
+    if g.window.stride > 1 && !g.is_pointwise() {
         g.cols_len()
     } else {
         1
@@ -403,7 +345,7 @@ pub struct InputGrad<'a> {
 fn input_grad(ctx: &GpuContext, c: &Conv2d, dy: &Tensor, to: &InputGrad) -> Result<Vec<Dispatch>> {
     let (g, oc, p, rows) = (&c.g, c.out_channels, c.g.oh() * c.g.ow(), c.g.col_rows());
     let accumulate = to.accumulate;
-    if g.stride == 1 && !g.is_pointwise() {
+    if g.window.stride == 1 && !g.is_pointwise() {
         return Ok(vec![matmul(ctx, &Matmul { accumulate, ..input_grad_product(g, oc) }, c.weight, dy, to.dx)?]);
     }
     let col_grad = Matmul {

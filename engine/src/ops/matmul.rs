@@ -3,7 +3,7 @@
 //! B may be a convolution's column matrix read from its input (implicit GEMM), and the epilogue
 //! adds a bias and applies ReLU, so a convolution or linear layer is one dispatch.
 
-use super::conv::ConvGeometry;
+use super::window::ConvGeometry;
 use crate::context::{GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access, Access::*, Dispatch, KernelSpec};
@@ -280,8 +280,12 @@ impl Matmul {
                 Ok(ConvGeometry { n: self.batch * self.reduce, ..g }.input_len())
             }
             BSource::ConvInputGrad(g) => {
-                let pixels = g.h * g.w;
-                if g.stride != 1 || self.k != g.kh * g.kw || self.n_inner != pixels || self.n % pixels != 0 {
+                let pixels = g.window.h * g.window.w;
+                if g.window.stride != 1
+                    || self.k != g.window.kh * g.window.kw
+                    || self.n_inner != pixels
+                    || self.n % pixels != 0
+                {
                     return mismatch("a stride-1 convolution, k its taps and n whole images of pixels");
                 }
                 Ok(self.n / pixels * self.reduce * g.oh() * g.ow())
@@ -423,12 +427,12 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
         col_folds: u(folds),
         b_view,
         c: conv(|g| g.c),
-        h: conv(|g| g.h),
-        w: conv(|g| g.w),
-        kh: conv(|g| g.kh),
-        kw: conv(|g| g.kw),
-        stride: conv(|g| g.stride),
-        pad: conv(|g| g.pad),
+        h: conv(|g| g.window.h),
+        w: conv(|g| g.window.w),
+        kh: conv(|g| g.window.kh),
+        kw: conv(|g| g.window.kw),
+        stride: conv(|g| g.window.stride),
+        pad: conv(|g| g.window.pad),
         ow: conv(ConvGeometry::ow),
         oh: conv(ConvGeometry::oh),
         bias_along: match s.bias {
@@ -454,19 +458,20 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
 /// The CPU reference of matmul.wgsl.
 pub mod cpu {
     use super::{BSource, BiasAlong, Matmul, View};
-    use crate::ops::conv::{self, ConvGeometry};
+    use crate::ops::conv;
+    use crate::ops::window::ConvGeometry;
 
     /// B of `BSource::ConvInputGrad` written out: [reduce][tap][image · h·w + pixel], from dy
     /// [images, reduce, oh, ow].
     fn transposed_columns(g: &ConvGeometry, channels: usize, images: usize, dy: &[f32]) -> Vec<f32> {
-        let (taps, pixels, n) = (g.kh * g.kw, g.h * g.w, images * g.h * g.w);
+        let (taps, pixels, n) = (g.window.kh * g.window.kw, g.window.h * g.window.w, images * g.window.h * g.window.w);
         let mut out = vec![0.0; channels * taps * n];
         for (o, t, image, pixel) in
             (0..channels * taps * images * pixels).map(|i| (i / (taps * n), i / n % taps, i % n / pixels, i % pixels))
         {
             let (y, x) = (
-                (pixel / g.w + g.pad) as isize - (t / g.kw) as isize,
-                (pixel % g.w + g.pad) as isize - (t % g.kw) as isize,
+                (pixel / g.window.w + g.window.pad) as isize - (t / g.window.kw) as isize,
+                (pixel % g.window.w + g.window.pad) as isize - (t % g.window.kw) as isize,
             );
             if (0..g.oh() as isize).contains(&y) && (0..g.ow() as isize).contains(&x) {
                 let at = ((image * channels + o) * g.oh() + y as usize) * g.ow() + x as usize;
@@ -509,9 +514,9 @@ pub mod cpu {
                 (columns(g, s.batch * s.reduce), Matmul { b: b_view, ..*s })
             }
             BSource::ConvInputGrad(g) => {
-                let stored = transposed_columns(&g, s.reduce, s.n / (g.h * g.w), b);
-                let b_view = View::row_major(s.n).reduced(g.kh * g.kw * s.n);
-                (stored, Matmul { b: b_view, b_col_outer: g.h * g.w, ..*s })
+                let stored = transposed_columns(&g, s.reduce, s.n / (g.window.h * g.window.w), b);
+                let b_view = View::row_major(s.n).reduced(g.window.kh * g.window.kw * s.n);
+                (stored, Matmul { b: b_view, b_col_outer: g.window.h * g.window.w, ..*s })
             }
         };
         for bi in 0..s.batch {

@@ -1,9 +1,9 @@
 //! max_pool.wgsl: max pooling with saved argmax (a ReLU after it fused in), and its backward as
 //! a gather.
 
-use super::window::Window;
+use super::window::PoolGeometry;
 use crate::context::{grid_1d, GpuContext, Tensor};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
 
 crate::gpu_params! {
@@ -40,80 +40,21 @@ pub const MAX_POOL_FORWARD: KernelSpec =
 pub const MAX_POOL_BACKWARD: KernelSpec =
     KernelSpec::new::<PoolParams>("max_pool", "max_pool_backward", &[(4, Read), (5, Read), (6, ReadWrite)]);
 
-/// `planes` = N·C planes of h×w pooled by a k×k window at `stride` with `pad` (floor mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolGeometry {
-    /// N·C planes pooled.
-    pub planes: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Window side (square windows).
-    pub k: usize,
-    /// Window step.
-    pub stride: usize,
-    /// Zeros on each side.
-    pub pad: usize,
-}
-
 impl PoolGeometry {
-    /// The k×k [`Window`] this pool slides.
-    pub fn window(&self) -> Window {
-        Window { h: self.h, w: self.w, kh: self.k, kw: self.k, stride: self.stride, pad: self.pad }
-    }
-    /// Output height.
-    pub fn oh(&self) -> usize {
-        self.window().oh()
-    }
-    /// Output width.
-    pub fn ow(&self) -> usize {
-        self.window().ow()
-    }
-    /// Elements of the input, `[planes, h, w]`.
-    pub fn input_len(&self) -> usize {
-        self.planes * self.h * self.w
-    }
-    /// Elements of the output (and argmax), `[planes, oh, ow]`.
-    pub fn output_len(&self) -> usize {
-        self.planes * self.oh() * self.ow()
-    }
-    /// The window fits, and padding is at most half of it (as PyTorch requires), so every window
-    /// holds at least one pixel.
-    pub fn validate(&self) -> Result<()> {
-        if !self.window().fits() || 2 * self.pad > self.k {
-            return Err(Error::Shape(format!(
-                "a {0}×{0} pool at stride {1} with padding {2} does not fit a {3}×{4} input (padding may be at most half the window)",
-                self.k, self.stride, self.pad, self.h, self.w
-            )));
-        }
-        Ok(())
-    }
     /// The kernels' parameters; `relu` only for max_pool_forward.
     pub(crate) fn params(&self, relu: bool) -> PoolParams {
         let u = |v: usize| v as u32;
         PoolParams {
             planes: u(self.planes),
-            h: u(self.h),
-            w: u(self.w),
-            k: u(self.k),
-            stride: u(self.stride),
-            pad: u(self.pad),
+            h: u(self.window.h),
+            w: u(self.window.w),
+            k: u(self.window.kh),
+            stride: u(self.window.stride),
+            pad: u(self.window.pad),
             oh: u(self.oh()),
             ow: u(self.ow()),
             relu: relu as u32,
         }
-    }
-
-    /// Visits every in-plane tap of every window: `visit(output index, input index)`. The CPU
-    /// references of both pools walk their windows through it.
-    pub(crate) fn taps(&self, mut visit: impl FnMut(usize, usize)) {
-        let (oh, ow) = (self.oh(), self.ow());
-        self.window().for_each_tap(self.planes, |plane, oy, ox, _, _, pixel| {
-            if let Some(i) = pixel {
-                visit((plane * oh + oy) * ow + ox, i);
-            }
-        });
     }
 }
 
@@ -163,7 +104,7 @@ pub mod cpu {
                 best[o] = Some((x[i], i));
             }
         });
-        let plane_len = g.h * g.w;
+        let plane_len = g.window.h * g.window.w;
         for (o, b) in best.into_iter().enumerate() {
             let (v, i) = b.expect("validated geometry puts a pixel in every window");
             let clamped = relu && !(v > 0.0) && !v.is_nan();
@@ -178,7 +119,7 @@ pub mod cpu {
         let outputs = g.oh() * g.ow();
         for o in (0..g.output_len()).filter(|&o| argmax[o] != NO_PIXEL) {
             let plane = o / outputs;
-            dx[plane * g.h * g.w + argmax[o] as usize] += dy[o];
+            dx[plane * g.window.h * g.window.w + argmax[o] as usize] += dy[o];
         }
     }
 }

@@ -11,8 +11,9 @@ use engine::ops::gather;
 use engine::ops::sgd::Sgd;
 use engine::rng::Rng;
 use engine::GpuContext;
+use models::train::MNIST_NORMALIZATION;
 use models::Network;
-use tests::{gpu, norm, Rig};
+use test_support::gpu::{gpu, norm, Rig};
 
 const BATCH: usize = 3; // odd on purpose: no tile or chunk divides it evenly
 
@@ -36,7 +37,7 @@ fn batch(seed: u64) -> Batch {
         }
     }
     let order: Vec<u32> = (0..BATCH as u32).collect();
-    let (x, y) = gather::cpu::gather_batch(&pixels, &labels, 784, &order, &[models::train::MNIST_NORMALIZATION]);
+    let (x, y) = gather::cpu::gather_batch(&pixels, &labels, 784, &order, &[MNIST_NORMALIZATION]);
     Batch { images: LabelledImages::new([1, 28, 28], pixels, labels).unwrap(), x, y }
 }
 
@@ -50,7 +51,7 @@ fn gpu_step(
     sgd: Sgd,
     plan_batch: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let rig = Rig::new(ctx, graph, params, &b.images, plan_batch, sgd);
+    let rig = Rig::new(ctx, graph, params, (&b.images, &[MNIST_NORMALIZATION]), plan_batch, sgd);
     rig.step(ctx);
     (ctx.read(&rig.params.grads).unwrap(), ctx.read(&rig.params.values).unwrap())
 }
@@ -70,7 +71,7 @@ fn check_network(network: Network) {
     for p in graph.params() {
         for i in [p.offset, p.offset + p.len() / 2 + 1] {
             let eps = 1e-3;
-            let fd = tests::finite_difference(&params, i, eps, loss);
+            let fd = test_support::gpu::finite_difference(&params, i, eps, loss);
             let analytic = reference.grads[i] as f64;
             assert!(
                 (fd - analytic).abs() < 2e-3 + 0.05 * analytic.abs(),
@@ -174,7 +175,7 @@ fn memory_is_shared_by_liveness() {
     let graph = Network::Resnet.build([1, 28, 28], 10).unwrap();
     let b = batch(1);
     let sgd = Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 };
-    let plan = Rig::new(ctx, &graph, &graph.init_params(1), &b.images, 3, sgd).plan;
+    let plan = Rig::new(ctx, &graph, &graph.init_params(1), (&b.images, &[MNIST_NORMALIZATION]), 3, sgd).plan;
     assert!(
         plan.activation_bytes * 10 < plan.unshared_bytes * 7,
         "sharing saves under 30%: {} of {} bytes",
@@ -249,8 +250,9 @@ fn a_graph_without_a_loss_or_with_a_zero_batch_is_refused() {
 fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
     // Independent of the graph and its program: the tutorial's forward written out with the CPU
     // reference ops, so a wrong layer order or a missing layer would show.
-    use engine::ops::conv::{cpu::conv2d_forward, ConvGeometry};
-    use engine::ops::max_pool::{cpu::max_pool_forward, PoolGeometry};
+    use engine::ops::conv::cpu::conv2d_forward;
+    use engine::ops::max_pool::cpu::max_pool_forward;
+    use engine::ops::window::{ConvGeometry, PoolGeometry, Window};
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
     let params = graph.init_params(5);
     let p = |name: &str| {
@@ -260,10 +262,10 @@ fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
     let b = batch(3);
     let n = BATCH;
     let conv_pool_relu = |x: &[f32], c: usize, hw: usize, oc: usize, layer: &str| {
-        let g = ConvGeometry { n, c, h: hw, w: hw, kh: 5, kw: 5, stride: 1, pad: 0 };
+        let g = ConvGeometry { n, c, window: Window { h: hw, w: hw, kh: 5, kw: 5, stride: 1, pad: 0 } };
         let mut y = vec![0.0; n * oc * g.oh() * g.ow()];
         conv2d_forward(&g, oc, x, p(&format!("{layer}.weight")), p(&format!("{layer}.bias")), &mut y);
-        let pool = PoolGeometry { planes: n * oc, h: g.oh(), w: g.ow(), k: 2, stride: 2, pad: 0 };
+        let pool = PoolGeometry::new(n * oc, g.oh(), g.ow(), 2, 2, 0);
         let (mut out, mut arg) = (vec![0.0; pool.output_len()], vec![0; pool.output_len()]);
         max_pool_forward(&pool, false, &y, &mut out, &mut arg);
         out.iter().map(|v| v.max(0.0)).collect::<Vec<f32>>()
@@ -279,5 +281,5 @@ fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
         .collect();
     let program = Program::build(&graph, n, Pass::Evaluation).unwrap();
     let got = cpu::run(&graph, &program, &params, &b.x, &b.y).logits;
-    tests::assert_close("simple_cnn logits", &got, &want, 1e-4, 1e-5);
+    test_support::gpu::assert_close("simple_cnn logits", &got, &want, 1e-4, 1e-5);
 }

@@ -1,16 +1,15 @@
-//! Shared helpers for the shader unit tests and end-to-end checks.
+//! What the GPU tests of every crate share (the `gpu` feature): one context a test binary, the
+//! tolerance check, finite differences, and a training plan with its own data.
 
-use engine::data::{GpuSplit, LabelledImages};
+use crate::skipped;
+use engine::data::{GpuSplit, LabelledImages, Normalization};
 use engine::graph::plan::{Parameters, Plan};
 use engine::graph::Graph;
 use engine::ops::sgd::Sgd;
 use engine::GpuContext;
-use models::train::MNIST_NORMALIZATION;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
-
-pub use test_support::{real_mnist_dir, skipped};
 
 /// Prints a line, once per test binary, where `cargo test` shows it: for what a device can or
 /// cannot run, which is no skip (a kernel variant the driver lacks).
@@ -39,7 +38,7 @@ pub fn gpu() -> Option<&'static GpuContext> {
     match ctx {
         Ok(c) => Some(c),
         Err(e) if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
-            skipped(&test_support::test_name(), &format!("no GPU ({SKIP_ENV}=1): {e}"));
+            skipped(&crate::test_name(), &format!("no GPU ({SKIP_ENV}=1): {e}"));
             None
         }
         Err(e) => panic!("{e}\n(set {SKIP_ENV}=1 to skip the GPU tests on a machine without one)"),
@@ -85,17 +84,17 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// A plan of `batch` rows training `graph` from `params` on `images` in their order (the
-    /// last batch padded).
+    /// A plan of `batch` rows training `graph` from `params` on `images` (normalized with
+    /// `norm`) in their order, the last batch padded.
     pub fn new(
         ctx: &GpuContext,
         graph: &Graph,
         params: &[f32],
-        images: &LabelledImages,
+        (images, norm): (&LabelledImages, &[Normalization]),
         batch: usize,
         sgd: Sgd,
     ) -> Rig {
-        let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false).unwrap();
+        let split = GpuSplit::upload(ctx, images, norm, batch, false).unwrap();
         let params = Parameters::upload(ctx, graph, params).unwrap();
         let plan = Plan::training(ctx, graph, &params, sgd, &split).unwrap();
         Rig { plan, params, split }

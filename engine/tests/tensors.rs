@@ -6,7 +6,7 @@ use engine::functional::cpu::{self as C, CpuTensor};
 use engine::functional::{self as F, Conv2d, GpuTensor, Linear};
 use engine::rng::Rng;
 use engine::GpuContext;
-use tests::{assert_close, gpu};
+use test_support::gpu::{assert_close, gpu};
 
 const INPUT_5X5: [f32; 25] =
     [3., 4., 6., 5., 7., 2., 4., 6., 8., 2., 1., 6., 7., 8., 4., 9., 7., 4., 6., 2., 3., 7., 5., 4., 1.];

@@ -3,8 +3,9 @@
 
 use clap::Parser;
 use engine::graph::Graph;
-use models::checkpoint::{Checkpoint, CheckpointError, Fingerprint};
+use models::checkpoint::{Checkpoint, Fingerprint};
 use models::cli::Args;
+use models::files::{Fault, FileError};
 use models::state_dict::{self, TensorFile, MOMENTUM_PREFIX};
 use models::Network;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ fn sample(graph: &Graph) -> Checkpoint {
 
 fn load_error(path: &Path) -> String {
     match Checkpoint::load(path, "simple_cnn", &simple_cnn()) {
-        Err(e @ CheckpointError::Invalid { .. }) => e.to_string(),
+        Err(e @ FileError { fault: Fault::Invalid(_), .. }) => e.to_string(),
         other => panic!("expected an invalid-checkpoint error, got {other:?}"),
     }
 }
@@ -136,7 +137,10 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
         assert!(e.contains(says) && e.contains(&format!("{what}.ckpt")), "{what}: {e}");
     }
     let missing = Checkpoint::load(&dir.join("absent.ckpt"), "simple_cnn", &graph).expect_err("absent");
-    assert!(matches!(missing, CheckpointError::Io { .. }) && missing.to_string().contains("absent.ckpt"), "{missing}");
+    assert!(
+        matches!(missing, FileError { fault: Fault::Io(_), .. }) && missing.to_string().contains("absent.ckpt"),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -169,8 +173,8 @@ fn a_checkpoint_of_another_network_or_recipe_is_refused() {
 /// parameters and velocity, bit for bit: the resumed run sees the same batches in the same order.
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
-    let Some(_) = tests::gpu() else { return };
-    let Some(data_dir) = tests::real_mnist_dir() else { return };
+    let Some(_) = test_support::gpu::gpu() else { return };
+    let Some(data_dir) = test_support::real_mnist_dir() else { return };
     let dir = scratch_dir("resume");
     let run = |extra: &[&str]| {
         let mut argv = vec!["simple_cnn", "--no-download", "--limit-train", "640", "--limit-test", "64"];

@@ -24,7 +24,7 @@ use engine::ops::softmax_cross_entropy::Metrics;
 use models::state_dict::TensorFile;
 use models::train::MNIST_NORMALIZATION;
 use models::Network;
-use tests::{gpu, norm, Rig};
+use test_support::gpu::{gpu, norm, repeated, Rig};
 
 const BATCH: usize = 16;
 const STEPS: usize = 3;
@@ -47,8 +47,8 @@ struct Fixture {
 }
 
 fn fixture(network: Network) -> Fixture {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{}.safetensors", network.name()));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../tests/fixtures/{}.safetensors", network.name()));
     let file = TensorFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(file.metadata().get("network").map(String::as_str), Some(network.name()));
     let graph = network.build([1, 28, 28], 10).unwrap();
@@ -84,7 +84,7 @@ fn cpu_outputs(f: &Fixture) -> Outputs {
 
 /// The GPU plans' outputs: an evaluation plan's logits, then three training steps.
 fn gpu_outputs(ctx: &engine::GpuContext, f: &Fixture) -> Outputs {
-    let rig = Rig::new(ctx, &f.graph, &f.init, &tests::repeated(&f.images, STEPS), BATCH, SGD);
+    let rig = Rig::new(ctx, &f.graph, &f.init, (&repeated(&f.images, STEPS), &[MNIST_NORMALIZATION]), BATCH, SGD);
     let eval_split = GpuSplit::upload(ctx, &f.images, &[MNIST_NORMALIZATION], BATCH, false).unwrap();
     let eval = Plan::evaluation(ctx, &f.graph, &rig.params, &eval_split).unwrap();
     eval.submit(ctx, None).unwrap();

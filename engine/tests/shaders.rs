@@ -64,7 +64,7 @@ fn every_shader_validates_and_has_compute_entry_points() {
 fn every_shader_translates_to_spirv_msl_and_hlsl() {
     let spirv_val = Command::new("spirv-val").arg("--version").output().is_ok();
     if !spirv_val {
-        tests::skipped(
+        test_support::skipped(
             "spirv-val checks of the SPIR-V",
             "spirv-val not found (apt-get install spirv-tools); the SPIR-V is generated but not checked",
         );

@@ -4,7 +4,7 @@
 
 use engine::ops::gather::{self, GpuImages, Normalization};
 use models::train::{epoch_permutation, MNIST_NORMALIZATION};
-use tests::{assert_close, gpu};
+use test_support::gpu::{assert_close, gpu};
 
 fn pixel(image: usize, row: usize, col: usize) -> u8 {
     ((image * 31 + row * 7 + col * 3) % 256) as u8

@@ -10,10 +10,11 @@
 //! summed), the rounding of f32 sums accumulated in another order; the gather's normalization
 //! to 1e-5 relative.
 
+use engine::ops::window::{ConvGeometry, PoolGeometry, Window};
 use engine::ops::{add, avg_pool, concat, conv, gather, matmul, max_pool, relu, sgd, softmax_cross_entropy as sce};
 use engine::rng::Rng;
 use engine::{Dispatch, GpuContext, Tensor};
-use tests::{assert_close, finite_difference, gpu};
+use test_support::gpu::{assert_close, finite_difference, gpu};
 
 fn up(ctx: &GpuContext, data: &[f32]) -> Tensor {
     ctx.upload(data, "test").unwrap()
@@ -42,7 +43,10 @@ fn matmul_kernels(ctx: &GpuContext) -> Vec<matmul::MatmulKernel> {
     if ctx.report.cpu_lanes_8() {
         vec![matmul::MatmulKernel::Tiled, matmul::MatmulKernel::Subgroup]
     } else {
-        tests::note(&format!("matmul_subgroup not run: {} is not a CPU driver with 8-lane subgroups", ctx.report));
+        test_support::gpu::note(&format!(
+            "matmul_subgroup not run: {} is not a CPU driver with 8-lane subgroups",
+            ctx.report
+        ));
         vec![matmul::MatmulKernel::Tiled]
     }
 }
@@ -205,15 +209,15 @@ fn matmul_refuses_views_past_the_buffer() {
 
 // ---------------------------------------------------------------- convolution
 
-fn geometries() -> Vec<(conv::ConvGeometry, usize)> {
-    let g = |n, c, h, w, k, stride, pad| conv::ConvGeometry { n, c, h, w, kh: k, kw: k, stride, pad };
+fn geometries() -> Vec<(ConvGeometry, usize)> {
+    let g = |n, c, h, w, k, stride, pad| ConvGeometry { n, c, window: Window { h, w, kh: k, kw: k, stride, pad } };
     vec![
         (g(1, 1, 1, 1, 1, 1, 0), 1), // a single pixel
         (g(1, 1, 7, 7, 3, 1, 1), 3), // 3×3 pad 1
         (g(3, 2, 9, 7, 5, 2, 2), 4), // odd sizes, stride 2
         (g(2, 5, 6, 6, 1, 1, 0), 7), // 1×1: the column matrix is the input
         // A 3×2 kernel at stride 3, wider than it: some pixels feed no column at all.
-        (conv::ConvGeometry { n: 2, c: 3, h: 8, w: 10, kh: 3, kw: 2, stride: 3, pad: 1 }, 2),
+        (ConvGeometry { n: 2, c: 3, window: Window { h: 8, w: 10, kh: 3, kw: 2, stride: 3, pad: 1 } }, 2),
         (g(64, 1, 28, 28, 5, 1, 0), 10),  // simple_cnn conv1
         (g(64, 10, 12, 12, 5, 1, 0), 20), // simple_cnn conv2
         (g(64, 16, 12, 12, 5, 1, 2), 24), // InceptionA 5×5 branch
@@ -249,7 +253,7 @@ fn im2col_and_col2im_match_cpu_exactly() {
 fn im2col_and_col2im_fold_images_past_65535_workgroups() {
     let Some(ctx) = gpu() else { return };
     // 2 images of 2100×2100: 4.41 million elements each, more than 65535 workgroups of 64.
-    let g = conv::ConvGeometry { n: 2, c: 1, h: 2100, w: 2100, kh: 1, kw: 1, stride: 1, pad: 0 };
+    let g = ConvGeometry { n: 2, c: 1, window: Window { h: 2100, w: 2100, kh: 1, kw: 1, stride: 1, pad: 0 } };
     let x = Rng::new(7).uniform_vec(g.input_len(), 1.0);
     let cols = dirty(ctx, g.cols_len());
     let got = run_and_read(ctx, &[conv::im2col(ctx, &g, &up(ctx, &x), &cols).unwrap()], &cols);
@@ -283,7 +287,7 @@ fn col2im_is_the_adjoint_of_im2col() {
 fn implicit_conv_products_equal_im2col_then_matmul() {
     let Some(ctx) = gpu() else { return };
     // All but inception conv2, whose CPU reference alone would take most of a minute.
-    let affordable = |(g, oc): &(conv::ConvGeometry, usize)| g.cols_len() * oc < 50_000_000;
+    let affordable = |(g, oc): &(ConvGeometry, usize)| g.cols_len() * oc < 50_000_000;
     for (i, (g, oc)) in geometries().into_iter().filter(affordable).enumerate() {
         let (p, rows) = (g.oh() * g.ow(), g.col_rows());
         let mut rng = Rng::new(500 + i as u64);
@@ -306,7 +310,7 @@ fn implicit_conv_products_equal_im2col_then_matmul() {
             reference(conv::weight_grad_product(&g, oc, chunks), g.n * oc * p, chunks * oc * rows, 530 + i as u64);
         }
         // The transposed convolution of dy (stride 1), against the CPU with dy written out.
-        if g.stride == 1 {
+        if g.window.stride == 1 {
             let dy = rng.uniform_vec(g.n * oc * p, 1.0);
             check_matmul_on(ctx, &conv::input_grad_product(&g, oc), oc * rows, &dy, g.input_len(), 540 + i as u64);
         }
@@ -349,25 +353,31 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
             steps.extend(conv::conv2d_backward(ctx, &layer, &dyt, &dw, &db, &partials, to(false)).unwrap());
             let dx_got = run_and_read(ctx, &steps, &dx);
             let terms = g.n * g.oh() * g.ow();
-            assert_close(&format!("conv dx {g:?}"), &dx_got, &dx_want, 1e-4, sum_tol(oc * g.kh * g.kw));
+            assert_close(&format!("conv dx {g:?}"), &dx_got, &dx_want, 1e-4, sum_tol(oc * g.window.kh * g.window.kw));
             assert_close(&format!("conv dw {g:?}"), &ctx.read(&dw).unwrap(), &dw_want, 1e-4, sum_tol(terms));
             assert_close(&format!("conv db {g:?}"), &ctx.read(&db).unwrap(), &db_want, 1e-4, sum_tol(terms));
             // A second contribution added straight into dx, where one matmul computes it.
             let again = conv::conv2d_backward(ctx, &layer, &dyt, &dw, &db, &partials, to(true));
-            if g.stride > 1 && !g.is_pointwise() {
+            if g.window.stride > 1 && !g.is_pointwise() {
                 assert!(again.is_err(), "col2im cannot accumulate: {g:?}");
                 continue;
             }
             let twice: Vec<f32> = dx_want.iter().map(|v| 2.0 * v).collect();
             let got = run_and_read(ctx, &again.unwrap(), &dx);
-            assert_close(&format!("conv dx added in {g:?}"), &got, &twice, 1e-4, 2.0 * sum_tol(oc * g.kh * g.kw));
+            assert_close(
+                &format!("conv dx added in {g:?}"),
+                &got,
+                &twice,
+                1e-4,
+                2.0 * sum_tol(oc * g.window.kh * g.window.kw),
+            );
         }
     }
 }
 
 #[test]
 fn conv2d_cpu_backward_matches_finite_differences() {
-    let g = conv::ConvGeometry { n: 2, c: 2, h: 5, w: 4, kh: 3, kw: 3, stride: 1, pad: 1 };
+    let g = ConvGeometry { n: 2, c: 2, window: Window { h: 5, w: 4, kh: 3, kw: 3, stride: 1, pad: 1 } };
     let oc = 3;
     let mut rng = Rng::new(400);
     let x = rng.uniform_vec(g.input_len(), 1.0);
@@ -410,7 +420,7 @@ fn linear_forward_and_backward_match_the_cpu_reference() {
         let b = rng.uniform_vec(outputs, 0.1);
         let dy = rng.uniform_vec(n * outputs, 1.0);
         // CPU reference: a 1×1 convolution over 1×1 images is exactly a linear layer.
-        let g = conv::ConvGeometry { n, c: inputs, h: 1, w: 1, kh: 1, kw: 1, stride: 1, pad: 0 };
+        let g = ConvGeometry { n, c: inputs, window: Window { h: 1, w: 1, kh: 1, kw: 1, stride: 1, pad: 0 } };
         let mut y_want = vec![0.0; n * outputs];
         conv::cpu::conv2d_forward(&g, outputs, &x, &w, &b, &mut y_want);
         let (mut dx_want, mut dw_want, mut db_want) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
@@ -543,8 +553,8 @@ fn elementwise_backward_passes_match_finite_differences() {
 
 // ---------------------------------------------------------------- pooling
 
-fn pools() -> Vec<max_pool::PoolGeometry> {
-    let g = |planes, h, w, k, stride, pad| max_pool::PoolGeometry { planes, h, w, k, stride, pad };
+fn pools() -> Vec<PoolGeometry> {
+    let g = PoolGeometry::new;
     vec![
         g(1, 2, 2, 2, 2, 0),
         g(3, 7, 5, 2, 2, 0),         // odd sizes drop the last row/column (floor mode)
@@ -605,7 +615,7 @@ fn avg_pool_matches_cpu() {
 #[test]
 fn avg_pool_counts_padding_like_pytorch() {
     // A 3×3 window at a corner of a 2×2 image of ones sees 4 pixels and 5 zeros: 4/9, not 1.
-    let g = max_pool::PoolGeometry { planes: 1, h: 2, w: 2, k: 3, stride: 1, pad: 1 };
+    let g = PoolGeometry::new(1, 2, 2, 3, 1, 1);
     let mut y = vec![0.0; 4];
     avg_pool::cpu::avg_pool_forward(&g, &[1.0; 4], &mut y);
     assert_eq!(y, vec![4.0 / 9.0; 4]);
@@ -613,7 +623,7 @@ fn avg_pool_counts_padding_like_pytorch() {
 
 #[test]
 fn pool_backward_passes_match_finite_differences() {
-    let g = max_pool::PoolGeometry { planes: 2, h: 5, w: 6, k: 3, stride: 2, pad: 1 };
+    let g = PoolGeometry::new(2, 5, 6, 3, 2, 1);
     let mut rng = Rng::new(1200);
     let x = rng.uniform_vec(g.input_len(), 1.0);
     let probe = rng.uniform_vec(g.output_len(), 1.0);
@@ -837,7 +847,7 @@ fn sgd_momentum_matches_cpu_over_several_steps() {
 #[test]
 fn gather_batch_matches_cpu_and_follows_the_step_counter() {
     let Some(ctx) = gpu() else { return };
-    let mnist = [models::train::MNIST_NORMALIZATION];
+    let mnist = [gather::Normalization { mean: 0.1307, std: 0.3081 }]; // MNIST's
     check_gather(ctx, 37, [1, 13, 1], 8, &mnist); // odd sizes: images straddle u32 words
     check_gather(ctx, 200, [1, 28, 28], 64, &mnist); // MNIST images, the tutorial's batch
                                                      // Three channels, each with its own statistics: each plane is normalized by its channel's.
@@ -882,7 +892,7 @@ fn timestamp_queries_time_each_dispatch_where_the_device_has_them() {
         }
         None => {
             assert!(!ctx.report.timestamps);
-            tests::note("no TIMESTAMP_QUERY on this device: timing falls back to the wall clock");
+            test_support::gpu::note("no TIMESTAMP_QUERY on this device: timing falls back to the wall clock");
         }
     }
     let x = ctx.read::<f32>(&x).unwrap();

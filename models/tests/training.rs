@@ -8,12 +8,12 @@ use engine::ops::sgd::Sgd;
 use engine::ops::softmax_cross_entropy::Metrics;
 use mnist_loader::DatasetInfo;
 use models::cli::Args;
-use models::train::{mnist_images, Recipe, TrainError, Trainer};
+use models::train::{mnist_images, Recipe, TrainError, Trainer, MNIST_NORMALIZATION};
 use models::Network;
-use tests::{gpu, Rig};
+use test_support::gpu::{gpu, repeated, Rig};
 
 fn real_mnist() -> Option<DatasetInfo> {
-    let dir = tests::real_mnist_dir()?;
+    let dir = test_support::real_mnist_dir()?;
     Some(mnist_loader::inspect(&dir, false).unwrap_or_else(|e| panic!("{e}")))
 }
 
@@ -45,9 +45,9 @@ fn step_losses(network: Network, steps: usize, batch: usize) -> Option<Vec<f32>>
     let ctx = gpu()?;
     let data = real_mnist()?;
     let graph = network.build([1, 28, 28], 10).unwrap();
-    let images = tests::repeated(&mnist_images(&data.train.read(Some(batch)).unwrap()), steps);
+    let images = repeated(&mnist_images(&data.train.read(Some(batch)).unwrap()), steps);
     let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
-    let rig = Rig::new(ctx, &graph, &graph.init_params(1), &images, batch, sgd);
+    let rig = Rig::new(ctx, &graph, &graph.init_params(1), (&images, &[MNIST_NORMALIZATION]), batch, sgd);
     let mut losses = Vec::new();
     let mut before = 0.0;
     for _ in 0..steps {
