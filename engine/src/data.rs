@@ -93,21 +93,23 @@ impl LabelledImages {
     /// centres it.
     pub fn channel_statistics(&self) -> Vec<Normalization> {
         let (channels, plane) = (self.shape[0], self.shape[1] * self.shape[2]);
-        let mut sums = vec![(0u64, 0u64); channels];
+        let mut sums = vec![(0u128, 0u128); channels];
         for image in self.pixels.chunks(self.image_len()) {
             for (c, sum) in sums.iter_mut().enumerate() {
                 for &p in &image[c * plane..][..plane] {
-                    (sum.0, sum.1) = (sum.0 + p as u64, sum.1 + (p as u64) * (p as u64));
+                    let p = u128::from(p);
+                    (sum.0, sum.1) = (sum.0 + p, sum.1 + p * p);
                 }
             }
         }
-        let count = (self.len() * plane).max(1) as f64;
+        let count = (self.len() * plane).max(1) as u128;
         sums.into_iter()
             .map(|(sum, squares)| {
-                let mean = sum as f64 / count / 255.0;
-                let variance = (squares as f64 / count / (255.0 * 255.0) - mean * mean).max(0.0);
-                let std = if variance > 0.0 { variance.sqrt() } else { 1.0 };
-                Normalization { mean: mean as f32, std: std as f32 }
+                // count² · variance, exactly: zero only for a channel of one value everywhere.
+                let spread = count * squares - sum * sum;
+                let scale = count as f64 * 255.0;
+                let std = if spread == 0 { 1.0 } else { (spread as f64).sqrt() / scale };
+                Normalization { mean: (sum as f64 / scale) as f32, std: std as f32 }
             })
             .collect()
     }

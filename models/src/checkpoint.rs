@@ -24,7 +24,7 @@ const MAX_EPOCHS: u64 = 1 << 31;
 
 /// What a resumed run must share with the run that saved the checkpoint: anything else would
 /// train on other batches or take other steps.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Fingerprint {
     /// `--seed`: the initialisation and every epoch's shuffle.
     pub seed: u64,
@@ -36,6 +36,8 @@ pub struct Fingerprint {
     pub lr: f32,
     /// `--momentum`: the SGD momentum.
     pub momentum: f32,
+    /// `--mean` and `--std`, as the weights' metadata writes them (`0.1307` and `0.3081`).
+    pub normalization: (String, String),
 }
 
 /// A run's state after a whole epoch, and what it takes to resume it exactly.
@@ -105,6 +107,8 @@ impl Checkpoint {
             ("train_count", f.train_count.to_string()),
             ("lr", f.lr.to_string()),
             ("momentum", f.momentum.to_string()),
+            ("mean", f.normalization.0.clone()),
+            ("std", f.normalization.1.clone()),
             ("data_md5", self.data_md5.clone()),
             ("md5", digest(tensors.iter().map(|t| (t.name.as_str(), t.values)))),
         ]
@@ -144,6 +148,11 @@ impl Checkpoint {
             train_count: num("train_count")?,
             lr: real("lr")?,
             momentum: real("momentum")?,
+            // Checkpoints older than per-channel normalization were all MNIST's.
+            normalization: (
+                meta.get("mean").cloned().unwrap_or_else(|| "0.1307".into()),
+                meta.get("std").cloned().unwrap_or_else(|| "0.3081".into()),
+            ),
         };
         let params = |prefix| file.params(graph, prefix).map_err(FileError::of_checkpoint);
         let (values, velocity) = (params("")?, params(MOMENTUM_PREFIX)?);
@@ -182,6 +191,8 @@ impl Checkpoint {
             ("training images (--limit-train)", saved.train_count.to_string(), asked.train_count.to_string()),
             ("--lr", saved.lr.to_string(), asked.lr.to_string()),
             ("--momentum", saved.momentum.to_string(), asked.momentum.to_string()),
+            ("--mean", saved.normalization.0.clone(), asked.normalization.0.clone()),
+            ("--std", saved.normalization.1.clone(), asked.normalization.1.clone()),
         ];
         for (flag, saved, asked) in fields {
             if saved != asked {

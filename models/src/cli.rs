@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Train on your own pictures instead of MNIST: DIR/train/CLASS/* and DIR/test/CLASS/*
-    /// (torchvision's ImageFolder layout; PNG, JPEG, BMP, PGM/PPM). Gray pictures train with one
-    /// channel, others as RGB.
+    /// (torchvision's ImageFolder layout; PNG, JPEG, BMP, PGM/PPM). A dataset whose pictures are
+    /// all gray trains with one channel, otherwise RGB.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["data_dir", "no_download"])]
     pub image_folder: Option<PathBuf>,
     /// Resize every picture of --image-folder to H×W pixels (needed when their sizes differ).
@@ -57,10 +57,11 @@ pub struct Args {
     /// training pictures' own). Needs --mean.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = positive_number, requires = "mean")]
     pub std: Option<Vec<f32>>,
-    /// Train on the first N training images only.
+    /// Train on the first N training images only (of an image folder: N drawn at random with
+    /// --seed, since its pictures are sorted by class).
     #[arg(long, value_parser = at_least_one)]
     pub limit_train: Option<usize>,
-    /// Evaluate on the first N test images only.
+    /// Evaluate on the first N test images only (of an image folder: N drawn at random).
     #[arg(long, value_parser = at_least_one)]
     pub limit_test: Option<usize>,
     /// Never download: fail if the files are not in the data directory.
@@ -102,25 +103,26 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     let source = Source::open(args)?;
     let [train_count, test_count] = source.counts();
     let graph = network.build(source.shape(), source.classes())?;
-    let fingerprint = Fingerprint {
-        seed: args.seed,
-        batch_size: args.batch_size as u64,
-        train_count: train_count as u64,
-        lr: args.lr,
-        momentum: args.momentum,
-    };
-    let resume = checkpoints(network, args, &graph, &fingerprint)?;
-    let mut run_dir = args.out.as_deref().map(|dir| RunDir::open(dir, args.resume.is_some())).transpose()?;
-    let initial = match &args.init_from {
-        Some(path) => Some(TensorFile::open(path)?.params(&graph, "")?),
-        None => None,
-    };
     let recipe = Recipe {
         epochs: args.epochs,
         batch_size: args.batch_size,
         sgd: Sgd { lr: args.lr, momentum: args.momentum, weight_decay: 0.0 },
         seed: args.seed,
         norm: source.normalization(args)?,
+    };
+    let fingerprint = Fingerprint {
+        seed: args.seed,
+        batch_size: args.batch_size as u64,
+        train_count: train_count as u64,
+        lr: args.lr,
+        momentum: args.momentum,
+        normalization: (recipe.mean_text(), recipe.std_text()),
+    };
+    let resume = checkpoints(network, args, &graph, &fingerprint)?;
+    let mut run_dir = args.out.as_deref().map(|dir| RunDir::open(dir, args.resume.is_some())).transpose()?;
+    let initial = match &args.init_from {
+        Some(path) => Some(TensorFile::open(path)?.params(&graph, "")?),
+        None => None,
     };
     let mut metadata = weights_metadata(network, &recipe);
     metadata.extend(source.metadata());
@@ -190,7 +192,8 @@ impl Saving<'_> {
         }
         if let Some(path) = &args.checkpoint {
             let network = self.network.name().to_string();
-            let (fingerprint, data_md5, epochs_done) = (self.fingerprint, self.data_md5.clone(), report.epoch as u64);
+            let (fingerprint, data_md5, epochs_done) =
+                (self.fingerprint.clone(), self.data_md5.clone(), report.epoch as u64);
             Checkpoint { network, epochs_done, fingerprint, values, velocity, data_md5 }.save(path, self.graph)?;
         }
         Ok(())

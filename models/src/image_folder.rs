@@ -16,8 +16,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The extensions of the pictures a class folder's files are taken as (any case), as
-/// torchvision's `IMG_EXTENSIONS` less the formats this build does not decode.
+/// The extensions of the files a class folder's pictures are found by (any case): those of
+/// torchvision's `IMG_EXTENSIONS` this build decodes, and the other netpbm ones.
 pub const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "pgm", "ppm", "pnm", "pbm"];
 
 /// The most pixel bytes a dataset may take in memory (RGB, both splits): 4 GiB.
@@ -31,6 +31,8 @@ pub struct FolderDataset {
     pub test: LabelledImages,
     /// The class folders' names, sorted.
     pub classes: Vec<String>,
+    /// The pictures each split holds, before the limits chose among them.
+    pub found: [usize; 2],
 }
 
 /// What an image folder could not be read for.
@@ -70,14 +72,32 @@ fn layout(path: &Path, why: impl Into<String>) -> FolderError {
 
 const LAYOUT: &str = "an image folder holds DIR/train/<class>/* and DIR/test/<class>/*";
 
-/// Reads the image folder at `dir`, resizing every picture to `resize` ([height, width]) when
-/// given; `progress(done, total)` sees the decoding advance.
+/// How an image folder is read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FolderOptions {
+    /// Resize every picture to [height, width] (else all must share one size).
+    pub resize: Option<[u32; 2]>,
+    /// Read at most this many training and test pictures: a subset drawn with `seed` (a
+    /// folder's pictures are sorted by class, so the first N would miss classes), chosen before
+    /// anything is decoded.
+    pub limits: [Option<usize>; 2],
+    /// Seeds the subsets.
+    pub seed: u64,
+}
+
+/// Reads the image folder at `dir` as `options` say; `progress(done, total)` sees the decoding
+/// advance.
 pub fn load(
     dir: &Path,
-    resize: Option<[u32; 2]>,
+    options: &FolderOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<FolderDataset, FolderError> {
-    let (classes, files) = scan(dir)?;
+    let (classes, mut files) = scan(dir)?;
+    let found = [files[0].len(), files[1].len()];
+    for (split, limit) in files.iter_mut().zip(options.limits) {
+        *split = subset(std::mem::take(split), limit, options.seed);
+    }
+    let resize = options.resize;
     let all: Vec<&PathBuf> = files.iter().flatten().map(|(path, _)| path).collect();
     let [height, width] = match resize {
         Some(size) => size,
@@ -109,7 +129,18 @@ pub fn load(
         let labels = std::mem::take(&mut split.labels);
         LabelledImages::new(shape, std::mem::take(&mut split.pixels), labels).expect("one image per label")
     });
-    Ok(FolderDataset { train, test, classes })
+    Ok(FolderDataset { train, test, classes, found })
+}
+
+/// `limit` of `files` drawn without repetition in an order seeded by `seed`, kept in their
+/// order; all of them without a limit.
+fn subset(files: Vec<(PathBuf, u32)>, limit: Option<usize>, seed: u64) -> Vec<(PathBuf, u32)> {
+    let Some(limit) = limit.filter(|&n| n < files.len()) else { return files };
+    let mut chosen = vec![false; files.len()];
+    for &i in &crate::train::epoch_permutation(files.len() as u32, seed, u64::MAX)[..limit] {
+        chosen[i as usize] = true;
+    }
+    files.into_iter().zip(chosen).filter_map(|(file, keep)| keep.then_some(file)).collect()
 }
 
 /// The sorted class names and each split's pictures with their labels, after checking the
@@ -183,12 +214,14 @@ fn pictures_of(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u32)>, 
     Ok(out)
 }
 
-/// Adds the pictures in `folder` and its subfolders to `found`.
+/// Adds the pictures in `folder` and its subfolders to `found`. Links to folders are not
+/// followed (a link back up would loop); links to files are.
 fn walk(folder: &Path, found: &mut Vec<PathBuf>) -> Result<(), FolderError> {
     let entries = std::fs::read_dir(folder).map_err(|e| layout(folder, format!("cannot be read ({e})")))?;
     for entry in entries {
-        let path = entry.map_err(|e| layout(folder, format!("cannot be read ({e})")))?.path();
-        if path.is_dir() {
+        let entry = entry.map_err(|e| layout(folder, format!("cannot be read ({e})")))?;
+        let (path, is_dir) = (entry.path(), entry.file_type().is_ok_and(|t| t.is_dir()));
+        if is_dir {
             walk(&path, found)?;
         } else if path
             .extension()

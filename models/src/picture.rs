@@ -32,9 +32,24 @@ fn reason(e: ImageError) -> String {
     }
 }
 
+/// Refuses a picture with no pixel (some formats' headers allow a side of 0).
+fn not_empty((w, h): (u32, u32)) -> Result<(u32, u32), String> {
+    match w == 0 || h == 0 {
+        true => Err(format!("the picture is {w}×{h} pixels: it holds no pixel")),
+        false => Ok((w, h)),
+    }
+}
+
 /// The picture at `path`, decoded.
 pub fn decode(path: &Path) -> Result<DynamicImage, String> {
-    reader(path)?.decode().map_err(reason)
+    let picture = reader(path)?.decode().map_err(reason)?;
+    not_empty((picture.width(), picture.height()))?;
+    Ok(picture)
+}
+
+/// The picture's (width, height), from its header alone.
+pub fn dimensions(path: &Path) -> Result<(u32, u32), String> {
+    not_empty(reader(path)?.into_dimensions().map_err(reason)?)
 }
 
 /// Composites a picture over white paper: transparent pixels count as white.
@@ -47,9 +62,4 @@ pub fn on_white(mut rgba: RgbaImage) -> RgbaImage {
         p[3] = 255;
     }
     rgba
-}
-
-/// The picture's (width, height), from its header alone.
-pub fn dimensions(path: &Path) -> Result<(u32, u32), String> {
-    reader(path)?.into_dimensions().map_err(reason)
 }

@@ -49,13 +49,16 @@ impl InputSpec {
                 .map(|list| list.ok_or_else(|| format!("its metadata's `{key}` is not a list of numbers")))
                 .transpose()
         };
+        let side = |d: f32| (1.0..=MAX_SIDE as f32).contains(&d) && d.fract() == 0.0;
         let shape = match numbers("input_shape")? {
             None => [1, SIDE, SIDE],
             Some(dims) => match dims[..] {
-                [c, h, w] if [c, h, w].iter().all(|&d| d >= 1.0 && d.fract() == 0.0) => {
-                    [c as usize, h as usize, w as usize]
+                [c, h, w] if (c == 1.0 || c == 3.0) && side(h) && side(w) => [c as usize, h as usize, w as usize],
+                _ => {
+                    return Err(format!(
+                        "its metadata's `input_shape` is not 1 or 3 channels and two sides from 1 to {MAX_SIDE}"
+                    ))
                 }
-                _ => return Err("its metadata's `input_shape` is not three whole numbers".into()),
             },
         };
         let norm = match (numbers("mean")?, numbers("std")?) {

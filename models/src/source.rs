@@ -5,8 +5,8 @@
 
 use crate::cli::Args;
 use crate::flags::limit_note;
-use crate::image_folder::{self, FolderDataset};
-use crate::train::{epoch_permutation, mnist_images, MNIST_NORMALIZATION};
+use crate::image_folder::{self, FolderDataset, FolderOptions};
+use crate::train::{mnist_images, MNIST_NORMALIZATION};
 use engine::data::{LabelledImages, Normalization};
 use engine::graph::Shape;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,7 +28,7 @@ pub enum Source {
     Folder {
         /// The folder.
         dir: PathBuf,
-        /// Its decoded splits (already limited).
+        /// Its decoded splits (only the pictures the limits chose).
         data: FolderDataset,
     },
 }
@@ -68,14 +68,14 @@ impl Source {
                 bar.set_position(done as u64);
             }
         };
-        let resize = args.resize.map(|(h, w)| [h, w]);
-        let mut data = image_folder::load(dir, resize, &progress)?;
+        let limits = [args.limit_train, args.limit_test];
+        let options = FolderOptions { resize: args.resize.map(|(h, w)| [h, w]), limits, seed: args.seed };
+        let data = image_folder::load(dir, &options, &progress)?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        // A folder's images are sorted by class: a limit takes a seeded random subset.
-        data.train = subset("train", &data.train, args.limit_train, args.seed)?;
-        data.test = subset("test", &data.test, args.limit_test, args.seed)?;
+        images_used("train", args.limit_train, data.found[0]);
+        images_used("test", args.limit_test, data.found[1]);
         Ok(Source::Folder { dir: dir.clone(), data })
     }
 
@@ -164,16 +164,4 @@ impl Source {
             Source::Folder { data, .. } => Ok((data.train, data.test)),
         }
     }
-}
-
-/// `limit` images of `set` drawn without repetition in a seeded order, or all of them.
-fn subset(what: &str, set: &LabelledImages, limit: Option<usize>, seed: u64) -> Result<LabelledImages, engine::Error> {
-    let count = images_used(what, limit, set.len());
-    if count == set.len() {
-        return Ok(set.clone());
-    }
-    let mut chosen: Vec<usize> =
-        epoch_permutation(set.len() as u32, seed, u64::MAX)[..count].iter().map(|&i| i as usize).collect();
-    chosen.sort_unstable();
-    set.select(&chosen)
 }

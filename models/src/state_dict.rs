@@ -110,6 +110,13 @@ impl TensorFile {
     /// A missing, wrongly shaped or non-f32 tensor is refused by name, and so is any other
     /// tensor under `prefix` (as PyTorch's `load_state_dict(strict=True)` refuses it).
     pub fn params(&self, graph: &Graph, prefix: &str) -> Result<Vec<f32>, FileError> {
+        // A network larger than any file read here cannot be in it: refused before allocating.
+        if graph.param_count() as u64 * 4 > MAX_FILE_BYTES {
+            let count = graph.param_count();
+            return Err(
+                self.mismatch(format!("the network has {count} parameters, more than any weights file read here"))
+            );
+        }
         let mut packed = vec![0.0; graph.param_buffer_len()];
         for p in graph.params() {
             let name = format!("{prefix}{}", p.name);

@@ -58,6 +58,18 @@ pub struct Recipe {
     pub norm: Vec<Normalization>,
 }
 
+impl Recipe {
+    /// Each channel's mean, comma-separated, as the weights' metadata writes it.
+    pub fn mean_text(&self) -> String {
+        self.norm.iter().map(|n| n.mean.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Each channel's standard deviation, comma-separated.
+    pub fn std_text(&self) -> String {
+        self.norm.iter().map(|n| n.std.to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
 impl Default for Recipe {
     fn default() -> Self {
         Recipe {
@@ -80,8 +92,8 @@ pub fn weights_metadata(network: Network, recipe: &Recipe) -> BTreeMap<String, S
         ("momentum", recipe.sgd.momentum.to_string()),
         ("epochs", recipe.epochs.to_string()),
         ("normalization", normalization_text(&recipe.norm)),
-        ("mean", recipe.norm.iter().map(|n| n.mean.to_string()).collect::<Vec<_>>().join(",")),
-        ("std", recipe.norm.iter().map(|n| n.std.to_string()).collect::<Vec<_>>().join(",")),
+        ("mean", recipe.mean_text()),
+        ("std", recipe.std_text()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

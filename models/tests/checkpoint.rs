@@ -23,7 +23,8 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 fn fingerprint(seed: u64, batch_size: u64, train_count: u64, lr: f32, momentum: f32) -> Fingerprint {
-    Fingerprint { seed, batch_size, train_count, lr, momentum }
+    let normalization = ("0.1307".to_string(), "0.3081".to_string());
+    Fingerprint { seed, batch_size, train_count, lr, momentum, normalization }
 }
 
 fn simple_cnn() -> Graph {
@@ -163,6 +164,10 @@ fn a_checkpoint_of_another_network_or_recipe_is_refused() {
         (fingerprint(7, 64, 5000, 0.01, 0.5), "training images"),
         (fingerprint(7, 64, 60000, 0.02, 0.5), "--lr 0.01, this run asks for 0.02"),
         (fingerprint(7, 64, 60000, 0.01, 0.9), "--momentum 0.5"),
+        (
+            Fingerprint { normalization: ("0.5".into(), "0.3081".into()), ..recipe.clone() },
+            "--mean 0.1307, this run asks for 0.5",
+        ),
     ] {
         let e = ck.check_fits(&path, &recipe).expect_err(says).to_string();
         assert!(e.contains(says) && e.contains("x.ckpt"), "{e}");

@@ -8,7 +8,7 @@ use clap::Parser;
 use engine::data::LabelledImages;
 use image::{ImageBuffer, Luma, Rgb, Rgba};
 use models::cli::Args;
-use models::image_folder::{self, FolderError};
+use models::image_folder::{self, FolderError, FolderOptions};
 use models::train::{mnist_images, Recipe, Trainer};
 use models::Network;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ fn scratch(name: &str) -> PathBuf {
 fn no_progress(_: usize, _: usize) {}
 
 fn load(dir: &Path, resize: Option<[u32; 2]>) -> Result<image_folder::FolderDataset, FolderError> {
-    image_folder::load(dir, resize, &no_progress)
+    image_folder::load(dir, &FolderOptions { resize, ..FolderOptions::default() }, &no_progress)
 }
 
 /// Writes `pixels` (28×28 gray) as `split/<class>/<index>.png`, as RGB every other image.
@@ -121,6 +121,10 @@ fn colour_folder(dir: &Path, side: u32) {
 fn colour_pictures_train_with_three_channels_and_the_networks_adapt_to_their_size() {
     let dir = scratch("colour");
     colour_folder(&dir, 16);
+    let limited = FolderOptions { limits: [Some(30), Some(9)], seed: 3, ..FolderOptions::default() };
+    let some = image_folder::load(&dir, &limited, &no_progress).unwrap();
+    assert_eq!((some.train.len(), some.test.len(), some.found), (30, 9, [72, 72]), "chosen before decoding");
+    assert_eq!(some.train.classes(), 3, "a seeded subset, not the first class's pictures");
     let data = load(&dir, None).unwrap();
     assert_eq!(data.classes, ["blue", "green", "red"]);
     assert_eq!((data.train.shape(), data.train.len(), data.test.len()), ([3, 16, 16], 72, 72));
@@ -162,6 +166,10 @@ fn transparency_is_white_paper_and_gray_pictures_give_one_channel() {
     assert_eq!(data.train.shape(), [1, 4, 8], "gray, resized to 4×8");
     let data = load(&dir, None).unwrap();
     assert_eq!(data.train.image(0), [10, 10, 255, 255, 10, 10, 255, 255]);
+    // A channel of one value everywhere is centred, not blown up: its deviation is 1.
+    let flat = LabelledImages::new([1, 2, 2], vec![1; 8], vec![0, 1]).unwrap();
+    assert_eq!(flat.channel_statistics()[0].std, 1.0);
+    assert_eq!(flat.channel_statistics()[0].mean, 1.0 / 255.0);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -198,6 +206,14 @@ fn broken_folders_are_refused_naming_the_file_and_the_fix() {
     ImageBuffer::<Luma<u8>, _>::from_pixel(7, 6, Luma([9])).save(dir.join("train/b/2.png")).unwrap();
     expect("other size", &["train/b/2.png", "7×6", "6×6", "--resize"]);
     assert_eq!(load(&dir, Some([6, 6])).unwrap().train.shape(), [1, 6, 6], "--resize accepts them");
+
+    std::fs::write(dir.join("train/b/2.pgm"), b"P5 0 6 255\n").unwrap();
+    expect("no pixel", &["train/b/2.pgm", "holds no pixel"]);
+    std::fs::remove_file(dir.join("train/b/2.pgm")).unwrap();
+    // A link back up is not followed: no endless walk.
+    std::os::unix::fs::symlink("..", dir.join("train/b/up")).unwrap();
+    assert_eq!(load(&dir, Some([6, 6])).unwrap().train.len(), 3);
+    std::fs::remove_file(dir.join("train/b/up")).unwrap();
 
     std::fs::write(dir.join("train/b/2.png"), b"not a picture at all").unwrap();
     expect("not a picture", &["train/b/2.png", "not a PNG"]);

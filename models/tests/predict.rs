@@ -203,3 +203,32 @@ fn canvas_pixels_are_prepared_as_picture_files_are() {
     assert!(mnist_digit_rgba(Vec::new(), 0, 0).unwrap_err().contains("empty"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A weights file's metadata is refused when it asks for an input no picture can be made into,
+/// before anything is allocated for it.
+#[test]
+fn hostile_metadata_is_refused_before_anything_is_allocated() {
+    let spec = |pairs: &[(&str, &str)]| {
+        let metadata = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        InputSpec::from_metadata(&metadata)
+    };
+    assert!(spec(&[]).unwrap().is_mnist(), "PyTorch's files say nothing: MNIST's digits");
+    for shape in ["100000,100000,100000", "1,100000,100000", "3,0,5", "2,28,28", "1,28", "x,1,1", "1,28.5,28"] {
+        let e = spec(&[("input_shape", shape)]).expect_err(shape);
+        assert!(e.contains("input_shape"), "{shape}: {e}");
+    }
+    let e = spec(&[("input_shape", "3,32,32"), ("mean", "0.5"), ("std", "0.2")]).expect_err("one channel of three");
+    assert!(e.contains("one normalization per channel"), "{e}");
+    let e = spec(&[("input_shape", "3,32,32"), ("mean", "0.5,0.5,0.5"), ("std", "0.2,0,0.2")]).expect_err("std 0");
+    assert!(e.contains("one normalization per channel"), "{e}");
+    let e = spec(&[("classes", "[\"cat\", 3]")]).expect_err("not names");
+    assert!(e.contains("classes"), "{e}");
+    let ok = spec(&[
+        ("input_shape", "3,32,32"),
+        ("mean", "0.5,0.4,0.3"),
+        ("std", "0.2,0.2,0.2"),
+        ("classes", "[\"cat\", \"dog\"]"),
+    ]);
+    let ok = ok.unwrap();
+    assert_eq!((ok.shape, ok.class_count(), ok.is_mnist()), ([3, 32, 32], 2, false));
+}

@@ -157,7 +157,7 @@ impl PoolGeometry {
     /// holds at least one pixel.
     pub fn validate(&self) -> Result<()> {
         let w = &self.window;
-        if !w.fits() || 2 * w.pad > w.kh {
+        if !w.fits() || w.kh != w.kw || 2 * w.pad > w.kh {
             return Err(Error::Shape(format!(
                 "a {0}×{0} pool at stride {1} with padding {2} does not fit a {3}×{4} input (padding may be at most half the window)",
                 w.kh, w.stride, w.pad, w.h, w.w
