@@ -9,6 +9,7 @@
 //! `load_weights(name, bytes)` at any time after.
 #![cfg(target_arch = "wasm32")]
 
+use engine::data::Normalization;
 use engine::graph::Graph;
 use engine::ops::sgd::Sgd;
 use engine::{GpuContext, LimitsRequest};
@@ -16,7 +17,7 @@ use mnist_loader::Dataset;
 use models::flags::{at_least_one, limit_note, non_negative};
 use models::predict::{classify_async, mnist_digit_rgba, network_of, InputSpec};
 use models::state_dict::{self, TensorFile};
-use models::train::{mnist_images, weights_metadata, Recipe, Trainer, MNIST_NORMALIZATION};
+use models::train::{mnist_images, weights_metadata, Recipe, Trainer};
 use models::Network;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ struct Model {
     graph: Rc<Graph>,
     params: Vec<f32>,
     metadata: BTreeMap<String, String>,
+    /// How its inputs were normalized (MNIST's, or the weights file's `--mean`/`--std`).
+    norm: Vec<Normalization>,
 }
 
 /// The values of the native flags of the same names.
@@ -231,7 +234,8 @@ impl Engine {
             js_sys::Reflect::set(&result, &"trainLoss".into(), &report.train_loss.into())?;
             js_sys::Reflect::set(&result, &"accuracy".into(), &report.test_accuracy().into())?;
             let graph = state.graph.clone().expect("built with the trainer");
-            state.model = Some(Rc::new(Model { graph, params, metadata }));
+            let norm = settings.recipe.norm.clone();
+            state.model = Some(Rc::new(Model { graph, params, metadata, norm }));
             Ok(result.into())
         })
     }
@@ -250,7 +254,8 @@ impl Engine {
         let params = file.params(&graph, "").map_err(js_error)?;
         let mut metadata = file.metadata();
         metadata.insert("network".into(), network.name().into());
-        self.state.borrow_mut().model = Some(Rc::new(Model { graph: Rc::new(graph), params, metadata }));
+        let model = Model { graph: Rc::new(graph), params, metadata, norm: spec.norm };
+        self.state.borrow_mut().model = Some(Rc::new(model));
         Ok(network.name().into())
     }
 
@@ -273,9 +278,8 @@ impl Engine {
         future_to_promise(async move {
             let model = model.map_err(JsValue::from)?;
             let digit = mnist_digit_rgba(rgba, width, height).map_err(js_value)?;
-            let probabilities = classify_async(Some(ctx), &model.graph, &model.params, &digit, &[MNIST_NORMALIZATION])
-                .await
-                .map_err(js_value)?;
+            let probabilities =
+                classify_async(Some(ctx), &model.graph, &model.params, &digit, &model.norm).await.map_err(js_value)?;
             let result = js_sys::Object::new();
             js_sys::Reflect::set(&result, &"digit".into(), &js_sys::Uint8Array::from(&digit[..]))?;
             js_sys::Reflect::set(&result, &"probabilities".into(), &js_sys::Float32Array::from(&probabilities[0][..]))?;
