@@ -133,7 +133,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     let sizes = [("train", train_count, image_len), ("test", test_count, image_len)];
     check_device_fits(&ctx, &graph, args.batch_size, &sizes).map_err(with_flags)?;
     let [c, h, w] = source.shape();
-    let dir = source.dir().to_path_buf();
+    let (dir, class_names) = (source.dir().to_path_buf(), source.class_names());
     let (train, test) = source.read()?;
     let data_md5 = data_digest(&train);
     if let Some((path, saved)) = &resume {
@@ -161,6 +161,10 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
             report.epoch,
             confusion_table(&report.confusion)
         );
+        if let Some(names) = class_names {
+            let legend: Vec<String> = names.iter().enumerate().map(|(i, n)| format!("{i} = {n}")).collect();
+            println!("classes: {}", legend.join(", "));
+        }
     }
     Ok(())
 }

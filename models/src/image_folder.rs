@@ -325,9 +325,15 @@ fn keep_first_plane(pixels: &mut Vec<u8>, plane: usize) {
     pixels.shrink_to_fit();
 }
 
+/// Threads that decode at once: every core, but at most 8, since each may hold a picture's
+/// decoding (up to 160 MB), its RGBA copy (up to 256 MB) and its resized copy at the same time.
+fn decoding_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+}
+
 /// `f` of every item, on every core, in order.
 fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = decoding_threads();
     let per_thread = items.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> =
@@ -338,7 +344,7 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
 
 /// `f` of every item, consumed, on every core, in order.
 fn parallel_consume<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = decoding_threads();
     let per_thread = items.len().div_ceil(threads).max(1);
     let mut chunks = Vec::new();
     while !items.is_empty() {

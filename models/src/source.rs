@@ -95,6 +95,14 @@ impl Source {
         }
     }
 
+    /// An image folder's class names (a label indexes them); None for MNIST's digits.
+    pub fn class_names(&self) -> Option<Vec<String>> {
+        match self {
+            Source::Mnist { .. } => None,
+            Source::Folder { data, .. } => Some(data.classes.clone()),
+        }
+    }
+
     /// Training and test images used.
     pub fn counts(&self) -> [usize; 2] {
         match self {
