@@ -113,6 +113,14 @@ impl GpuTensor {
     }
 }
 
+/// The bias's buffer, or `len` zeros for a layer without one (the kernels always add a bias).
+fn bias_or_zeros(ctx: &GpuContext, bias: Option<&GpuTensor>, len: usize) -> Result<Tensor> {
+    match bias {
+        Some(b) => Ok(b.buffer.clone()),
+        None => ctx.zeros(len, "no bias"),
+    }
+}
+
 fn check_data(shape: &[usize], len: usize) -> Result<()> {
     if shape.is_empty() || shape.contains(&0) {
         return Err(Error::Shape(format!("a tensor of shape {shape:?}: every dimension must be at least 1")));
@@ -247,11 +255,7 @@ pub fn conv2d(
 ) -> Result<GpuTensor> {
     let (g, oc) = conv_geometry(x, weight, bias, stride, padding)?;
     let y = GpuTensor::new_like(ctx, vec![g.n, oc, g.oh(), g.ow()])?;
-    let zeros = match bias {
-        Some(_) => None,
-        None => Some(ctx.zeros(oc, "no bias")?),
-    };
-    let bias = bias.map_or_else(|| zeros.as_ref().expect("made above"), |b| &b.buffer);
+    let bias = &bias_or_zeros(ctx, bias, oc)?;
     let layer = conv::Conv2d { g, out_channels: oc, x: &x.buffer, weight: &weight.buffer, bias };
     let dispatches = conv::conv2d_forward(ctx, &layer, false, None, &y.buffer)?;
     ctx.submit(&dispatches, None)?;
@@ -286,11 +290,7 @@ pub fn relu(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
 pub fn linear(ctx: &GpuContext, x: &GpuTensor, weight: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
     let [n, inputs, outputs] = linear_shape(x, weight, bias)?;
     let y = GpuTensor::new_like(ctx, vec![n, outputs])?;
-    let zeros = match bias {
-        Some(_) => None,
-        None => Some(ctx.zeros(outputs, "no bias")?),
-    };
-    let bias = bias.map_or_else(|| zeros.as_ref().expect("made above"), |b| &b.buffer);
+    let bias = &bias_or_zeros(ctx, bias, outputs)?;
     let layer = matmul::Linear { n, inputs, outputs, x: &x.buffer, weight: &weight.buffer, bias };
     let dispatches = matmul::linear_forward(ctx, &layer, &y.buffer)?;
     ctx.submit(&dispatches, None)?;

@@ -1,6 +1,6 @@
 //! Training checkpoints: the parameters and SGD velocity after a whole epoch, with the recipe that
 //! produced them, so that a long run can stop and resume exactly where it was. Each epoch's
-//! shuffle depends only on the seed and the epoch number, so a resumed run trains on the same
+//! shuffle depends only on `--seed` and the epoch number, so a resumed run trains on the same
 //! batches, in the same order, as one that never stopped.
 //!
 //! The file is safetensors: the weights under their state_dict names (so PyTorch's `load_file`

@@ -11,7 +11,6 @@
 use crate::picture;
 use engine::data::LabelledImages;
 use image::imageops::{self, FilterType};
-use image::RgbaImage;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -237,34 +236,27 @@ fn walk(folder: &Path, found: &mut Vec<PathBuf>) -> Result<(), FolderError> {
 /// The one size [height, width] every picture has, read from their headers; refused naming the
 /// first picture of another size.
 fn common_size(files: &[&PathBuf]) -> Result<[u32; 2], FolderError> {
-    let sizes = parallel_map(files, |path| picture::dimensions(path).map_err(|why| picture_error(path, why)));
-    let first = sizes[0].as_ref().map_err(clone_error)?;
-    for (path, size) in files.iter().zip(&sizes) {
-        let (w, h) = size.as_ref().map_err(clone_error)?;
-        if (w, h) != (&first.0, &first.1) {
+    let sizes = parallel_map(files.to_vec(), |path| picture::dimensions(path).map_err(|why| picture_error(path, why)));
+    let mut first = None;
+    for (path, size) in files.iter().zip(sizes) {
+        let (w, h) = size?;
+        let (first_w, first_h) = *first.get_or_insert((w, h));
+        if (w, h) != (first_w, first_h) {
             return Err(picture_error(
                 path,
                 format!(
-                    "is {w}×{h} pixels but {} is {}×{}: all pictures must share one size; use --resize HxW",
+                    "is {w}×{h} pixels but {} is {first_w}×{first_h}: all pictures must share one size; use --resize HxW",
                     files[0].display(),
-                    first.0,
-                    first.1
                 ),
             ));
         }
     }
-    Ok([first.1, first.0])
+    let (w, h) = first.expect("every split holds a picture");
+    Ok([h, w])
 }
 
 fn picture_error(path: &Path, why: String) -> FolderError {
     FolderError::Picture { path: path.to_owned(), why }
-}
-
-fn clone_error(e: &FolderError) -> FolderError {
-    match e {
-        FolderError::Layout { path, why } => layout(path, why.clone()),
-        FolderError::Picture { path, why } => picture_error(path, why.clone()),
-    }
 }
 
 /// One split's pictures decoded to RGB planes (CHW), their labels, and whether all are gray.
@@ -285,7 +277,7 @@ fn decode_all(
     let image_len = 3 * height as usize * width as usize;
     let mut pixels = vec![0u8; files.len() * image_len];
     let slots: Vec<(&mut [u8], &(PathBuf, u32))> = pixels.chunks_mut(image_len).zip(files).collect();
-    let results = parallel_consume(slots, |(slot, (path, _))| {
+    let results = parallel_map(slots, |(slot, (path, _))| {
         let picture = picture::decode(path).map_err(|why| picture_error(path, why))?;
         let rgba = picture::on_white(picture.to_rgba8());
         let rgba = if resize { imageops::resize(&rgba, width, height, FilterType::Triangle) } else { rgba };
@@ -294,24 +286,13 @@ fn decode_all(
             return Err(picture_error(path, format!("is {w}×{h} pixels, not {width}×{height}; use --resize HxW")));
         }
         tick();
-        Ok(write_planes(&rgba, slot))
+        Ok(picture::write_planes(&rgba, slot))
     });
     let mut gray = true;
     for result in results {
         gray &= result?;
     }
     Ok(Decoded { pixels, labels: files.iter().map(|(_, label)| *label).collect(), gray })
-}
-
-/// Writes the red, green and blue planes into `slot`; returns whether the picture is gray.
-fn write_planes(rgba: &RgbaImage, slot: &mut [u8]) -> bool {
-    let plane = slot.len() / 3;
-    let mut gray = true;
-    for (i, p) in rgba.pixels().enumerate() {
-        (slot[i], slot[plane + i], slot[2 * plane + i]) = (p[0], p[1], p[2]);
-        gray &= p[0] == p[1] && p[1] == p[2];
-    }
-    gray
 }
 
 /// Keeps each image's first plane of `plane` pixels ([count, 3, plane] becomes [count, 1, plane]),
@@ -331,19 +312,8 @@ fn decoding_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 
-/// `f` of every item, on every core, in order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = decoding_threads();
-    let per_thread = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            items.chunks(per_thread).map(|chunk| scope.spawn(|| chunk.iter().map(&f).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a decoding thread panicked")).collect()
-    })
-}
-
 /// `f` of every item, consumed, on every core, in order.
-fn parallel_consume<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+fn parallel_map<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = decoding_threads();
     let per_thread = items.len().div_ceil(threads).max(1);
     let mut chunks = Vec::new();

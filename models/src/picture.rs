@@ -63,3 +63,15 @@ pub fn on_white(mut rgba: RgbaImage) -> RgbaImage {
     }
     rgba
 }
+
+/// Writes the red, green and blue planes of `rgba` into `slot` (CHW, three planes of its
+/// pixels); returns whether the picture is gray (red, green and blue equal everywhere).
+pub fn write_planes(rgba: &RgbaImage, slot: &mut [u8]) -> bool {
+    let plane = slot.len() / 3;
+    let mut gray = true;
+    for (i, p) in rgba.pixels().enumerate() {
+        (slot[i], slot[plane + i], slot[2 * plane + i]) = (p[0], p[1], p[2]);
+        gray &= p[0] == p[1] && p[1] == p[2];
+    }
+    gray
+}

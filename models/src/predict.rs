@@ -114,11 +114,8 @@ pub fn picture_input(path: &Path, shape: Shape) -> Result<Vec<u8>, String> {
     if channels == 1 {
         return Ok(DynamicImage::ImageRgba8(rgba).to_luma8().into_raw());
     }
-    let plane = h * w;
-    let mut out = vec![0; 3 * plane];
-    for (i, p) in rgba.pixels().enumerate() {
-        (out[i], out[plane + i], out[2 * plane + i]) = (p[0], p[1], p[2]);
-    }
+    let mut out = vec![0; 3 * h * w];
+    crate::picture::write_planes(&rgba, &mut out);
     Ok(out)
 }
 
