@@ -7,7 +7,10 @@
 //   of an epoch is padded to the full batch, so it runs through the same plan; padding rows get
 //   a zero gradient and so change no parameter.
 //   loss_i   = logsumexp(logits_i) - logits_i[label_i]       (max subtracted first: no overflow)
-//   dlogits  = (softmax(logits_i) - onehot(label_i)) / valid  (written when write_grad != 0)
+//   with label smoothing s (PyTorch's label_smoothing; the target is (1 - s) onehot + s / classes):
+//   loss_i   = (1 - s) (logsumexp - logits_i[label_i]) + s / classes * sum_j (logsumexp - logits_ij)
+//   dlogits  = (softmax(logits_i) - (1 - s) onehot(label_i) - s / classes) / valid
+//              (written when write_grad != 0)
 //   metrics  (u32 words, updated by one thread, so no atomics):
 //     [0] sum of batch-mean losses (f32 bits)   [1] correct argmax predictions (first max wins)
 //     [2] rows seen                              [3] 1 + the step of the first non-finite loss, 0 if none
@@ -21,7 +24,7 @@
 // the 64 partial sums (one barrier: on a CPU driver each barrier switches every thread).
 
 struct SoftmaxCrossEntropyParams {
-    rows: u32, classes: u32, write_grad: u32, samples: u32, write_predictions: u32,
+    rows: u32, classes: u32, write_grad: u32, samples: u32, write_predictions: u32, label_smoothing: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: SoftmaxCrossEntropyParams;
@@ -67,11 +70,16 @@ fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
             }
         }
         var sum = 0.0;
+        var gap_sum = 0.0; // sum_j (max - logits_ij), for the smoothing term
         for (var j = 0u; j < p.classes; j++) {
             sum += exp(logits[base + j] - max_logit);
+            gap_sum += max_logit - logits[base + j];
         }
         let label = labels[row];
-        loss += log(sum) + (max_logit - logits[base + label]);
+        let s = p.label_smoothing;
+        let uniform = s / f32(p.classes);
+        let nll = log(sum) + (max_logit - logits[base + label]);
+        loss += (1.0 - s) * nll + uniform * (f32(p.classes) * log(sum) + gap_sum);
         if (arg == label) {
             correct += 1u;
         }
@@ -81,7 +89,7 @@ fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
         if (p.write_grad != 0u) {
             for (var j = 0u; j < p.classes; j++) {
                 let prob = exp(logits[base + j] - max_logit) / sum;
-                dlogits[base + j] = (prob - select(0.0, 1.0, j == label)) * inv_rows;
+                dlogits[base + j] = (prob - select(0.0, 1.0 - s, j == label) - uniform) * inv_rows;
             }
         }
     }

@@ -22,6 +22,8 @@ pub enum Error {
     Readback(String),
     /// A graph that cannot be built or run as asked.
     Graph(String),
+    /// An optimizer, schedule or layer setting outside what it accepts; names the setting.
+    Setting(String),
 }
 
 impl fmt::Display for Error {
@@ -34,6 +36,7 @@ impl fmt::Display for Error {
             Error::DeviceLimit(m) => write!(f, "{m}"),
             Error::Readback(m) => write!(f, "reading back from the GPU failed: {m}"),
             Error::Graph(m) => write!(f, "graph error: {m}"),
+            Error::Setting(m) => write!(f, "invalid setting: {m}"),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod graph;
 pub mod kernel;
 pub mod ops;
 pub mod rng;
+pub mod schedule;
 mod signal;
 
 pub use context::{grid_1d, AdapterReport, AsyncRead, GpuContext, LimitsRequest, Submission, Tensor};

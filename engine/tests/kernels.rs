@@ -10,9 +10,11 @@
 //! summed), the rounding of f32 sums accumulated in another order; the gather's normalization
 //! to 1e-5 relative.
 
+use engine::ops::optimizer::{self, Adam, Optimizer, OptimizerState, Sgd};
 use engine::ops::window::{ConvGeometry, PoolGeometry, Window};
-use engine::ops::{add, avg_pool, concat, conv, gather, matmul, max_pool, relu, sgd, softmax_cross_entropy as sce};
+use engine::ops::{add, avg_pool, concat, conv, gather, matmul, max_pool, relu, softmax_cross_entropy as sce};
 use engine::rng::Rng;
+use engine::schedule::Schedule;
 use engine::{Dispatch, GpuContext, Tensor};
 use test_support::gpu::{assert_close, finite_difference, gpu};
 
@@ -698,8 +700,7 @@ fn concat_and_split_match_cpu_and_round_trip() {
 
 fn run_loss(
     ctx: &GpuContext,
-    rows: usize,
-    classes: usize,
+    (rows, classes, smoothing): (usize, usize, f32),
     logits: &[f32],
     labels: &[u32],
     steps_before: u32,
@@ -716,7 +717,7 @@ fn run_loss(
         metrics: &metrics,
     };
     let (lt, yt) = (up(ctx, logits), ctx.upload(labels, "labels").unwrap());
-    let d = sce::softmax_cross_entropy(ctx, rows, classes, usize::MAX, &lt, &yt, &step, &outputs).unwrap();
+    let d = sce::softmax_cross_entropy(ctx, rows, classes, smoothing, usize::MAX, &lt, &yt, &step, &outputs).unwrap();
     ctx.run(&[&d, &d]).unwrap(); // twice: the metrics accumulate
     assert_eq!(ctx.read::<u32>(&step).unwrap(), [steps_before + 2], "each loss closes its step");
     (ctx.read(&dl).unwrap(), sce::Metrics::from_words(&ctx.read::<u32>(&metrics).unwrap()))
@@ -725,16 +726,51 @@ fn run_loss(
 #[test]
 fn softmax_cross_entropy_matches_cpu() {
     let Some(ctx) = gpu() else { return };
-    for (i, &(rows, classes)) in [(1, 1), (1, 10), (7, 3), (64, 10), (300, 10), (32, 10)].iter().enumerate() {
+    let shapes = [(1, 1, 0.0), (1, 10, 0.0), (7, 3, 0.0), (64, 10, 0.0), (300, 10, 0.0), (32, 10, 0.1), (7, 3, 0.5)];
+    for (i, &(rows, classes, smoothing)) in shapes.iter().enumerate() {
         let mut rng = Rng::new(1400 + i as u64);
         let logits = rng.uniform_vec(rows * classes, 5.0);
         let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes as u32)).collect();
         let mut d_want = vec![0.0; rows * classes];
-        let (loss, correct) = sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d_want), None);
-        let (d_got, m) = run_loss(ctx, rows, classes, &logits, &labels, 0);
+        let (loss, correct) =
+            sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, smoothing, Some(&mut d_want), None);
+        let (d_got, m) = run_loss(ctx, (rows, classes, smoothing), &logits, &labels, 0);
         assert_close("dlogits", &d_got, &d_want, 1e-4, 1e-6);
         assert!((m.loss_sum - 2.0 * loss).abs() <= 1e-4 * (1.0 + loss.abs()), "loss {} vs 2×{loss}", m.loss_sum);
         assert_eq!((m.correct, m.rows, m.first_nonfinite_step), (2 * correct, 2 * rows as u32, None));
+    }
+}
+
+/// Label smoothing as PyTorch computes it: `tests/fixtures/label_smoothing.txt`
+/// (`tests/reference/label_smoothing.py`), the loss and the logits' gradient, on the CPU
+/// reference and the GPU; the plain loss differs from it past the tolerance.
+#[test]
+fn label_smoothing_matches_pytorch() {
+    let text = include_str!("../../tests/fixtures/label_smoothing.txt");
+    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
+    let mut next = |key: &str| {
+        let line = lines.next().unwrap();
+        let rest = line.strip_prefix(key).unwrap_or_else(|| panic!("{key}: {line}"));
+        rest.split_whitespace().map(str::to_string).collect::<Vec<String>>()
+    };
+    let floats = |v: Vec<String>| v.iter().map(|x| x.parse::<f32>().unwrap()).collect::<Vec<f32>>();
+    for _ in 0..4 {
+        let case = next("case ");
+        let (rows, classes, smoothing) = (case[0].parse().unwrap(), case[1].parse().unwrap(), case[2].parse().unwrap());
+        let logits = floats(next("logits "));
+        let labels: Vec<u32> = next("labels ").iter().map(|l| l.parse().unwrap()).collect();
+        let (loss, grad) = (floats(next("loss "))[0], floats(next("grad ")));
+        let mut d = vec![0.0; rows * classes];
+        let (cpu_loss, _) =
+            sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, smoothing, Some(&mut d), None);
+        assert!((cpu_loss - loss).abs() <= 1e-5 * loss, "smoothing {smoothing}: CPU loss {cpu_loss}, PyTorch {loss}");
+        assert_close("CPU smoothed dlogits", &d, &grad, 1e-5, 1e-7);
+        let (plain, _) = sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, 0.0, None, None);
+        assert!((plain - loss).abs() > 1e-3 * loss, "the unsmoothed loss {plain} is as close as the smoothed one");
+        let Some(ctx) = gpu() else { continue };
+        let (d_got, m) = run_loss(ctx, (rows, classes, smoothing), &logits, &labels, 0);
+        assert_close("GPU smoothed dlogits", &d_got, &grad, 1e-4, 1e-6);
+        assert!((m.loss_sum / 2.0 - loss).abs() <= 1e-4 * loss, "GPU loss {} vs PyTorch {loss}", m.loss_sum / 2.0);
     }
 }
 
@@ -742,13 +778,13 @@ fn softmax_cross_entropy_matches_cpu() {
 fn softmax_cross_entropy_is_stable_for_huge_logits_and_flags_nan() {
     let Some(ctx) = gpu() else { return };
     let logits = [1e4, 0.0, -1e4, 5.0, 1e4, 1e4];
-    let (d, m) = run_loss(ctx, 2, 3, &logits, &[0, 2], 0);
+    let (d, m) = run_loss(ctx, (2, 3, 0.0), &logits, &[0, 2], 0);
     assert!(d.iter().all(|v| v.is_finite()) && m.loss_sum.is_finite(), "{d:?} {m:?}");
     // row 0 is certain and right (loss 0); row 1 splits between classes 1 and 2 (loss ln 2).
     assert!((m.loss_sum / 2.0 - std::f32::consts::LN_2 / 2.0).abs() < 1e-5, "{m:?}");
     assert_eq!(m.first_nonfinite_step, None);
 
-    let (_, m) = run_loss(ctx, 2, 3, &[f32::NAN, 0.0, 1.0, 0.0, 1.0, 2.0], &[0, 1], 41);
+    let (_, m) = run_loss(ctx, (2, 3, 0.0), &[f32::NAN, 0.0, 1.0, 0.0, 1.0, 2.0], &[0, 1], 41);
     assert_eq!(m.first_nonfinite_step, Some(41), "{m:?}");
 }
 
@@ -767,6 +803,7 @@ fn softmax_cross_entropy_ignores_the_padding_rows_of_a_last_batch() {
         classes,
         &logits,
         &labels,
+        0.0,
         Some(&mut d_want[..3 * classes]),
         Some(&mut p_want),
     );
@@ -783,7 +820,7 @@ fn softmax_cross_entropy_ignores_the_padding_rows_of_a_last_batch() {
         write_predictions: true,
         metrics: &metrics,
     };
-    let d = sce::softmax_cross_entropy(ctx, rows, classes, samples, &lt, &yt, &step, &outputs).unwrap();
+    let d = sce::softmax_cross_entropy(ctx, rows, classes, 0.0, samples, &lt, &yt, &step, &outputs).unwrap();
     let got = run_and_read(ctx, &[d], &dl);
     let written = ctx.read::<u32>(&predictions).unwrap();
     assert_eq!((&written[16..], &written[..16]), (&p_want[..], &[u32::MAX; 16][..]), "predictions");
@@ -800,44 +837,55 @@ fn softmax_cross_entropy_cpu_gradient_matches_finite_differences() {
     let logits = rng.uniform_vec(rows * classes, 3.0);
     let labels = [0u32, 4, 2, 2];
     let mut d = vec![0.0; rows * classes];
-    sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, Some(&mut d), None);
-    for i in 0..logits.len() {
-        let fd = finite_difference(&logits, i, 1e-2, |l| {
-            sce::cpu::softmax_cross_entropy(rows, classes, l, &labels, None, None).0 as f64
-        });
-        assert!((fd - d[i] as f64).abs() < 1e-3, "dlogits[{i}]: fd {fd} vs {}", d[i]);
+    for smoothing in [0.0, 0.2] {
+        sce::cpu::softmax_cross_entropy(rows, classes, &logits, &labels, smoothing, Some(&mut d), None);
+        for i in 0..logits.len() {
+            let fd = finite_difference(&logits, i, 1e-2, |l| {
+                sce::cpu::softmax_cross_entropy(rows, classes, l, &labels, smoothing, None, None).0 as f64
+            });
+            assert!((fd - d[i] as f64).abs() < 1e-3, "smoothing {smoothing}: dlogits[{i}]: fd {fd} vs {}", d[i]);
+        }
     }
 }
 
 // ---------------------------------------------------------------- optimizer
 
+/// Every optimizer over several steps of a warm-up (so each step's row differs), on one
+/// element, a few, and more than one workgroup row: the GPU reads row `step - 1` of the table
+/// and matches the CPU reference.
 #[test]
-fn sgd_momentum_matches_cpu_over_several_steps() {
+fn optimizers_match_cpu_over_several_scheduled_steps() {
     let Some(ctx) = gpu() else { return };
+    let nesterov = Sgd { nesterov: true, weight_decay: 1e-2, ..Sgd::new(0.1, 0.9) };
+    let l2 = Adam { weight_decay: 0.1, betas: (0.6, 0.9), ..Adam::adam(0.01) };
+    let optimizers = [
+        Optimizer::Sgd(Sgd::new(0.01, 0.5)),
+        Optimizer::Sgd(nesterov),
+        Optimizer::Adam(Adam::adam(0.001)),
+        Optimizer::Adam(l2),
+        Optimizer::Adam(Adam { weight_decay: 0.3, ..Adam::adamw(0.01) }),
+    ];
+    let (steps, warm_up) = (4, Schedule::Constant { warmup: 3 });
     for (i, &len) in [1usize, 7, 21_840].iter().enumerate() {
-        for opt in [
-            sgd::Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 },
-            sgd::Sgd { lr: 0.1, momentum: 0.9, weight_decay: 1e-2 },
-        ] {
+        for opt in optimizers {
             let mut rng = Rng::new(1600 + i as u64);
-            let mut p_want = rng.uniform_vec(len, 1.0);
-            let mut v_want = vec![0.0; len];
-            let (p, v) = (up(ctx, &p_want), ctx.zeros(len, "velocity").unwrap());
-            for step in 0..3 {
+            let mut want = rng.uniform_vec(len, 1.0);
+            let mut moments = vec![vec![0.0; len]; opt.state_names().len()];
+            let state = OptimizerState::new(ctx, opt, len, steps).unwrap();
+            let rows = opt.step_rows(&warm_up, 0, steps, steps as u64);
+            state.set_steps(ctx, &rows).unwrap();
+            let (p, counter) = (up(ctx, &want), ctx.zeros(1, "step").unwrap());
+            for (k, row) in rows.iter().enumerate() {
                 let g = rng.uniform_vec(len, 1.0);
-                if step == 0 {
-                    // PyTorch's first step: velocity = grad (+ decay), param -= lr·velocity.
-                    let first: Vec<f32> =
-                        p_want.iter().zip(&g).map(|(p, g)| p - opt.lr * (g + opt.weight_decay * p)).collect();
-                    sgd::cpu::sgd_momentum(&opt, &g, &mut p_want, &mut v_want);
-                    assert_close("first step", &p_want, &first, 1e-6, 1e-7);
-                } else {
-                    sgd::cpu::sgd_momentum(&opt, &g, &mut p_want, &mut v_want);
-                }
-                ctx.run(&[&sgd::sgd_momentum(ctx, len, &opt, &up(ctx, &g), &p, &v).unwrap()]).unwrap();
+                optimizer::cpu::step(&opt, row, &g, &mut want, &mut moments);
+                ctx.write(&counter, &[k as u32 + 1]);
+                ctx.run(&[&state.dispatch(ctx, &up(ctx, &g), &p, &counter).unwrap()]).unwrap();
             }
-            assert_close("sgd params", &ctx.read(&p).unwrap(), &p_want, 1e-5, 1e-6);
-            assert_close("sgd velocity", &ctx.read(&v).unwrap(), &v_want, 1e-5, 1e-6);
+            let what = format!("{} over {len}", opt.name());
+            assert_close(&what, &ctx.read(&p).unwrap(), &want, 1e-5, 1e-6);
+            for ((name, t), m) in state.moments.iter().zip(&moments) {
+                assert_close(&format!("{what}: {name}"), &ctx.read(t).unwrap(), m, 1e-5, 1e-6);
+            }
         }
     }
 }

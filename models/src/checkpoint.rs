@@ -1,19 +1,23 @@
-//! Training checkpoints: the parameters and SGD velocity after a whole epoch, with the recipe that
+//! Training checkpoints: the parameters and optimizer state after a whole epoch, with the recipe that
 //! produced them, so that a long run can stop and resume exactly where it was. Each epoch's
 //! shuffle depends only on `--seed` and the epoch number, so a resumed run trains on the same
 //! batches, in the same order, as one that never stopped.
 //!
 //! The file is safetensors: the weights under their state_dict names (so PyTorch's `load_file`
-//! and `--init-from` read them; `load_state_dict` wants the momentum buffers left out), the
-//! momentum buffers under [`MOMENTUM_PREFIX`], and in the metadata the network, the epochs done,
-//! the recipe, an MD5 of the training data (so a resume on other data is refused) and an MD5 of
+//! and `--init-from` read them; `load_state_dict` wants the optimizer's tensors left out), the
+//! optimizer's state under [`state_prefix`] (`optimizer.exp_avg.conv1.weight`), and in the
+//! metadata the network, the epochs and optimizer steps done, the recipe (the optimizer and
+//! schedule in words), an MD5 of the training data (so a resume on other data is refused) and an MD5 of
 //! the tensors (names and bytes, in name order), which catches damage that leaves the file's
 //! structure intact.
 
 use crate::files::{Fault, FileError};
-use crate::state_dict::{self, TensorFile, MOMENTUM_PREFIX};
+use crate::state_dict::{self, state_prefix, TensorFile};
+use crate::train::{optimizer_text, Moments};
 use engine::data::LabelledImages;
 use engine::graph::Graph;
+use engine::ops::optimizer::{Optimizer, Sgd};
+use engine::schedule::Schedule;
 use md5::{Digest, Md5};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,10 +36,9 @@ pub struct Fingerprint {
     pub batch_size: u64,
     /// Training images (fewer than the split's with --limit-train).
     pub train_count: u64,
-    /// `--lr`: the SGD learning rate.
-    pub lr: f32,
-    /// `--momentum`: the SGD momentum.
-    pub momentum: f32,
+    /// The optimizer and schedule with all their settings, as
+    /// [`Recipe::optimizer_text`](crate::train::Recipe::optimizer_text) writes them.
+    pub optimizer: String,
     /// `--mean` and `--std`, as the weights' metadata writes them (`0.1307` and `0.3081`).
     pub normalization: (String, String),
 }
@@ -51,8 +54,8 @@ pub struct Checkpoint {
     pub fingerprint: Fingerprint,
     /// The packed parameter buffer, as `Graph::init_params` lays it out.
     pub values: Vec<f32>,
-    /// The SGD velocity, packed like `values`.
-    pub velocity: Vec<f32>,
+    /// The optimizer's state, each buffer under its PyTorch name and packed like `values`.
+    pub moments: Moments,
     /// [`data_digest`] of the training images and labels.
     pub data_md5: String,
 }
@@ -85,6 +88,22 @@ fn digest<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> String
     hex(&md5.finalize())
 }
 
+impl Fingerprint {
+    /// Optimizer steps an epoch (at least 1).
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.train_count.div_ceil(self.batch_size.max(1)).max(1)
+    }
+}
+
+/// The weights under their names, then each optimizer state buffer under its prefix.
+fn tensors<'a>(graph: &Graph, values: &'a [f32], moments: &'a Moments) -> Vec<state_dict::Named<'a>> {
+    let mut tensors = state_dict::named(graph, values, "");
+    for (name, packed) in moments {
+        tensors.extend(state_dict::named(graph, packed, &state_prefix(name)));
+    }
+    tensors
+}
+
 impl Checkpoint {
     /// Checks, before any training, that a checkpoint can be written at `path`, so that a typo
     /// in the path does not cost the first epoch.
@@ -95,9 +114,9 @@ impl Checkpoint {
     /// Writes the checkpoint of `graph`'s parameters atomically: a crash leaves either the old
     /// checkpoint or the new one, never half of one.
     pub fn save(&self, path: &Path, graph: &Graph) -> Result<(), FileError> {
-        let mut tensors = state_dict::named(graph, &self.values, "");
-        tensors.extend(state_dict::named(graph, &self.velocity, MOMENTUM_PREFIX));
+        let tensors = tensors(graph, &self.values, &self.moments);
         let f = &self.fingerprint;
+        let names: Vec<&str> = self.moments.iter().map(|(n, _)| n.as_str()).collect();
         let metadata: BTreeMap<String, String> = [
             ("format", "pt".to_string()),
             ("network", self.network.clone()),
@@ -105,8 +124,9 @@ impl Checkpoint {
             ("seed", f.seed.to_string()),
             ("batch_size", f.batch_size.to_string()),
             ("train_count", f.train_count.to_string()),
-            ("lr", f.lr.to_string()),
-            ("momentum", f.momentum.to_string()),
+            ("optimizer", f.optimizer.clone()),
+            ("optimizer_state", names.join(",")),
+            ("optimizer_steps", (self.epochs_done * f.steps_per_epoch()).to_string()),
             ("mean", f.normalization.0.clone()),
             ("std", f.normalization.1.clone()),
             ("data_md5", self.data_md5.clone()),
@@ -138,6 +158,12 @@ impl Checkpoint {
         }
         let num = |key: &str| field(key).and_then(|t| number::<u64>(key, t).map_err(invalid));
         let real = |key: &str| field(key).and_then(|t| number::<f32>(key, t).map_err(invalid));
+        // Checkpoints from before the optimizer flags were SGD at a constant learning rate.
+        let optimizer = match meta.get("optimizer") {
+            Some(text) => text.clone(),
+            None => optimizer_text(&Optimizer::Sgd(Sgd::new(real("lr")?, real("momentum")?)), &Schedule::default(), 0),
+        };
+        let state_names = meta.get("optimizer_state").map_or("momentum_buffer", String::as_str);
         let epochs_done = num("epochs_done")?;
         if epochs_done == 0 || epochs_done > MAX_EPOCHS {
             return Err(invalid(format!("it claims {epochs_done} epochs done")));
@@ -146,23 +172,34 @@ impl Checkpoint {
             seed: num("seed")?,
             batch_size: num("batch_size")?,
             train_count: num("train_count")?,
-            lr: real("lr")?,
-            momentum: real("momentum")?,
+            optimizer,
             // Checkpoints older than per-channel normalization were all MNIST's.
             normalization: (
                 meta.get("mean").cloned().unwrap_or_else(|| "0.1307".into()),
                 meta.get("std").cloned().unwrap_or_else(|| "0.3081".into()),
             ),
         };
-        let params = |prefix| file.params(graph, prefix).map_err(FileError::of_checkpoint);
-        let (values, velocity) = (params("")?, params(MOMENTUM_PREFIX)?);
-        let mut tensors = state_dict::named(graph, &values, "");
-        tensors.extend(state_dict::named(graph, &velocity, MOMENTUM_PREFIX));
+        if let Some(steps) = meta.get("optimizer_steps") {
+            let want = epochs_done.saturating_mul(fingerprint.steps_per_epoch());
+            if number::<u64>("optimizer_steps", steps).map_err(invalid)? != want {
+                return Err(invalid(format!(
+                    "it claims {steps} optimizer steps in {epochs_done} epochs of {} steps",
+                    want / epochs_done
+                )));
+            }
+        }
+        let params = |prefix: &str| file.params(graph, prefix).map_err(FileError::of_checkpoint);
+        let values = params("")?;
+        let mut moments = Vec::new();
+        for name in state_names.split(',') {
+            moments.push((name.to_string(), params(&state_prefix(name))?));
+        }
+        let tensors = tensors(graph, &values, &moments);
         if digest(tensors.iter().map(|t| (t.name.as_str(), t.values))) != *field("md5")? {
             return Err(invalid("its MD5 checksum does not match its contents: the file is damaged".into()));
         }
         let data_md5 = field("data_md5")?.clone();
-        Ok(Checkpoint { network: saved.clone(), epochs_done, fingerprint, values, velocity, data_md5 })
+        Ok(Checkpoint { network: saved.clone(), epochs_done, fingerprint, values, moments, data_md5 })
     }
 
     /// Refuses to resume on other training data than the checkpoint's (`data_digest` of this
@@ -189,8 +226,11 @@ impl Checkpoint {
             ("--seed", saved.seed.to_string(), asked.seed.to_string()),
             ("--batch-size", saved.batch_size.to_string(), asked.batch_size.to_string()),
             ("training images (--limit-train)", saved.train_count.to_string(), asked.train_count.to_string()),
-            ("--lr", saved.lr.to_string(), asked.lr.to_string()),
-            ("--momentum", saved.momentum.to_string(), asked.momentum.to_string()),
+            (
+                "the optimizer (--optimizer, --lr, their settings, --schedule, --warmup)",
+                saved.optimizer.clone(),
+                asked.optimizer.clone(),
+            ),
             ("--mean", saved.normalization.0.clone(), asked.normalization.0.clone()),
             ("--std", saved.normalization.1.clone(), asked.normalization.1.clone()),
         ];

@@ -2,7 +2,9 @@
 
 use crate::checkpoint::{data_digest, Checkpoint, Fingerprint};
 use crate::curves::StepLosses;
-use crate::flags::{at_least_one, finite_number, non_negative, positive_number, size};
+use crate::flags::{
+    above_zero, at_least_one, betas, finite_number, non_negative, positive_number, probability, schedule, size,
+};
 use crate::networks::Network;
 use crate::run_dir::{confusion_table, RunDir};
 use crate::source::Source;
@@ -10,7 +12,8 @@ use crate::state_dict::TensorFile;
 use crate::train::{check_device_fits, weights_metadata, EpochReport, Recipe, Remedy, TrainError, Trainer};
 use clap::Parser;
 use engine::graph::Graph;
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{Adam, Optimizer, Sgd};
+use engine::schedule::Schedule;
 use engine::GpuContext;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -29,12 +32,42 @@ pub struct Args {
     /// Samples per training step (and per evaluation step).
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub batch_size: usize,
-    /// SGD learning rate.
-    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true, value_parser = non_negative)]
-    pub lr: f32,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = non_negative)]
-    pub momentum: f32,
+    /// The optimizer: sgd (torch.optim.SGD), adam or adamw (torch.optim.Adam, AdamW).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (onecycle's maximum) [default: 0.01 for sgd, 0.001 for adam and adamw].
+    #[arg(long, allow_negative_numbers = true, value_parser = above_zero)]
+    pub lr: Option<f32>,
+    /// SGD's momentum [default: 0.5, the tutorial's].
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative)]
+    pub momentum: Option<f32>,
+    /// SGD's Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay: an L2 penalty for sgd and adam, decoupled for adamw [default: 0, for adamw
+    /// 0.01].
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative)]
+    pub weight_decay: Option<f32>,
+    /// Adam's and AdamW's coefficients of the moving averages [default: 0.9,0.999].
+    #[arg(long, value_name = "B1,B2", allow_negative_numbers = true, value_parser = betas)]
+    pub betas: Option<(f32, f32)>,
+    /// Adam's and AdamW's eps, added outside the square root [default: 1e-8].
+    #[arg(long, allow_negative_numbers = true, value_parser = above_zero)]
+    pub eps: Option<f32>,
+    /// The learning-rate schedule, stepped every training step with PyTorch's formulas:
+    /// `constant`; `step,step_size=STEPS` (and `,gamma=0.1`); `cosine` (and `,t_max=STEPS`, the
+    /// whole run by default, `,eta_min=0`); or `onecycle` (and `,pct_start=0.3`, `,div_factor=25`,
+    /// `,final_div_factor=1e4`, `,base_momentum=0.85`, `,max_momentum=0.95`; it cycles SGD's
+    /// momentum or Adam's beta1).
+    #[arg(long, value_name = "SCHEDULE", default_value = "constant", value_parser = schedule)]
+    pub schedule: Schedule,
+    /// Warm the learning rate up linearly over the first STEPS steps (times (step + 1) / STEPS).
+    #[arg(long, value_name = "STEPS", default_value_t = 0)]
+    pub warmup: u64,
+    /// Smooth the training loss's target: (1 - S) on the label, S spread over all classes
+    /// (PyTorch's CrossEntropyLoss(label_smoothing=S)).
+    #[arg(long, value_name = "S", default_value_t = 0.0, allow_negative_numbers = true, value_parser = probability)]
+    pub label_smoothing: f32,
     /// Seed of the parameter initialisation and the shuffling.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -85,6 +118,66 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
+/// `--optimizer`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerKind {
+    /// torch.optim.SGD.
+    Sgd,
+    /// torch.optim.Adam.
+    Adam,
+    /// torch.optim.AdamW.
+    Adamw,
+}
+
+impl Args {
+    /// The optimizer the flags ask for; refuses a flag the chosen optimizer does not have.
+    pub fn optimizer(&self) -> Result<Optimizer, String> {
+        let not_for = |flag: &str, given: bool| match given {
+            true => Err(format!("{flag} does not apply to --optimizer {}", self.optimizer_name())),
+            false => Ok(()),
+        };
+        let optimizer = match self.optimizer {
+            OptimizerKind::Sgd => {
+                not_for("--betas", self.betas.is_some())?;
+                not_for("--eps", self.eps.is_some())?;
+                let mut sgd = Sgd::new(self.lr.unwrap_or(0.01), self.momentum.unwrap_or(0.5));
+                sgd.weight_decay = self.weight_decay.unwrap_or(0.0);
+                sgd.nesterov = self.nesterov;
+                if sgd.nesterov && sgd.momentum == 0.0 {
+                    return Err("--nesterov needs a --momentum above 0".into());
+                }
+                Optimizer::Sgd(sgd)
+            }
+            kind => {
+                not_for("--momentum", self.momentum.is_some())?;
+                not_for("--nesterov", self.nesterov)?;
+                let lr = self.lr.unwrap_or(0.001);
+                let mut adam = if kind == OptimizerKind::Adamw { Adam::adamw(lr) } else { Adam::adam(lr) };
+                adam.betas = self.betas.unwrap_or(adam.betas);
+                adam.eps = self.eps.unwrap_or(adam.eps);
+                adam.weight_decay = self.weight_decay.unwrap_or(adam.weight_decay);
+                Optimizer::Adam(adam)
+            }
+        };
+        Ok(optimizer)
+    }
+
+    fn optimizer_name(&self) -> &'static str {
+        match self.optimizer {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Adamw => "adamw",
+        }
+    }
+
+    /// The schedule with the `--warmup` asked for (refused with onecycle).
+    pub fn schedule(&self) -> Result<Schedule, String> {
+        self.schedule.with_warmup(self.warmup).map_err(|_| {
+            "--warmup does not apply to --schedule onecycle, which warms up by itself (pct_start)".to_string()
+        })
+    }
+}
+
 /// Parses the command line and trains `network`; the binaries' whole `main`.
 pub fn main(network: Network) -> ExitCode {
     let args = Args::parse();
@@ -106,7 +199,9 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
     let recipe = Recipe {
         epochs: args.epochs,
         batch_size: args.batch_size,
-        sgd: Sgd { lr: args.lr, momentum: args.momentum, weight_decay: 0.0 },
+        optimizer: args.optimizer()?,
+        schedule: args.schedule()?,
+        label_smoothing: args.label_smoothing,
         seed: args.seed,
         norm: source.normalization(args)?,
     };
@@ -114,8 +209,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         seed: args.seed,
         batch_size: args.batch_size as u64,
         train_count: train_count as u64,
-        lr: args.lr,
-        momentum: args.momentum,
+        optimizer: recipe.optimizer_text(),
         normalization: (recipe.mean_text(), recipe.std_text()),
     };
     let resume = checkpoints(network, args, &graph, &fingerprint)?;
@@ -190,7 +284,7 @@ impl Saving<'_> {
         if run_dir.is_none() && args.checkpoint.is_none() {
             return Ok(());
         }
-        let (values, velocity) = trainer.state()?;
+        let (values, moments) = trainer.state()?;
         if let Some(run_dir) = run_dir {
             run_dir.record(self.graph, &values, self.metadata.clone(), report, steps)?;
         }
@@ -198,7 +292,7 @@ impl Saving<'_> {
             let network = self.network.name().to_string();
             let (fingerprint, data_md5, epochs_done) =
                 (self.fingerprint.clone(), self.data_md5.clone(), report.epoch as u64);
-            Checkpoint { network, epochs_done, fingerprint, values, velocity, data_md5 }.save(path, self.graph)?;
+            Checkpoint { network, epochs_done, fingerprint, values, moments, data_md5 }.save(path, self.graph)?;
         }
         Ok(())
     }
@@ -218,6 +312,9 @@ fn with_flags(e: TrainError) -> Box<dyn std::error::Error> {
             format!("too large for this device: {limit}; {fix}").into()
         }
         TrainError::NonFinite { .. } => format!("{e} (--lr)").into(),
+        TrainError::Engine(engine::Error::Setting(m)) => {
+            format!("{m} (see --help for the optimizer's and the schedule's flags)").into()
+        }
         e => e.into(),
     }
 }
@@ -249,11 +346,11 @@ fn start(
     resume: Option<(&PathBuf, Checkpoint)>,
 ) -> Result<usize, Box<dyn std::error::Error>> {
     if let (Some(values), Some(path)) = (initial, &args.init_from) {
-        trainer.restore(&values, &vec![0.0; values.len()])?;
+        trainer.restore(&values, &Vec::new())?;
         println!("{}: initial weights from {}", network.name(), path.display());
     }
     let Some((path, saved)) = resume else { return Ok(1) };
-    trainer.restore(&saved.values, &saved.velocity)?;
+    trainer.restore(&saved.values, &saved.moments)?;
     // Checkpoint::load keeps epochs_done within 1..=2^31.
     let first_epoch = saved.epochs_done as usize + 1;
     println!("{}: resumed from {} after epoch {}", network.name(), path.display(), saved.epochs_done);

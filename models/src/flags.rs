@@ -1,6 +1,9 @@
 //! The checks of the training flags' values, shared by the binaries' command line and the web
 //! page's URL parameters, so both refuse the same values with the same words.
 
+use engine::schedule::{OneCycle, Schedule};
+use std::collections::BTreeMap;
+
 /// A whole number of at least 1 (`--batch-size`, `--limit-train`, `--limit-test`).
 pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
@@ -51,4 +54,83 @@ pub fn size(s: &str) -> Result<(u32, u32), String> {
             .ok_or_else(|| format!("`{s}`: each side must be a whole number from 1 to {}", crate::picture::MAX_SIDE)),
         None => Err(format!("`{s}` is not a size: write HEIGHTxWIDTH, as 32x32")),
     }
+}
+
+/// A finite number above 0 (`--lr`, `--eps`).
+pub fn above_zero(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number above 0, got {v}")),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
+/// A number from 0 to 1 (`--label-smoothing`).
+pub fn probability(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("must be from 0 to 1, got {v}")),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
+/// Adam's two coefficients, `B1,B2`, each in [0, 1) (`--betas 0.9,0.999`).
+pub fn betas(s: &str) -> Result<(f32, f32), String> {
+    let beta = |v: &str| match v.trim().parse::<f32>() {
+        Ok(b) if (0.0..1.0).contains(&b) => Ok(b),
+        _ => Err(format!("`{}` is not a number in [0, 1)", v.trim())),
+    };
+    match s.split_once(',') {
+        Some((b1, b2)) => Ok((beta(b1)?, beta(b2)?)),
+        None => Err(format!("`{s}` is not two numbers: write B1,B2, as 0.9,0.999")),
+    }
+}
+
+/// A learning-rate schedule: `constant`, `step,step_size=STEPS[,gamma=G]`,
+/// `cosine[,t_max=STEPS][,eta_min=LR]` or `onecycle[,pct_start=P][,div_factor=D]
+/// [,final_div_factor=F][,base_momentum=B][,max_momentum=M]` (PyTorch's names and defaults).
+pub fn schedule(s: &str) -> Result<Schedule, String> {
+    let mut parts = s.split(',').map(str::trim);
+    let kind = parts.next().unwrap_or_default();
+    let mut settings = BTreeMap::new();
+    for part in parts {
+        let (key, value) = part.split_once('=').ok_or_else(|| format!("`{part}` is not KEY=VALUE"))?;
+        let value = value.trim().parse::<f64>().map_err(|_| format!("{key}: `{value}` is not a number"))?;
+        if !value.is_finite() {
+            return Err(format!("{key}: `{value}` is not a finite number"));
+        }
+        settings.insert(key.trim().to_string(), value);
+    }
+    let mut take = |key: &str| settings.remove(key);
+    let steps = |key: &str, v: f64| match v {
+        v if v >= 1.0 && v.fract() == 0.0 => Ok(v as u64),
+        _ => Err(format!("{key} must be a whole number of steps of at least 1, got {v}")),
+    };
+    let schedule = match kind {
+        "constant" => Schedule::Constant { warmup: 0 },
+        "step" => {
+            let size = take("step_size").ok_or("the step schedule needs step_size=STEPS")?;
+            Schedule::Step { step_size: steps("step_size", size)?, gamma: take("gamma").unwrap_or(0.1), warmup: 0 }
+        }
+        "cosine" => {
+            let t_max = take("t_max").map(|t| steps("t_max", t)).transpose()?;
+            Schedule::Cosine { t_max, eta_min: take("eta_min").unwrap_or(0.0), warmup: 0 }
+        }
+        "onecycle" => {
+            let d = OneCycle::default();
+            Schedule::OneCycle(OneCycle {
+                pct_start: take("pct_start").unwrap_or(d.pct_start),
+                div_factor: take("div_factor").unwrap_or(d.div_factor),
+                final_div_factor: take("final_div_factor").unwrap_or(d.final_div_factor),
+                base_momentum: take("base_momentum").unwrap_or(d.base_momentum),
+                max_momentum: take("max_momentum").unwrap_or(d.max_momentum),
+            })
+        }
+        other => return Err(format!("unknown schedule `{other}`: use constant, step, cosine or onecycle")),
+    };
+    if let Some(key) = settings.keys().next() {
+        return Err(format!("the {kind} schedule has no setting `{key}`"));
+    }
+    schedule.check().map_err(|e| e.to_string())?;
+    Ok(schedule)
 }

@@ -14,9 +14,15 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Where a checkpoint keeps the SGD momentum buffers, apart from the weights (which keep their
-/// state_dict names, so the weights of a checkpoint load like any state_dict).
-pub const MOMENTUM_PREFIX: &str = "optimizer.momentum_buffer.";
+/// Where a checkpoint keeps the optimizer's state, apart from the weights (which keep their
+/// state_dict names, so the weights of a checkpoint load like any state_dict): under
+/// [`state_prefix`], as `optimizer.exp_avg.conv1.weight`.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// The prefix of an optimizer state buffer's tensors: `optimizer.momentum_buffer.` for SGD's.
+pub fn state_prefix(state: &str) -> String {
+    format!("{OPTIMIZER_PREFIX}{state}.")
+}
 
 /// The largest weights file read: the tutorial's networks hold under 120,000 parameters (under
 /// 1 MB in f32), so a larger file is not theirs and is refused before it costs memory.
@@ -129,8 +135,8 @@ impl TensorFile {
             packed[p.offset..p.offset + p.len()].copy_from_slice(&values);
         }
         let known = |n: &str| graph.params().iter().any(|p| n.strip_prefix(prefix) == Some(p.name.as_str()));
-        // A checkpoint's momentum buffers are no extra weights.
-        let optimizer = |n: &str| prefix != MOMENTUM_PREFIX && n.starts_with(MOMENTUM_PREFIX);
+        // A checkpoint's optimizer state is no extra weights.
+        let optimizer = |n: &str| !prefix.starts_with(OPTIMIZER_PREFIX) && n.starts_with(OPTIMIZER_PREFIX);
         let extra: Vec<String> =
             self.names().into_iter().filter(|n| n.starts_with(prefix) && !known(n) && !optimizer(n)).collect();
         if !extra.is_empty() {

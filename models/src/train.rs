@@ -9,9 +9,10 @@ use engine::data::{GpuSplit, LabelledImages, Normalization};
 use engine::graph::plan::{Parameters, Plan};
 use engine::graph::program::{Pass, Program};
 use engine::graph::Graph;
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use engine::rng::Rng;
+use engine::schedule::Schedule;
 use engine::{AsyncRead, GpuContext};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -43,7 +44,7 @@ pub fn epoch_permutation(n: u32, seed: u64, epoch: u64) -> Vec<u32> {
 }
 
 /// How a network is trained; the tutorial's recipe by default: 10 epochs, batch 64, SGD lr
-/// 0.01 momentum 0.5, seed 1, MNIST's normalization.
+/// 0.01 momentum 0.5 at a constant learning rate, seed 1, MNIST's normalization.
 #[derive(Clone, Debug)]
 pub struct Recipe {
     /// Passes over the training split.
@@ -51,7 +52,12 @@ pub struct Recipe {
     /// Samples a step (and a step of evaluation).
     pub batch_size: usize,
     /// The optimizer.
-    pub sgd: Sgd,
+    pub optimizer: Optimizer,
+    /// How the learning rate (and OneCycle's momentum) moves from step to step.
+    pub schedule: Schedule,
+    /// The training loss's label smoothing, as PyTorch's `CrossEntropyLoss(label_smoothing)`
+    /// (0 for none; the test loss is always plain cross-entropy).
+    pub label_smoothing: f32,
     /// Seeds the initial parameters and every epoch's shuffle.
     pub seed: u64,
     /// Each input channel's mean and standard deviation (one entry per channel).
@@ -68,6 +74,52 @@ impl Recipe {
     pub fn std_text(&self) -> String {
         self.norm.iter().map(|n| n.std.to_string()).collect::<Vec<_>>().join(",")
     }
+
+    /// The optimizer and schedule in words, with every setting (and the epochs, where the
+    /// schedule spans the run): what a resumed run must repeat, and what the weights' metadata
+    /// records.
+    pub fn optimizer_text(&self) -> String {
+        let text = optimizer_text(&self.optimizer, &self.schedule, self.epochs);
+        match self.label_smoothing {
+            0.0 => text,
+            s => format!("{text}; label_smoothing {s}"),
+        }
+    }
+}
+
+/// [`Recipe::optimizer_text`] of these settings.
+pub fn optimizer_text(optimizer: &Optimizer, schedule: &Schedule, epochs: usize) -> String {
+    let optimizer = match optimizer {
+        Optimizer::Sgd(s) => {
+            format!("sgd lr={} momentum={} weight_decay={} nesterov={}", s.lr, s.momentum, s.weight_decay, s.nesterov)
+        }
+        Optimizer::Adam(a) => format!(
+            "{} lr={} betas={},{} eps={} weight_decay={}",
+            optimizer.name(),
+            a.lr,
+            a.betas.0,
+            a.betas.1,
+            a.eps,
+            a.weight_decay
+        ),
+    };
+    let warmup = |w: u64| if w > 0 { format!(" warmup={w}") } else { String::new() };
+    let schedule_text = match *schedule {
+        Schedule::Constant { warmup: w } => format!("constant{}", warmup(w)),
+        Schedule::Step { step_size, gamma, warmup: w } => {
+            format!("step step_size={step_size} gamma={gamma}{}", warmup(w))
+        }
+        Schedule::Cosine { t_max, eta_min, warmup: w } => {
+            let t_max = t_max.map_or("run".to_string(), |t| t.to_string());
+            format!("cosine t_max={t_max} eta_min={eta_min}{}", warmup(w))
+        }
+        Schedule::OneCycle(c) => format!(
+            "onecycle pct_start={} div_factor={} final_div_factor={} base_momentum={} max_momentum={}",
+            c.pct_start, c.div_factor, c.final_div_factor, c.base_momentum, c.max_momentum
+        ),
+    };
+    let span = if schedule.depends_on_length() { format!(" over {epochs} epochs") } else { String::new() };
+    format!("{optimizer}; schedule {schedule_text}{span}")
 }
 
 impl Default for Recipe {
@@ -75,7 +127,9 @@ impl Default for Recipe {
         Recipe {
             epochs: 10,
             batch_size: 64,
-            sgd: Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 },
+            optimizer: Optimizer::Sgd(Sgd::new(0.01, 0.5)),
+            schedule: Schedule::default(),
+            label_smoothing: 0.0,
             seed: 1,
             norm: vec![MNIST_NORMALIZATION],
         }
@@ -88,8 +142,8 @@ pub fn weights_metadata(network: Network, recipe: &Recipe) -> BTreeMap<String, S
         ("network", network.name().to_string()),
         ("seed", recipe.seed.to_string()),
         ("batch_size", recipe.batch_size.to_string()),
-        ("lr", recipe.sgd.lr.to_string()),
-        ("momentum", recipe.sgd.momentum.to_string()),
+        ("optimizer", recipe.optimizer_text()),
+        ("lr", recipe.optimizer.lr().to_string()),
         ("epochs", recipe.epochs.to_string()),
         ("normalization", normalization_text(&recipe.norm)),
         ("mean", recipe.mean_text()),
@@ -298,6 +352,10 @@ struct Stage {
     steps_per_submit: Option<usize>,
 }
 
+/// An optimizer's state buffers, each under its PyTorch name (`exp_avg`, …), packed like the
+/// parameters.
+pub type Moments = Vec<(String, Vec<f32>)>;
+
 /// How many submissions may be queued ahead of the GPU before the host waits.
 const MAX_IN_FLIGHT: usize = 2;
 /// Steps between progress reads (at the end of the submission that reaches them).
@@ -318,8 +376,10 @@ pub fn steps_per_submit(step_seconds: f64) -> usize {
 pub struct Trainer<'a> {
     ctx: &'a GpuContext,
     recipe: Recipe,
-    /// The parameters, their gradients and the optimizer state on the GPU.
+    /// The parameters and their gradients on the GPU.
     pub params: Parameters,
+    /// The optimizer's state and step table on the GPU.
+    pub optimizer: OptimizerState,
     train: Stage,
     test: Option<Stage>,
     test_labels: Vec<u32>,
@@ -347,10 +407,12 @@ impl<'a> Trainer<'a> {
             check_split(graph, "test", test, classes)?;
             sizes.push(("test", test.len(), test.image_len()));
         }
+        recipe.schedule.check()?;
         check_device_fits(ctx, graph, batch, &sizes)?;
         let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
         let split = GpuSplit::upload(ctx, train, &recipe.norm, batch, false)?;
-        let plan = Plan::training(ctx, graph, &params, recipe.sgd, &split)?;
+        let optimizer = OptimizerState::new(ctx, recipe.optimizer, params.values.len, split.steps())?;
+        let plan = Plan::training(ctx, graph, &params, (&optimizer, recipe.label_smoothing), &split)?;
         let train_stage = Stage { split, plan, steps_per_submit: None };
         let test_stage = test
             .map(|test| {
@@ -360,18 +422,23 @@ impl<'a> Trainer<'a> {
             })
             .transpose()?;
         let test_labels = test.map_or_else(Vec::new, |t| t.labels().to_vec());
-        Ok(Trainer { ctx, recipe, params, train: train_stage, test: test_stage, test_labels, classes })
+        Ok(Trainer { ctx, recipe, params, optimizer, train: train_stage, test: test_stage, test_labels, classes })
     }
 
-    /// The parameters and SGD velocity, read back from the GPU.
+    /// The parameters and the optimizer's state (each buffer under its PyTorch name), read back
+    /// from the GPU.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn state(&self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    pub fn state(&self) -> Result<(Vec<f32>, Moments), TrainError> {
         engine::block_on(self.state_async())
     }
 
     /// [`state`](Self::state) for callers that must not block (a web page).
-    pub async fn state_async(&self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-        Ok((self.parameters_async().await?, self.ctx.read_async(&self.params.velocity).await?))
+    pub async fn state_async(&self) -> Result<(Vec<f32>, Moments), TrainError> {
+        let mut moments = Vec::new();
+        for (name, tensor) in &self.optimizer.moments {
+            moments.push((name.to_string(), self.ctx.read_async(tensor).await?));
+        }
+        Ok((self.parameters_async().await?, moments))
     }
 
     /// The parameters alone, read back from the GPU (weights to save or classify with).
@@ -385,9 +452,20 @@ impl<'a> Trainer<'a> {
         Ok(self.ctx.read_async(&self.params.values).await?)
     }
 
-    /// Replaces the parameters and SGD velocity (from a checkpoint).
-    pub fn restore(&self, values: &[f32], velocity: &[f32]) -> Result<(), TrainError> {
-        for (tensor, data) in [(&self.params.values, values), (&self.params.velocity, velocity)] {
+    /// Replaces the parameters and the optimizer's state (from a checkpoint: every buffer of
+    /// [`Optimizer::state_names`], by name; none, for fresh weights, zeroes the state).
+    pub fn restore(&self, values: &[f32], moments: &Moments) -> Result<(), TrainError> {
+        let zeros = vec![0.0; values.len()];
+        let mut writes = vec![(&self.params.values, values)];
+        for (name, tensor) in &self.optimizer.moments {
+            let saved = match moments.iter().find(|(n, _)| n == name) {
+                Some((_, data)) => data.as_slice(),
+                None if moments.is_empty() => &zeros,
+                None => return Err(TrainError::Mismatch(format!("the optimizer's `{name}` is missing"))),
+            };
+            writes.push((tensor, saved));
+        }
+        for (tensor, data) in writes {
             if tensor.len != data.len() {
                 return Err(TrainError::Engine(engine::Error::Shape(format!(
                     "restoring {} values into a buffer of {}",
@@ -471,8 +549,18 @@ impl<'a> Trainer<'a> {
         epoch: usize,
         mut progress: impl FnMut(usize, usize, f64, f64),
     ) -> Result<EpochReport, TrainError> {
+        if epoch == 0 || (epoch > self.recipe.epochs && self.recipe.schedule.depends_on_length()) {
+            return Err(TrainError::Mismatch(format!(
+                "epoch {epoch} is outside the run's {} epochs, which its schedule spans",
+                self.recipe.epochs
+            )));
+        }
         let order = epoch_permutation(self.train.split.samples() as u32, self.recipe.seed, epoch as u64);
         self.train.split.set_order(self.ctx, &order)?;
+        let steps_per_epoch = self.train.split.steps() as u64;
+        let (first, total) = ((epoch as u64 - 1) * steps_per_epoch, self.recipe.epochs as u64 * steps_per_epoch);
+        let rows = self.recipe.optimizer.step_rows(&self.recipe.schedule, first, steps_per_epoch as usize, total);
+        self.optimizer.set_steps(self.ctx, &rows)?;
         let start = Instant::now();
         let steps = self.train.split.steps();
         let nonfinite =

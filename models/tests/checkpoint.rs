@@ -3,10 +3,12 @@
 
 use clap::Parser;
 use engine::graph::Graph;
+use engine::ops::optimizer::{Adam, Optimizer, Sgd};
 use models::checkpoint::{Checkpoint, Fingerprint};
 use models::cli::Args;
 use models::files::{Fault, FileError};
-use models::state_dict::{self, TensorFile, MOMENTUM_PREFIX};
+use models::state_dict::{self, state_prefix, TensorFile};
+use models::train::Recipe;
 use models::Network;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +26,8 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 fn fingerprint(seed: u64, batch_size: u64, train_count: u64, lr: f32, momentum: f32) -> Fingerprint {
     let normalization = ("0.1307".to_string(), "0.3081".to_string());
-    Fingerprint { seed, batch_size, train_count, lr, momentum, normalization }
+    let optimizer = Recipe { optimizer: Optimizer::Sgd(Sgd::new(lr, momentum)), ..Recipe::default() }.optimizer_text();
+    Fingerprint { seed, batch_size, train_count, optimizer, normalization }
 }
 
 fn simple_cnn() -> Graph {
@@ -37,7 +40,7 @@ fn sample(graph: &Graph) -> Checkpoint {
         epochs_done: 3,
         fingerprint: fingerprint(7, 64, 60000, 0.01, 0.5),
         values: graph.init_params(7),
-        velocity: graph.init_params(8).iter().map(|v| v * 1e-3).collect(),
+        moments: vec![("momentum_buffer".into(), graph.init_params(8).iter().map(|v| v * 1e-3).collect())],
         data_md5: digest(4),
     }
 }
@@ -73,23 +76,54 @@ fn a_checkpoint_round_trips_and_replaces_the_old_file_atomically() {
 }
 
 /// The weights keep their state_dict names (PyTorch's load_file and --init-from read them), the
-/// momentum buffers sit apart under their own prefix.
+/// optimizer's state sits apart under its own prefix: SGD's momentum buffers, Adam's two moments.
 #[test]
-fn a_checkpoint_holds_the_state_dict_and_the_momentum_apart() {
+fn a_checkpoint_holds_the_state_dict_and_the_optimizer_state_apart() {
     let (dir, graph) = (scratch_dir("layout"), simple_cnn());
     let path = dir.join("run.ckpt");
     let ck = sample(&graph);
     ck.save(&path, &graph).unwrap();
     let file = TensorFile::open(&path).unwrap();
     assert_eq!(file.params(&graph, "").unwrap(), ck.values);
-    assert_eq!(file.params(&graph, MOMENTUM_PREFIX).unwrap(), ck.velocity);
+    assert_eq!(file.params(&graph, &state_prefix("momentum_buffer")).unwrap(), ck.moments[0].1);
     assert_eq!(file.f32("conv1.weight").unwrap().0, vec![10, 1, 5, 5]);
-    assert!(file.names().contains(&format!("{MOMENTUM_PREFIX}fc.bias")));
+    assert!(file.names().contains(&"optimizer.momentum_buffer.fc.bias".to_string()));
     let meta = file.metadata();
     assert_eq!(
-        (meta["network"].as_str(), meta["epochs_done"].as_str(), meta["lr"].as_str()),
-        ("simple_cnn", "3", "0.01")
+        (meta["network"].as_str(), meta["epochs_done"].as_str(), meta["optimizer_steps"].as_str()),
+        ("simple_cnn", "3", "2814")
     );
+    assert!(meta["optimizer"].starts_with("sgd lr=0.01 momentum=0.5"), "{}", meta["optimizer"]);
+
+    let mut adam = sample(&graph);
+    adam.fingerprint.optimizer =
+        Recipe { optimizer: Optimizer::Adam(Adam::adamw(0.001)), ..Recipe::default() }.optimizer_text();
+    let second = graph.init_params(9).iter().map(|v| v * v).collect();
+    adam.moments = vec![("exp_avg".into(), graph.init_params(8)), ("exp_avg_sq".into(), second)];
+    adam.save(&path, &graph).unwrap();
+    assert_eq!(Checkpoint::load(&path, "simple_cnn", &graph).unwrap(), adam);
+    let names = TensorFile::open(&path).unwrap().names();
+    assert!(names.contains(&"optimizer.exp_avg_sq.conv2.weight".to_string()), "{names:?}");
+}
+
+/// A checkpoint written before the optimizer flags (SGD's `lr` and `momentum` in its metadata,
+/// no `optimizer`) reads as SGD at a constant learning rate, and resumes as such.
+#[test]
+fn a_checkpoint_from_before_the_optimizer_flags_reads_as_sgd() {
+    let (dir, graph) = (scratch_dir("legacy"), simple_cnn());
+    let path = dir.join("old.ckpt");
+    let ck = sample(&graph);
+    ck.save(&path, &graph).unwrap();
+    let mut meta = TensorFile::open(&path).unwrap().metadata();
+    for key in ["optimizer", "optimizer_state", "optimizer_steps"] {
+        meta.remove(key);
+    }
+    meta.insert("lr".into(), "0.01".into());
+    meta.insert("momentum".into(), "0.5".into());
+    let mut tensors = state_dict::named(&graph, &ck.values, "");
+    tensors.extend(state_dict::named(&graph, &ck.moments[0].1, &state_prefix("momentum_buffer")));
+    state_dict::write(&path, &tensors, meta).unwrap();
+    assert_eq!(Checkpoint::load(&path, "simple_cnn", &graph).unwrap(), ck);
 }
 
 #[test]
@@ -111,13 +145,14 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
     // Metadata edited (and so re-written) one key at a time.
     let meta = TensorFile::open(&good).unwrap().metadata();
     let mut tensors = state_dict::named(&graph, &ck.values, "");
-    tensors.extend(state_dict::named(&graph, &ck.velocity, MOMENTUM_PREFIX));
+    tensors.extend(state_dict::named(&graph, &ck.moments[0].1, &state_prefix("momentum_buffer")));
     for (what, key, value, says) in [
         ("zero epochs", "epochs_done", Some("0"), "claims 0 epochs done"),
         ("absurd epochs", "epochs_done", Some("18446744073709551615"), "epochs done"),
         ("seed not a number", "seed", Some("seven"), "`seed` is `seven`, not a number"),
         ("no md5", "md5", None, "lacks `md5`"),
         ("no data md5", "data_md5", None, "lacks `data_md5`"),
+        ("steps", "optimizer_steps", Some("5"), "claims 5 optimizer steps in 3 epochs of 938 steps"),
     ] {
         let mut m = meta.clone();
         match value {
@@ -162,8 +197,9 @@ fn a_checkpoint_of_another_network_or_recipe_is_refused() {
         (fingerprint(8, 64, 60000, 0.01, 0.5), "--seed 7, this run asks for 8"),
         (fingerprint(7, 32, 60000, 0.01, 0.5), "--batch-size 64"),
         (fingerprint(7, 64, 5000, 0.01, 0.5), "training images"),
-        (fingerprint(7, 64, 60000, 0.02, 0.5), "--lr 0.01, this run asks for 0.02"),
-        (fingerprint(7, 64, 60000, 0.01, 0.9), "--momentum 0.5"),
+        (fingerprint(7, 64, 60000, 0.02, 0.5), "--optimizer, --lr"),
+        (fingerprint(7, 64, 60000, 0.02, 0.5), "sgd lr=0.01 momentum=0.5"),
+        (fingerprint(7, 64, 60000, 0.01, 0.9), "this run asks for sgd lr=0.01 momentum=0.9"),
         (
             Fingerprint { normalization: ("0.5".into(), "0.3081".into()), ..recipe.clone() },
             "--mean 0.1307, this run asks for 0.5",
@@ -175,7 +211,10 @@ fn a_checkpoint_of_another_network_or_recipe_is_refused() {
 }
 
 /// Two epochs in one run and two epochs with a stop and resume in between give the same
-/// parameters and velocity, bit for bit: the resumed run sees the same batches in the same order.
+/// parameters and optimizer state, bit for bit: the resumed run sees the same batches in the
+/// same order, at the same steps of its schedule. With SGD (the tutorial's recipe), and with
+/// AdamW under a warm-up and a cosine schedule (its moments, bias corrections and learning rates
+/// continue at step 10 of 20).
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let Some(_) = test_support::gpu::gpu() else { return };
@@ -187,19 +226,24 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         argv.extend(extra);
         models::cli::run(Network::SimpleCnn, &Args::try_parse_from(argv).unwrap())
     };
-    let (straight, stopped) = (dir.join("straight.ckpt"), dir.join("stopped.ckpt"));
-    run(&["--epochs", "2", "--checkpoint", straight.to_str().unwrap()]).unwrap();
-    run(&["--epochs", "1", "--checkpoint", stopped.to_str().unwrap()]).unwrap();
     let graph = simple_cnn();
     let load = |path: &Path| Checkpoint::load(path, "simple_cnn", &graph).unwrap();
-    let after_one = load(&stopped);
-    assert_eq!(after_one.epochs_done, 1);
-    let resume = ["--epochs", "2", "--resume", stopped.to_str().unwrap(), "--checkpoint", stopped.to_str().unwrap()];
-    run(&resume).unwrap();
-    let (a, b) = (load(&straight), load(&stopped));
-    assert_eq!(b.epochs_done, 2);
-    assert_ne!(after_one.values, b.values, "the resumed epoch trained");
-    assert_eq!(a, b, "resumed run differs from the uninterrupted one");
+    let adamw = ["--optimizer", "adamw", "--schedule", "cosine,t_max=20", "--warmup", "3"];
+    for (name, recipe) in [("sgd", &[][..]), ("adamw", &adamw[..])] {
+        let (straight, stopped) = (dir.join(format!("{name}-straight.ckpt")), dir.join(format!("{name}-stopped.ckpt")));
+        run(&[&["--epochs", "2", "--checkpoint", straight.to_str().unwrap()], recipe].concat()).unwrap();
+        run(&[&["--epochs", "1", "--checkpoint", stopped.to_str().unwrap()], recipe].concat()).unwrap();
+        let after_one = load(&stopped);
+        assert_eq!(after_one.epochs_done, 1);
+        let stopped_path = stopped.to_str().unwrap();
+        run(&[&["--epochs", "2", "--resume", stopped_path, "--checkpoint", stopped_path], recipe].concat()).unwrap();
+        let (a, b) = (load(&straight), load(&stopped));
+        assert_eq!(b.epochs_done, 2);
+        assert_ne!(after_one.values, b.values, "{name}: the resumed epoch trained");
+        assert_eq!(a, b, "{name}: resumed run differs from the uninterrupted one");
+        assert_eq!(a.moments.len(), if name == "sgd" { 1 } else { 2 });
+    }
+    let stopped = dir.join("sgd-stopped.ckpt");
 
     // A checkpoint path that cannot be written is refused before the first epoch.
     let nowhere = dir.join("no-such-dir").join("x.ckpt");
@@ -208,7 +252,9 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 
     // The same checkpoint with another recipe is refused before any training.
     let e = run(&["--epochs", "3", "--lr", "0.02", "--resume", stopped.to_str().unwrap()]).expect_err("lr differs");
-    assert!(e.to_string().contains("--lr 0.01, this run asks for 0.02"), "{e}");
+    assert!(e.to_string().contains("this run asks for sgd lr=0.02 momentum=0.5"), "{e}");
+    let e = run(&["--epochs", "3", "--optimizer", "adam", "--resume", stopped.to_str().unwrap()]).expect_err("adam");
+    assert!(e.to_string().contains("this run asks for adam lr=0.001 betas=0.9,0.999"), "{e}");
     let e = models::cli::run(
         Network::Resnet,
         &Args::try_parse_from([

@@ -19,7 +19,7 @@ use engine::graph::plan::Plan;
 use engine::graph::program::{Pass, Program};
 use engine::graph::{cpu, Graph};
 use engine::ops::gather;
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{self, Optimizer, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use models::state_dict::TensorFile;
 use models::train::MNIST_NORMALIZATION;
@@ -28,7 +28,7 @@ use test_support::gpu::{gpu, norm, repeated, Rig};
 
 const BATCH: usize = 16;
 const STEPS: usize = 3;
-const SGD: Sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
+const SGD: Optimizer = Optimizer::Sgd(Sgd::new(0.01, 0.5));
 
 /// What a run produces, the engine's or PyTorch's. Parameters and gradients are packed.
 #[derive(Clone)]
@@ -71,13 +71,14 @@ fn cpu_outputs(f: &Fixture) -> Outputs {
     let (x, y) = gather::cpu::gather_batch(f.images.pixels(), f.images.labels(), 784, &order, &[MNIST_NORMALIZATION]);
     let program = Program::build(&f.graph, BATCH, Pass::Training).unwrap();
     let first = cpu::run(&f.graph, &program, &f.init, &x, &y);
-    let (mut params, mut velocity) = (f.init.clone(), vec![0.0; f.init.len()]);
+    let (mut params, mut velocity) = (f.init.clone(), vec![vec![0.0; f.init.len()]]);
+    let row = SGD.step_row(0, SGD.lr() as f64, None);
     let mut grads = first.grads.clone();
     for step in 0..STEPS {
         if step > 0 {
             grads = cpu::run(&f.graph, &program, &params, &x, &y).grads;
         }
-        engine::ops::sgd::cpu::sgd_momentum(&SGD, &grads, &mut params, &mut velocity);
+        optimizer::cpu::step(&SGD, &row, &grads, &mut params, &mut velocity);
     }
     Outputs { logits: first.logits, loss: first.loss, grads: first.grads, after_steps: params }
 }

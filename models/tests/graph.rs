@@ -8,7 +8,7 @@ use engine::graph::cpu;
 use engine::graph::program::{Pass, Program};
 use engine::graph::Graph;
 use engine::ops::gather;
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{Optimizer, Sgd};
 use engine::rng::Rng;
 use engine::GpuContext;
 use models::train::MNIST_NORMALIZATION;
@@ -48,7 +48,7 @@ fn gpu_step(
     graph: &Graph,
     params: &[f32],
     b: &Batch,
-    sgd: Sgd,
+    sgd: Optimizer,
     plan_batch: usize,
 ) -> (Vec<f32>, Vec<f32>) {
     let rig = Rig::new(ctx, graph, params, (&b.images, &[MNIST_NORMALIZATION]), plan_batch, sgd);
@@ -86,7 +86,8 @@ fn check_network(network: Network) {
     let Some(ctx) = gpu() else { return };
     // GPU gradients against the CPU reference, parameter by parameter. Relative to each
     // tensor's norm: a ReLU or max-pool decision flipped by rounding moves a few entries.
-    let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
+    let lr = 0.01;
+    let sgd = Optimizer::Sgd(Sgd::new(lr, 0.5));
     let (grads, stepped) = gpu_step(ctx, &graph, &params, &b, sgd, BATCH);
     // The same batch as the padded last batch of a plan for 5 rows: padding changes nothing.
     let (padded, _) = gpu_step(ctx, &graph, &params, &b, sgd, BATCH + 2);
@@ -107,7 +108,7 @@ fn check_network(network: Network) {
     }
 
     // One SGD step: the first step's velocity is the gradient, so p' = p - lr·g (PyTorch).
-    let want: Vec<f32> = params.iter().zip(&reference.grads).map(|(p, g)| p - sgd.lr * g).collect();
+    let want: Vec<f32> = params.iter().zip(&reference.grads).map(|(p, g)| p - lr * g).collect();
     let diff: Vec<f32> = stepped.iter().zip(&want).map(|(a, b)| a - b).collect();
     let max = diff.iter().fold(0f32, |m, d| m.max(d.abs()));
     assert!(max < 1e-5, "{}: parameters after one SGD step differ from the CPU step by up to {max}", network.name());
@@ -174,7 +175,7 @@ fn memory_is_shared_by_liveness() {
     let Some(ctx) = gpu() else { return };
     let graph = Network::Resnet.build([1, 28, 28], 10).unwrap();
     let b = batch(1);
-    let sgd = Sgd { lr: 0.0, momentum: 0.0, weight_decay: 0.0 };
+    let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.0));
     let plan = Rig::new(ctx, &graph, &graph.init_params(1), (&b.images, &[MNIST_NORMALIZATION]), 3, sgd).plan;
     assert!(
         plan.activation_bytes * 10 < plan.unshared_bytes * 7,

@@ -6,6 +6,7 @@
 
 use clap::Parser;
 use engine::data::LabelledImages;
+use engine::ops::optimizer::{Optimizer, Sgd};
 use image::{ImageBuffer, Luma, Rgb, Rgba};
 use models::cli::Args;
 use models::image_folder::{self, FolderError, FolderOptions};
@@ -80,7 +81,7 @@ fn mnist_as_pictures_trains_exactly_as_the_idx_files_and_predict_names_the_class
     let (train, test) = (split(0..1500), split(1500..2000));
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
     let mut recipe = Recipe { epochs: 1, batch_size: 16, ..Recipe::default() };
-    recipe.sgd.lr = 0.04;
+    recipe.optimizer = Optimizer::Sgd(Sgd::new(0.04, 0.5));
     let mut trainer = Trainer::new(ctx, &graph, &train, Some(&test), recipe).unwrap();
     let from_idx = trainer.epoch(1, |_, _, _, _| {}).unwrap().test_accuracy();
     assert!((from_folder - from_idx).abs() < 1e-3, "folder {from_folder}% vs IDX {from_idx}%");

@@ -4,8 +4,9 @@
 
 use clap::Parser;
 use engine::data::LabelledImages;
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{Adam, Optimizer, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
+use engine::schedule::{OneCycle, Schedule};
 use mnist_loader::DatasetInfo;
 use models::cli::Args;
 use models::train::{mnist_images, Recipe, TrainError, Trainer, MNIST_NORMALIZATION};
@@ -26,12 +27,8 @@ fn simple_cnn_reaches_90_percent_after_one_epoch_on_5000_images() {
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
     // The tutorial's batch 64 at lr 0.01 makes only 78 steps over 5000 images (59.9% measured on
     // lavapipe); batch 16 at lr 0.04 makes 313 and reached 91.5%.
-    let recipe = Recipe {
-        epochs: 1,
-        batch_size: 16,
-        sgd: Sgd { lr: 0.04, momentum: 0.5, weight_decay: 0.0 },
-        ..Recipe::default()
-    };
+    let recipe =
+        Recipe { epochs: 1, batch_size: 16, optimizer: Optimizer::Sgd(Sgd::new(0.04, 0.5)), ..Recipe::default() };
     let mut trainer = Trainer::new(ctx, &graph, &train, Some(&test), recipe).unwrap();
     let report = trainer.epoch(1, |_, _, _, _| {}).unwrap();
     eprintln!("simple_cnn, 5000 images, 1 epoch: {report:?}");
@@ -46,7 +43,7 @@ fn step_losses(network: Network, steps: usize, batch: usize) -> Option<Vec<f32>>
     let data = real_mnist()?;
     let graph = network.build([1, 28, 28], 10).unwrap();
     let images = repeated(&mnist_images(&data.train.read(Some(batch)).unwrap()), steps);
-    let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
+    let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.5));
     let rig = Rig::new(ctx, &graph, &graph.init_params(1), (&images, &[MNIST_NORMALIZATION]), batch, sgd);
     let mut losses = Vec::new();
     let mut before = 0.0;
@@ -84,7 +81,7 @@ fn a_diverging_run_stops_naming_the_epoch_and_step() {
     let Some(data) = real_mnist() else { return };
     let train = mnist_images(&data.train.read(Some(640)).unwrap());
     let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
-    let recipe = Recipe { sgd: Sgd { lr: 1e38, momentum: 0.5, weight_decay: 0.0 }, ..Recipe::default() };
+    let recipe = Recipe { optimizer: Optimizer::Sgd(Sgd::new(1e38, 0.5)), ..Recipe::default() };
     // No evaluation split: the loop trains on the training split alone.
     let mut trainer = Trainer::new(ctx, &graph, &train, None, recipe).unwrap();
     match trainer.epoch(1, |_, _, _, _| {}) {
@@ -133,13 +130,35 @@ fn bad_flags_are_refused_with_a_clear_message() {
         Args::try_parse_from(argv).map_err(|e| e.to_string())
     };
     let defaults = parse(&[]).unwrap();
-    assert_eq!((defaults.epochs, defaults.batch_size, defaults.lr, defaults.momentum), (10, 64, 0.01, 0.5));
+    assert_eq!((defaults.epochs, defaults.batch_size), (10, 64));
+    assert_eq!(defaults.optimizer(), Ok(Optimizer::Sgd(Sgd::new(0.01, 0.5))));
+    assert_eq!(defaults.schedule(), Ok(Schedule::Constant { warmup: 0 }));
     assert_eq!(parse(&["--epochs", "0"]).unwrap().epochs, 0);
+    let adamw =
+        parse(&["--optimizer", "adamw", "--betas", "0.8,0.99", "--schedule", "onecycle,pct_start=0.25"]).unwrap();
+    assert_eq!(adamw.optimizer(), Ok(Optimizer::Adam(Adam { betas: (0.8, 0.99), ..Adam::adamw(0.001) })));
+    let one_cycle = OneCycle { pct_start: 0.25, ..OneCycle::default() };
+    assert_eq!(adamw.schedule(), Ok(Schedule::OneCycle(one_cycle)));
+    let step = parse(&["--schedule", "step,step_size=300", "--warmup", "50"]).unwrap().schedule();
+    assert_eq!(step, Ok(Schedule::Step { step_size: 300, gamma: 0.1, warmup: 50 }));
     for (args, says) in [
         (&["--batch-size", "0"][..], "must be at least 1"),
-        (&["--lr", "-0.1"], "must be a finite number of at least 0"),
-        (&["--lr", "NaN"], "must be a finite number of at least 0"),
-        (&["--lr", "inf"], "must be a finite number of at least 0"),
+        (&["--lr", "0"], "must be a finite number above 0"),
+        (&["--lr", "-0.1"], "must be a finite number above 0"),
+        (&["--lr", "NaN"], "must be a finite number above 0"),
+        (&["--lr", "inf"], "must be a finite number above 0"),
+        (&["--optimizer", "rmsprop"], "invalid value 'rmsprop' for '--optimizer"),
+        (&["--betas", "1,0.999"], "`1` is not a number in [0, 1)"),
+        (&["--betas", "0.9"], "is not two numbers"),
+        (&["--eps", "0"], "must be a finite number above 0"),
+        (&["--weight-decay", "-1"], "must be a finite number of at least 0"),
+        (&["--schedule", "linear"], "unknown schedule `linear`"),
+        (&["--schedule", "step"], "needs step_size=STEPS"),
+        (&["--schedule", "step,step_size=0"], "step_size must be a whole number of steps of at least 1"),
+        (&["--schedule", "step,step_size=10,gama=0.5"], "the step schedule has no setting `gama`"),
+        (&["--schedule", "cosine,t_max=0"], "t_max must be a whole number of steps of at least 1"),
+        (&["--schedule", "onecycle,pct_start=1.5"], "pct_start 1.5 must be between 0 and 1"),
+        (&["--schedule", "cosine,eta_min=x"], "eta_min: `x` is not a number"),
         (&["--momentum", "abc"], "is not a number"),
         (&["--momentum", "-0.5"], "must be a finite number of at least 0"),
         (&["--momentum", "inf"], "must be a finite number of at least 0"),
@@ -157,6 +176,24 @@ fn bad_flags_are_refused_with_a_clear_message() {
         let e = parse(args).expect_err(&format!("{args:?} must be refused"));
         assert!(e.contains(says), "{args:?}: {e}");
     }
+}
+
+/// Flags the chosen optimizer or schedule does not have are refused when the run is set up.
+#[test]
+fn flags_of_another_optimizer_or_schedule_are_refused() {
+    let parse = |args: &[&str]| Args::try_parse_from([&["simple_cnn"], args].concat()).unwrap();
+    for (args, says) in [
+        (&["--optimizer", "adam", "--momentum", "0.9"][..], "--momentum does not apply to --optimizer adam"),
+        (&["--optimizer", "adamw", "--nesterov"], "--nesterov does not apply to --optimizer adamw"),
+        (&["--betas", "0.9,0.99"], "--betas does not apply to --optimizer sgd"),
+        (&["--eps", "1e-6"], "--eps does not apply to --optimizer sgd"),
+        (&["--momentum", "0", "--nesterov"], "--nesterov needs a --momentum above 0"),
+    ] {
+        let e = parse(args).optimizer().expect_err(says);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+    let e = parse(&["--schedule", "onecycle", "--warmup", "10"]).schedule().expect_err("warm-up");
+    assert!(e.contains("--warmup does not apply to --schedule onecycle"), "{e}");
 }
 
 #[test]

@@ -27,8 +27,8 @@ pub const ALL: &[(&str, &str)] = &[
     joined!("matmul", "matmul_params"),
     joined!("matmul_subgroup", "matmul_params"),
     joined!("max_pool", "pool_params", "grid"),
+    joined!("optimizer", "grid"),
     joined!("relu", "grid"),
-    joined!("sgd", "grid"),
     joined!("softmax_cross_entropy"),
 ];
 

@@ -5,7 +5,7 @@ use crate::skipped;
 use engine::data::{GpuSplit, LabelledImages, Normalization};
 use engine::graph::plan::{Parameters, Plan};
 use engine::graph::Graph;
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{Optimizer, OptimizerState};
 use engine::GpuContext;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -80,6 +80,7 @@ pub fn finite_difference(x: &[f32], i: usize, eps: f32, f: impl Fn(&[f32]) -> f6
 pub struct Rig {
     pub plan: Plan,
     pub params: Parameters,
+    pub optimizer: OptimizerState,
     pub split: GpuSplit,
 }
 
@@ -92,12 +93,13 @@ impl Rig {
         params: &[f32],
         (images, norm): (&LabelledImages, &[Normalization]),
         batch: usize,
-        sgd: Sgd,
+        optimizer: Optimizer,
     ) -> Rig {
         let split = GpuSplit::upload(ctx, images, norm, batch, false).unwrap();
         let params = Parameters::upload(ctx, graph, params).unwrap();
-        let plan = Plan::training(ctx, graph, &params, sgd, &split).unwrap();
-        Rig { plan, params, split }
+        let optimizer = OptimizerState::constant(ctx, optimizer, params.values.len, split.steps()).unwrap();
+        let plan = Plan::training(ctx, graph, &params, (&optimizer, 0.0), &split).unwrap();
+        Rig { plan, params, optimizer, split }
     }
 
     /// Records, submits and waits for one step.

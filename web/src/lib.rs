@@ -11,10 +11,10 @@
 
 use engine::data::Normalization;
 use engine::graph::Graph;
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{Optimizer, Sgd};
 use engine::{GpuContext, LimitsRequest};
 use mnist_loader::Dataset;
-use models::flags::{at_least_one, limit_note, non_negative};
+use models::flags::{above_zero, at_least_one, limit_note, non_negative};
 use models::predict::{classify_async, mnist_digit_rgba, network_of, InputSpec};
 use models::state_dict::{self, TensorFile};
 use models::train::{mnist_images, weights_metadata, Recipe, Trainer};
@@ -143,15 +143,15 @@ impl Engine {
             .parse::<usize>()
             .map_err(|_| js_error(format!("epochs: `{epochs}` is not a whole number")))?;
         let batch_size = at_least_one(batch_size.trim()).map_err(|e| js_error(format!("batch-size: {e}")))?;
-        let lr = non_negative(lr.trim()).map_err(|e| js_error(format!("lr: {e}")))?;
+        let lr = above_zero(lr.trim()).map_err(|e| js_error(format!("lr: {e}")))?;
         let momentum = non_negative(momentum.trim()).map_err(|e| js_error(format!("momentum: {e}")))?;
         let seed = seed.trim().parse::<u64>().map_err(|_| js_error(format!("seed: `{seed}` is not a whole number")))?;
         let limits = [
             parse_limit("limit-train", limit_train).map_err(js_error)?,
             parse_limit("limit-test", limit_test).map_err(js_error)?,
         ];
-        let sgd = Sgd { lr, momentum, weight_decay: 0.0 };
-        let recipe = Recipe { epochs, batch_size, sgd, seed, ..Recipe::default() };
+        let optimizer = Optimizer::Sgd(Sgd::new(lr, momentum));
+        let recipe = Recipe { epochs, batch_size, optimizer, seed, ..Recipe::default() };
         self.state.borrow_mut().settings = Some(Settings { network, recipe, limits });
         Ok(())
     }

@@ -152,6 +152,7 @@ impl State<'_> {
                     classes,
                     self.get(logits),
                     labels,
+                    0.0,
                     d.as_deref_mut(),
                     None,
                 );

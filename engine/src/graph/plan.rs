@@ -1,6 +1,6 @@
 //! The GPU execution plan of a program: buffers allocated once (activations and gradients share
 //! memory by liveness), bind groups built once, and a whole step — gather the batch from a
-//! [`GpuSplit`], forward, loss, backward, SGD update, advance the step counter — as one list of
+//! [`GpuSplit`], forward, loss (which advances the step counter), backward, optimizer update — as one list of
 //! dispatches that is recorded into a command buffer with no host round trip inside. An
 //! inference plan runs the forward pass alone on a batch written into its input.
 
@@ -11,31 +11,24 @@ use crate::data::GpuSplit;
 use crate::error::{Error, Result};
 use crate::kernel::Dispatch;
 use crate::ops::gather;
-use crate::ops::sgd::{self, Sgd};
+use crate::ops::optimizer::{OptimizerState, STEP_WORDS};
 use crate::ops::softmax_cross_entropy as sce;
 use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu};
 
-/// The packed parameters of a network on the GPU, their gradients and the SGD velocity,
-/// shared by every plan of the network (training at two batch sizes, evaluation).
+/// The packed parameters of a network on the GPU and their gradients, shared by every plan of
+/// the network (training at two batch sizes, evaluation).
 pub struct Parameters {
     /// The packed parameters, laid out as [`Graph::init_params`] packs them.
     pub values: Tensor,
     /// Their gradients, in the same layout, written by each training step.
     pub grads: Tensor,
-    /// The SGD momentum buffer, in the same layout.
-    pub velocity: Tensor,
 }
 
 impl Parameters {
-    /// Uploads the packed `values` (`graph.param_buffer_len()` floats), with zero gradients and
-    /// velocity.
+    /// Uploads the packed `values` (`graph.param_buffer_len()` floats), with zero gradients.
     pub fn upload(ctx: &GpuContext, graph: &Graph, values: &[f32]) -> Result<Parameters> {
         assert_eq!(values.len(), graph.param_buffer_len(), "packed parameter length");
-        Ok(Parameters {
-            values: ctx.upload(values, "parameters")?,
-            grads: ctx.zeros(values.len(), "gradients")?,
-            velocity: ctx.zeros(values.len(), "velocity")?,
-        })
+        Ok(Parameters { values: ctx.upload(values, "parameters")?, grads: ctx.zeros(values.len(), "gradients")? })
     }
 }
 
@@ -54,12 +47,23 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// A training step over `split`'s next batch: gather, forward, loss, backward, SGD, advance.
-    pub fn training(ctx: &GpuContext, graph: &Graph, params: &Parameters, opt: Sgd, split: &GpuSplit) -> Result<Plan> {
+    /// A training step over `split`'s next batch: gather, forward, loss (its target smoothed by
+    /// `label_smoothing`, PyTorch's, 0 for none), backward, and the optimizer's update with the
+    /// values of the step's row in `opt`'s step table.
+    pub fn training(
+        ctx: &GpuContext,
+        graph: &Graph,
+        params: &Parameters,
+        (opt, label_smoothing): (&OptimizerState, f32),
+        split: &GpuSplit,
+    ) -> Result<Plan> {
+        if !(0.0..=1.0).contains(&label_smoothing) {
+            return Err(Error::Setting(format!("label smoothing {label_smoothing}: must be in [0, 1]")));
+        }
         let mut plan = Plan::allocate(ctx, Program::build(graph, split.batch(), Pass::Training)?)?;
-        plan.lower(ctx, graph, params, Some(split))?;
-        let len = params.values.len;
-        plan.dispatches.push(sgd::sgd_momentum(ctx, len, &opt, &params.grads, &params.values, &params.velocity)?);
+        plan.lower(ctx, graph, params, Some(split), label_smoothing)?;
+        opt.steps.check_len("the optimizer's step table", split.steps() * STEP_WORDS)?;
+        plan.dispatches.push(opt.dispatch(ctx, &params.grads, &params.values, split.step())?);
         Ok(plan)
     }
 
@@ -67,7 +71,7 @@ impl Plan {
     /// metrics (and predictions, where the split keeps them), advance.
     pub fn evaluation(ctx: &GpuContext, graph: &Graph, params: &Parameters, split: &GpuSplit) -> Result<Plan> {
         let mut plan = Plan::allocate(ctx, Program::build(graph, split.batch(), Pass::Evaluation)?)?;
-        plan.lower(ctx, graph, params, Some(split))?;
+        plan.lower(ctx, graph, params, Some(split), 0.0)?;
         Ok(plan)
     }
 
@@ -75,7 +79,7 @@ impl Plan {
     /// to the logits: no labels, no loss, no step counter.
     pub fn inference(ctx: &GpuContext, graph: &Graph, batch: usize, params: &Parameters) -> Result<Plan> {
         let mut plan = Plan::allocate(ctx, Program::build(graph, batch, Pass::Inference)?)?;
-        plan.lower(ctx, graph, params, None)?;
+        plan.lower(ctx, graph, params, None, 0.0)?;
         Ok(plan)
     }
 
@@ -137,8 +141,15 @@ impl Plan {
     }
 
     /// The dispatches of every instruction, after the gather of `split`'s next batch (none for
-    /// an inference plan, which has no split).
-    fn lower(&mut self, ctx: &GpuContext, graph: &Graph, params: &Parameters, split: Option<&GpuSplit>) -> Result<()> {
+    /// an inference plan, which has no split); the loss smooths its target by `label_smoothing`.
+    fn lower(
+        &mut self,
+        ctx: &GpuContext,
+        graph: &Graph,
+        params: &Parameters,
+        split: Option<&GpuSplit>,
+        label_smoothing: f32,
+    ) -> Result<()> {
         let t = |b: Buf| self.tensor(params, graph, b);
         let p = &self.program;
         let mut out = Vec::new();
@@ -203,6 +214,7 @@ impl Plan {
                         ctx,
                         rows,
                         classes,
+                        label_smoothing,
                         samples,
                         &logits,
                         &labels,

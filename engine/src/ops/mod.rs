@@ -9,8 +9,8 @@ pub mod conv;
 pub mod gather;
 pub mod matmul;
 pub mod max_pool;
+pub mod optimizer;
 pub mod relu;
-pub mod sgd;
 pub mod softmax_cross_entropy;
 pub mod window;
 
@@ -29,8 +29,9 @@ pub const KERNELS: &[&KernelSpec] = &[
     &matmul::MATMUL_SUBGROUP,
     &max_pool::MAX_POOL_FORWARD,
     &max_pool::MAX_POOL_BACKWARD,
+    &optimizer::SGD_STEP,
+    &optimizer::ADAM_STEP,
     &relu::RELU_FORWARD,
     &relu::RELU_BACKWARD,
-    &sgd::SGD_MOMENTUM,
     &softmax_cross_entropy::SOFTMAX_CROSS_ENTROPY,
 ];

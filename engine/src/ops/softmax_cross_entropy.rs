@@ -19,6 +19,8 @@ crate::gpu_params! {
         pub samples: u32,
         /// 1: write each valid row's predicted class.
         pub write_predictions: u32,
+        /// PyTorch's `label_smoothing`: the target is `(1 − s)·onehot + s / classes`.
+        pub label_smoothing: f32,
     }
 }
 
@@ -69,8 +71,9 @@ pub struct LossOutputs<'a> {
     pub metrics: &'a Tensor,
 }
 
-/// Loss and metrics of `logits` [rows, classes] against `labels` (u32); writes
-/// dlogits = (softmax − onehot) / valid when `write_grad`. `step` is the step counter (u32),
+/// Loss and metrics of `logits` [rows, classes] against `labels` (u32), the target smoothed by
+/// `label_smoothing` (PyTorch's; 0 for none); writes dlogits = (softmax − target) / valid when
+/// `write_grad`. `step` is the step counter (u32),
 /// which the loss advances, closing the step; rows past `samples` (counting `rows` a step) are
 /// padding: no loss, no metrics, zero gradient.
 #[allow(clippy::too_many_arguments)]
@@ -78,6 +81,7 @@ pub fn softmax_cross_entropy(
     ctx: &GpuContext,
     rows: usize,
     classes: usize,
+    label_smoothing: f32,
     samples: usize,
     logits: &Tensor,
     labels: &Tensor,
@@ -101,6 +105,7 @@ pub fn softmax_cross_entropy(
         write_grad: write_grad as u32,
         samples: samples.min(u32::MAX as usize) as u32,
         write_predictions: write_predictions as u32,
+        label_smoothing,
     };
     let buffers = [logits, labels, step, dlogits, metrics, predictions];
     ctx.dispatch(&SOFTMAX_CROSS_ENTROPY, &params, &buffers, [1, 1, 1])
@@ -108,13 +113,15 @@ pub fn softmax_cross_entropy(
 
 /// The CPU reference of softmax_cross_entropy.wgsl (one batch, every row valid).
 pub mod cpu {
-    /// Returns (mean loss, correct predictions); fills `dlogits` and each row's predicted
-    /// class (`predictions`) when given.
+    /// Returns (mean loss, correct predictions) with the target smoothed by `label_smoothing`;
+    /// fills `dlogits` and each row's predicted class (`predictions`) when given.
+    #[allow(clippy::too_many_arguments)]
     pub fn softmax_cross_entropy(
         rows: usize,
         classes: usize,
         logits: &[f32],
         labels: &[u32],
+        label_smoothing: f32,
         mut dlogits: Option<&mut [f32]>,
         mut predictions: Option<&mut [u32]>,
     ) -> (f32, u32) {
@@ -127,7 +134,10 @@ pub mod cpu {
             let (arg, max) =
                 row.iter().enumerate().fold((0, row[0]), |(ai, am), (i, &v)| if v > am { (i, v) } else { (ai, am) });
             let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-            loss += sum.ln() + (max - row[label]) as f64;
+            let s = label_smoothing as f64;
+            // −log p_j = ln(sum) + max − logit_j; the smoothed target spreads s over the classes.
+            let nll = |j: usize| sum.ln() + (max - row[j]) as f64;
+            loss += (1.0 - s) * nll(label) + s / classes as f64 * (0..classes).map(nll).sum::<f64>();
             correct += (arg == label) as u32;
             if let Some(p) = predictions.as_deref_mut() {
                 p[r] = arg as u32;
@@ -135,7 +145,8 @@ pub mod cpu {
             if let Some(d) = dlogits.as_deref_mut() {
                 for (j, &v) in row.iter().enumerate() {
                     let prob = ((v - max) as f64).exp() / sum;
-                    d[r * classes + j] = ((prob - (j == label) as u8 as f64) / rows as f64) as f32;
+                    let target = (1.0 - s) * (j == label) as u8 as f64 + s / classes as f64;
+                    d[r * classes + j] = ((prob - target) / rows as f64) as f32;
                 }
             }
         }

@@ -7,6 +7,7 @@
 mod network;
 
 use clap::Parser;
+use engine::ops::optimizer::{Optimizer, Sgd};
 use engine::GpuContext;
 use models::predict::{classify, describe};
 use models::state_dict::{self, TensorFile};
@@ -56,7 +57,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // The tutorial's recipe: batch 64, SGD momentum 0.5, seed 1.
     let mut recipe = Recipe { epochs: args.epochs, ..Recipe::default() };
-    recipe.sgd.lr = args.lr;
+    recipe.optimizer = Optimizer::Sgd(Sgd::new(args.lr, 0.5));
     let mut trainer = Trainer::new(&ctx, &graph, &train, Some(&test), recipe)?;
     for epoch in 1..=args.epochs {
         println!("{}", trainer.epoch(epoch, |_, _, _, _| {})?.line(args.epochs));

@@ -14,7 +14,7 @@ use clap::Parser;
 use engine::data::{GpuSplit, LabelledImages};
 use engine::graph::plan::{Parameters, Plan};
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, Operands, View};
-use engine::ops::sgd::Sgd;
+use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
 use engine::{Dispatch, GpuContext};
 use models::train::{steps_per_submit, MNIST_NORMALIZATION};
 use models::Network;
@@ -88,8 +88,9 @@ fn bench_network(
     let graph = network.build([1, 28, 28], 10)?;
     let params = Parameters::upload(ctx, &graph, &graph.init_params(1))?;
     let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false)?;
-    let sgd = Sgd { lr: 0.01, momentum: 0.5, weight_decay: 0.0 };
-    let plan = Plan::training(ctx, &graph, &params, sgd, &split)?;
+    let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.5));
+    let optimizer = OptimizerState::constant(ctx, sgd, params.values.len, split.steps())?;
+    let plan = Plan::training(ctx, &graph, &params, (&optimizer, 0.0), &split)?;
     if args.each {
         print_kernel_times(ctx, &plan)?;
         split.restart(ctx);
