@@ -60,7 +60,7 @@ fn sgd_step(
     if (idx >= p.count) {
         return;
     }
-    let s = steps[step[0] - 1u];
+    let s = steps[max(step[0], 1u) - 1u];
     let d = grad[idx] + p.weight_decay * param[idx];
     let buf = s.momentum * moment1[idx] + d;
     moment1[idx] = buf;
@@ -81,7 +81,7 @@ fn adam_step(
     if (idx >= p.count) {
         return;
     }
-    let s = steps[step[0] - 1u];
+    let s = steps[max(step[0], 1u) - 1u];
     var x = param[idx];
     var g = grad[idx];
     if (p.decoupled != 0u) {

@@ -77,9 +77,9 @@ fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
         }
         let label = labels[row];
         let s = p.label_smoothing;
-        let uniform = s / f32(p.classes);
+        let spread = s / f32(p.classes);
         let nll = log(sum) + (max_logit - logits[base + label]);
-        loss += (1.0 - s) * nll + uniform * (f32(p.classes) * log(sum) + gap_sum);
+        loss += (1.0 - s) * nll + spread * (f32(p.classes) * log(sum) + gap_sum);
         if (arg == label) {
             correct += 1u;
         }
@@ -89,7 +89,7 @@ fn softmax_cross_entropy(@builtin(local_invocation_index) lid: u32) {
         if (p.write_grad != 0u) {
             for (var j = 0u; j < p.classes; j++) {
                 let prob = exp(logits[base + j] - max_logit) / sum;
-                dlogits[base + j] = (prob - select(0.0, 1.0 - s, j == label) - uniform) * inv_rows;
+                dlogits[base + j] = (prob - select(0.0, 1.0 - s, j == label) - spread) * inv_rows;
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Learning-rate schedules, stepped once per training step with torch.optim.lr_scheduler's
 //! formulas (closed forms, in f64), and a linear warm-up that multiplies any of them but
-//! OneCycle. The optimizer's step table ([`Optimizer::step_rows`](crate::ops::optimizer::Optimizer::step_rows))
+//! OneCycle (what PyTorch's `ChainedScheduler([LinearLR, main])` gives, exactly so where the
+//! main schedule is multiplicative: StepLR, and CosineAnnealingLR with `eta_min` 0). The optimizer's step table ([`Optimizer::step_rows`](crate::ops::optimizer::Optimizer::step_rows))
 //! carries each step's values to the GPU.
 
 use crate::error::{Error, Result};
@@ -135,6 +136,19 @@ impl Schedule {
             }
             one_cycle => one_cycle,
         })
+    }
+
+    /// Refuses a schedule that a run of `total` steps breaks: a OneCycle whose rising phase
+    /// ends at step 0 (`pct_start · total = 1`, where PyTorch divides by zero).
+    pub fn check_run(&self, total: u64) -> Result<()> {
+        match self {
+            Schedule::OneCycle(c) if c.pct_start * total as f64 - 1.0 == 0.0 => Err(Error::Setting(format!(
+                "the onecycle schedule's pct_start {} over a run of {total} steps leaves its rising phase no \
+                 step; change pct_start or the number of epochs",
+                c.pct_start
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the schedule's values depend on the run's length (a resumed run must keep it).

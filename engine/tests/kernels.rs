@@ -12,7 +12,9 @@
 
 use engine::ops::optimizer::{self, Adam, Optimizer, OptimizerState, Sgd};
 use engine::ops::window::{ConvGeometry, PoolGeometry, Window};
-use engine::ops::{add, avg_pool, concat, conv, gather, matmul, max_pool, relu, softmax_cross_entropy as sce};
+use engine::ops::{
+    add, avg_pool, batch_norm, concat, conv, gather, matmul, max_pool, relu, softmax_cross_entropy as sce,
+};
 use engine::rng::Rng;
 use engine::schedule::Schedule;
 use engine::{Dispatch, GpuContext, Tensor};
@@ -887,6 +889,141 @@ fn optimizers_match_cpu_over_several_scheduled_steps() {
                 assert_close(&format!("{what}: {name}"), &ctx.read(t).unwrap(), m, 1e-5, 1e-6);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- batch norm
+
+/// One batch norm on the GPU: its tensors, uploaded from the CPU's values.
+struct BatchNormRig {
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    running: [Tensor; 3],
+    saved: Tensor,
+}
+
+impl BatchNormRig {
+    fn new(ctx: &GpuContext, shape: [usize; 3], x: &[f32], affine: [&[f32]; 2], running: [&[f32]; 2]) -> BatchNormRig {
+        BatchNormRig {
+            x: up(ctx, x),
+            gamma: up(ctx, affine[0]),
+            beta: up(ctx, affine[1]),
+            running: [up(ctx, running[0]), up(ctx, running[1]), up(ctx, &[7.0])],
+            saved: dirty(ctx, 2 * shape[1] + 1),
+        }
+    }
+    fn layer(&self, shape: [usize; 3]) -> batch_norm::BatchNorm<'_> {
+        let (x, gamma, beta, saved) = (&self.x, &self.gamma, &self.beta, &self.saved);
+        let running = [&self.running[0], &self.running[1], &self.running[2]];
+        batch_norm::BatchNorm { shape, x, gamma, beta, running, saved }
+    }
+}
+
+/// Training and evaluation forward passes and the backward pass against the CPU reference, on
+/// a 2-D and a 1-D layer, a batch whose last rows are padding (they enter no statistic and get a
+/// zero input gradient), and a layer large enough that each thread loops.
+#[test]
+fn batch_norm_matches_cpu_in_training_and_evaluation() {
+    let Some(ctx) = gpu() else { return };
+    // (shape, samples in the epoch, step): valid rows = min(batch, samples - step·batch).
+    for (i, &(shape, samples, step)) in
+        [([4, 3, 5], 4, 0), ([8, 3, 5], 19, 2), ([16, 7, 1], 37, 2), ([64, 24, 144], 64, 0)].iter().enumerate()
+    {
+        let [batch, channels, plane] = shape;
+        let valid = batch.min(samples - step * batch);
+        let mut rng = Rng::new(1700 + i as u64);
+        let len = batch * channels * plane;
+        let x: Vec<f32> = rng.uniform_vec(len, 2.0).iter().map(|v| v + 0.5).collect();
+        let (gamma, beta) = (rng.uniform_vec(channels, 1.0), rng.uniform_vec(channels, 1.0));
+        let running: Vec<Vec<f32>> = vec![rng.uniform_vec(channels, 0.5), vec![1.5; channels]];
+        let mut want_saved = vec![0.0; 2 * channels + 1];
+        let (mut want_mean, mut want_var) = (running[0].clone(), running[1].clone());
+        batch_norm::cpu::statistics(shape, valid, &x, &mut want_saved, [&mut want_mean, &mut want_var, &mut [7.0]]);
+        let mut want_y = vec![0.0; len];
+        batch_norm::cpu::apply(shape, &x, &want_saved, &gamma, &beta, &mut want_y);
+
+        let rig = BatchNormRig::new(ctx, shape, &x, [&gamma, &beta], [&running[0], &running[1]]);
+        let (counter, y) = (ctx.upload(&[step as u32], "step").unwrap(), dirty(ctx, len));
+        let d = batch_norm::batch_norm_forward(ctx, &rig.layer(shape), Some((&counter, samples)), &y).unwrap();
+        let got_y = run_and_read(ctx, &d, &y);
+        let what = format!("batch norm {shape:?}, {valid} valid rows");
+        assert_close(&format!("{what}: saved"), &ctx.read(&rig.saved).unwrap(), &want_saved, 1e-4, 1e-5);
+        assert_close(&format!("{what}: running mean"), &ctx.read(&rig.running[0]).unwrap(), &want_mean, 1e-4, 1e-5);
+        assert_close(&format!("{what}: running var"), &ctx.read(&rig.running[1]).unwrap(), &want_var, 1e-4, 1e-5);
+        assert_eq!(ctx.read::<f32>(&rig.running[2]).unwrap(), [8.0], "{what}: one more batch tracked");
+        assert_close(
+            &format!("{what}: y"),
+            &got_y[..valid * channels * plane],
+            &want_y[..valid * channels * plane],
+            1e-4,
+            1e-5,
+        );
+
+        // Backward from a random dy (zero on the padding rows, as the loss leaves them).
+        let mut dy = rng.uniform_vec(len, 1.0);
+        dy[valid * channels * plane..].fill(0.0);
+        let (mut dgamma, mut dbeta, mut want_dx) = (vec![0.0; channels], vec![0.0; channels], vec![0.0; len]);
+        batch_norm::cpu::backward(shape, (&x, &dy, &want_saved, &gamma), &mut dgamma, &mut dbeta, &mut want_dx);
+        let (dyt, sums, dg, db, dx) =
+            (up(ctx, &dy), dirty(ctx, 2 * channels), dirty(ctx, channels), dirty(ctx, channels), dirty(ctx, len));
+        let d = batch_norm::batch_norm_backward(ctx, &rig.layer(shape), &dyt, &sums, (&dg, &db), Some(&dx)).unwrap();
+        let got_dx = run_and_read(ctx, &d, &dx);
+        let tol = sum_tol(valid * plane);
+        assert_close(&format!("{what}: dgamma"), &ctx.read(&dg).unwrap(), &dgamma, 1e-4, tol);
+        assert_close(&format!("{what}: dbeta"), &ctx.read(&db).unwrap(), &dbeta, 1e-4, tol);
+        assert_close(&format!("{what}: dx"), &got_dx, &want_dx, 1e-4, 1e-5);
+        assert!(got_dx[valid * channels * plane..].iter().all(|&v| v == 0.0), "{what}: padding rows get no gradient");
+
+        // Evaluation: the running statistics, every row.
+        let rig = BatchNormRig::new(ctx, shape, &x, [&gamma, &beta], [&running[0], &running[1]]);
+        let mut eval_saved = vec![0.0; 2 * channels + 1];
+        batch_norm::cpu::running(shape, [&running[0], &running[1]], &mut eval_saved);
+        batch_norm::cpu::apply(shape, &x, &eval_saved, &gamma, &beta, &mut want_y);
+        let d = batch_norm::batch_norm_forward(ctx, &rig.layer(shape), None, &y).unwrap();
+        assert_close(&format!("{what}: evaluation y"), &run_and_read(ctx, &d, &y), &want_y, 1e-5, 1e-6);
+        assert_eq!(ctx.read::<f32>(&rig.running[0]).unwrap(), running[0], "evaluation leaves the running mean");
+        assert_eq!(ctx.read::<f32>(&rig.running[2]).unwrap(), [7.0], "evaluation counts no batch");
+    }
+}
+
+/// The CPU backward pass against finite differences of the CPU training forward pass, through
+/// a weighted sum of the outputs (so every output's gradient differs).
+#[test]
+fn batch_norm_cpu_backward_matches_finite_differences() {
+    let shape = [5, 2, 3];
+    let [_, channels, _] = shape;
+    let len: usize = shape.iter().product();
+    let mut rng = Rng::new(1750);
+    let x = rng.uniform_vec(len, 2.0);
+    let (gamma, beta, weights) =
+        (rng.uniform_vec(channels, 1.5), rng.uniform_vec(channels, 1.0), rng.uniform_vec(len, 1.0));
+    let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| {
+        let (mut saved, mut mean, mut var) = (vec![0.0; 2 * channels + 1], vec![0.0; channels], vec![1.0; channels]);
+        batch_norm::cpu::statistics(shape, shape[0], x, &mut saved, [&mut mean, &mut var, &mut [0.0]]);
+        let mut y = vec![0.0; len];
+        batch_norm::cpu::apply(shape, x, &saved, gamma, beta, &mut y);
+        y.iter().zip(&weights).map(|(y, w)| (y * w) as f64).sum::<f64>()
+    };
+    let mut saved = vec![0.0; 2 * channels + 1];
+    batch_norm::cpu::statistics(
+        shape,
+        shape[0],
+        &x,
+        &mut saved,
+        [&mut vec![0.0; channels], &mut vec![1.0; channels], &mut [0.0]],
+    );
+    let (mut dgamma, mut dbeta, mut dx) = (vec![0.0; channels], vec![0.0; channels], vec![0.0; len]);
+    batch_norm::cpu::backward(shape, (&x, &weights, &saved, &gamma), &mut dgamma, &mut dbeta, &mut dx);
+    for i in 0..len {
+        let fd = finite_difference(&x, i, 1e-2, |x| loss(x, &gamma, &beta));
+        assert!((fd - dx[i] as f64).abs() < 2e-3, "dx[{i}]: fd {fd} vs {}", dx[i]);
+    }
+    for c in 0..channels {
+        let fd = finite_difference(&gamma, c, 1e-2, |g| loss(&x, g, &beta));
+        assert!((fd - dgamma[c] as f64).abs() < 2e-3, "dgamma[{c}]: fd {fd} vs {}", dgamma[c]);
+        let fd = finite_difference(&beta, c, 1e-2, |b| loss(&x, &gamma, b));
+        assert!((fd - dbeta[c] as f64).abs() < 2e-3, "dbeta[{c}]: fd {fd} vs {}", dbeta[c]);
     }
 }
 

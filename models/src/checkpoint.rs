@@ -13,7 +13,7 @@
 
 use crate::files::{Fault, FileError};
 use crate::state_dict::{self, state_prefix, TensorFile};
-use crate::train::{optimizer_text, Moments};
+use crate::train::{optimizer_schedule_text, Moments};
 use engine::data::LabelledImages;
 use engine::graph::Graph;
 use engine::ops::optimizer::{Optimizer, Sgd};
@@ -99,7 +99,7 @@ impl Fingerprint {
 fn tensors<'a>(graph: &Graph, values: &'a [f32], moments: &'a Moments) -> Vec<state_dict::Named<'a>> {
     let mut tensors = state_dict::named(graph, values, "");
     for (name, packed) in moments {
-        tensors.extend(state_dict::named(graph, packed, &state_prefix(name)));
+        tensors.extend(state_dict::named_trained(graph, packed, &state_prefix(name)));
     }
     tensors
 }
@@ -157,11 +157,14 @@ impl Checkpoint {
             text.parse().map_err(|_| format!("its metadata `{key}` is `{text}`, not a number"))
         }
         let num = |key: &str| field(key).and_then(|t| number::<u64>(key, t).map_err(invalid));
-        let real = |key: &str| field(key).and_then(|t| number::<f32>(key, t).map_err(invalid));
+        let real = |key: &str| field(key).and_then(|t| number::<f64>(key, t).map_err(invalid));
         // Checkpoints from before the optimizer flags were SGD at a constant learning rate.
         let optimizer = match meta.get("optimizer") {
             Some(text) => text.clone(),
-            None => optimizer_text(&Optimizer::Sgd(Sgd::new(real("lr")?, real("momentum")?)), &Schedule::default(), 0),
+            None => {
+                let sgd = Sgd::new(real("lr")?, real("momentum")?);
+                optimizer_schedule_text(&Optimizer::Sgd(sgd), &Schedule::default(), 0)
+            }
         };
         let state_names = meta.get("optimizer_state").map_or("momentum_buffer", String::as_str);
         let epochs_done = num("epochs_done")?;
@@ -188,11 +191,11 @@ impl Checkpoint {
                 )));
             }
         }
-        let params = |prefix: &str| file.params(graph, prefix).map_err(FileError::of_checkpoint);
-        let values = params("")?;
+        let values = file.params(graph, "").map_err(FileError::of_checkpoint)?;
         let mut moments = Vec::new();
         for name in state_names.split(',') {
-            moments.push((name.to_string(), params(&state_prefix(name))?));
+            let packed = file.trained(graph, &state_prefix(name)).map_err(FileError::of_checkpoint)?;
+            moments.push((name.to_string(), packed));
         }
         let tensors = tensors(graph, &values, &moments);
         if digest(tensors.iter().map(|t| (t.name.as_str(), t.values))) != *field("md5")? {
@@ -227,7 +230,8 @@ impl Checkpoint {
             ("--batch-size", saved.batch_size.to_string(), asked.batch_size.to_string()),
             ("training images (--limit-train)", saved.train_count.to_string(), asked.train_count.to_string()),
             (
-                "the optimizer (--optimizer, --lr, their settings, --schedule, --warmup)",
+                "the optimizer (--optimizer, --lr, their settings, --schedule, --warmup, --label-smoothing, and \
+                 --epochs where the schedule spans the run)",
                 saved.optimizer.clone(),
                 asked.optimizer.clone(),
             ),

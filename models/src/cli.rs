@@ -37,23 +37,25 @@ pub struct Args {
     pub optimizer: OptimizerKind,
     /// Learning rate (onecycle's maximum) [default: 0.01 for sgd, 0.001 for adam and adamw].
     #[arg(long, allow_negative_numbers = true, value_parser = above_zero)]
-    pub lr: Option<f32>,
-    /// SGD's momentum [default: 0.5, the tutorial's].
+    pub lr: Option<f64>,
+    /// SGD's momentum [default: 0.5, the tutorial's]; onecycle cycles it between its
+    /// base_momentum and max_momentum instead.
     #[arg(long, allow_negative_numbers = true, value_parser = non_negative)]
-    pub momentum: Option<f32>,
+    pub momentum: Option<f64>,
     /// SGD's Nesterov momentum.
     #[arg(long)]
     pub nesterov: bool,
     /// Weight decay: an L2 penalty for sgd and adam, decoupled for adamw [default: 0, for adamw
     /// 0.01].
     #[arg(long, allow_negative_numbers = true, value_parser = non_negative)]
-    pub weight_decay: Option<f32>,
-    /// Adam's and AdamW's coefficients of the moving averages [default: 0.9,0.999].
+    pub weight_decay: Option<f64>,
+    /// Adam's and AdamW's coefficients of the moving averages [default: 0.9,0.999]; onecycle
+    /// cycles B1 between its base_momentum and max_momentum instead.
     #[arg(long, value_name = "B1,B2", allow_negative_numbers = true, value_parser = betas)]
-    pub betas: Option<(f32, f32)>,
+    pub betas: Option<(f64, f64)>,
     /// Adam's and AdamW's eps, added outside the square root [default: 1e-8].
     #[arg(long, allow_negative_numbers = true, value_parser = above_zero)]
-    pub eps: Option<f32>,
+    pub eps: Option<f64>,
     /// The learning-rate schedule, stepped every training step with PyTorch's formulas:
     /// `constant`; `step,step_size=STEPS` (and `,gamma=0.1`); `cosine` (and `,t_max=STEPS`, the
     /// whole run by default, `,eta_min=0`); or `onecycle` (and `,pct_start=0.3`, `,div_factor=25`,
@@ -129,11 +131,22 @@ pub enum OptimizerKind {
     Adamw,
 }
 
+impl OptimizerKind {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Adamw => "adamw",
+        }
+    }
+}
+
 impl Args {
     /// The optimizer the flags ask for; refuses a flag the chosen optimizer does not have.
     pub fn optimizer(&self) -> Result<Optimizer, String> {
         let not_for = |flag: &str, given: bool| match given {
-            true => Err(format!("{flag} does not apply to --optimizer {}", self.optimizer_name())),
+            true => Err(format!("{flag} does not apply to --optimizer {}", self.optimizer.name())),
             false => Ok(()),
         };
         let optimizer = match self.optimizer {
@@ -162,14 +175,6 @@ impl Args {
         Ok(optimizer)
     }
 
-    fn optimizer_name(&self) -> &'static str {
-        match self.optimizer {
-            OptimizerKind::Sgd => "sgd",
-            OptimizerKind::Adam => "adam",
-            OptimizerKind::Adamw => "adamw",
-        }
-    }
-
     /// The schedule with the `--warmup` asked for (refused with onecycle).
     pub fn schedule(&self) -> Result<Schedule, String> {
         self.schedule.with_warmup(self.warmup).map_err(|_| {
@@ -178,9 +183,47 @@ impl Args {
     }
 }
 
+/// Where a network's recipe differs from the tutorial's, the flags' defaults for it: (flag,
+/// value). `fast_cnn`'s is the fast recipe (README, "fast_cnn").
+pub fn default_flags(network: Network) -> &'static [(&'static str, &'static str)] {
+    match network {
+        Network::FastCnn => &[
+            ("epochs", "1"),
+            ("batch_size", "64"),
+            ("optimizer", "adamw"),
+            ("lr", "0.005"),
+            ("schedule", "onecycle"),
+            ("label_smoothing", "0.1"),
+        ],
+        _ => &[],
+    }
+}
+
+impl Args {
+    /// The command line of `network`'s binary: [`Args`] with the network's [`default_flags`].
+    pub fn command_for(network: Network) -> clap::Command {
+        default_flags(network)
+            .iter()
+            .fold(<Args as clap::CommandFactory>::command(), |command, &(flag, value)| {
+                command.mut_arg(flag, |arg| arg.default_value(value))
+            })
+            .name(network.name())
+    }
+
+    /// Parses `argv` (the binary's name first) as `network`'s binary does.
+    pub fn try_parse_for<I, T>(network: Network, argv: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command_for(network).try_get_matches_from(argv)?;
+        <Args as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+}
+
 /// Parses the command line and trains `network`; the binaries' whole `main`.
 pub fn main(network: Network) -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse_for(network, std::env::args_os()).unwrap_or_else(|e| e.exit());
     match run(network, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,9 +13,9 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A finite number of at least 0 (`--lr`, `--momentum`).
-pub fn non_negative(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
+/// A finite number of at least 0 (`--momentum`, `--weight-decay`).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         Ok(v) => Err(format!("must be a finite number of at least 0, got {v}")),
         Err(_) => Err(format!("`{s}` is not a number")),
@@ -57,8 +57,8 @@ pub fn size(s: &str) -> Result<(u32, u32), String> {
 }
 
 /// A finite number above 0 (`--lr`, `--eps`).
-pub fn above_zero(s: &str) -> Result<f32, String> {
-    match s.trim().parse::<f32>() {
+pub fn above_zero(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         Ok(v) => Err(format!("must be a finite number above 0, got {v}")),
         Err(_) => Err(format!("`{s}` is not a number")),
@@ -75,8 +75,8 @@ pub fn probability(s: &str) -> Result<f32, String> {
 }
 
 /// Adam's two coefficients, `B1,B2`, each in [0, 1) (`--betas 0.9,0.999`).
-pub fn betas(s: &str) -> Result<(f32, f32), String> {
-    let beta = |v: &str| match v.trim().parse::<f32>() {
+pub fn betas(s: &str) -> Result<(f64, f64), String> {
+    let beta = |v: &str| match v.trim().parse::<f64>() {
         Ok(b) if (0.0..1.0).contains(&b) => Ok(b),
         _ => Err(format!("`{}` is not a number in [0, 1)", v.trim())),
     };
@@ -99,7 +99,9 @@ pub fn schedule(s: &str) -> Result<Schedule, String> {
         if !value.is_finite() {
             return Err(format!("{key}: `{value}` is not a finite number"));
         }
-        settings.insert(key.trim().to_string(), value);
+        if settings.insert(key.trim().to_string(), value).is_some() {
+            return Err(format!("{key} is given twice"));
+        }
     }
     let mut take = |key: &str| settings.remove(key);
     let steps = |key: &str, v: f64| match v {

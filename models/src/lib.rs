@@ -1,13 +1,18 @@
-//! The tutorial's three networks, the training loop every network trains through, weights files
-//! (safetensors, ONNX, checkpoints), pictures and image folders, and the binaries' command line.
+//! The tutorial's three networks and `fast_cnn`, the training loop every network trains through,
+//! weights files (safetensors, ONNX, checkpoints), pictures and image folders, and the binaries'
+//! command line.
 //!
 //! A network of one's own is a [`Graph`](engine::graph::Graph) of named layers, trained by a
-//! [`Trainer`](train::Trainer) on [`LabelledImages`](engine::data::LabelledImages). Here a tiny
-//! one learns whether the light half of an 8×8 picture is the top or the bottom:
+//! [`Trainer`](train::Trainer) on [`LabelledImages`](engine::data::LabelledImages) with a
+//! [`Recipe`](train::Recipe): an optimizer (SGD, Adam, AdamW), a learning-rate schedule, label
+//! smoothing. Here a tiny one with a batch norm learns, with AdamW under OneCycleLR, whether the
+//! light half of an 8×8 picture is the top or the bottom:
 //!
 //! ```
 //! use engine::data::LabelledImages;
 //! use engine::graph::Graph;
+//! use engine::ops::optimizer::{Adam, Optimizer};
+//! use engine::schedule::{OneCycle, Schedule};
 //! use models::train::{Recipe, Trainer};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +25,7 @@
 //! let x = g.input([1, 8, 8]);
 //! let labels = g.labels();
 //! let x = g.conv2d("conv", x, 4, 3, 1, 1)?; // 4 channels, kernel 3, stride 1, padding 1
+//! let x = g.batch_norm2d("bn", x)?;
 //! let x = g.relu("relu", x)?;
 //! let x = g.max_pool2d("pool", x, 2, 2, 0)?;
 //! let x = g.flatten("flatten", x)?;
@@ -34,7 +40,14 @@
 //! #   }
 //!     Err(e) => return Err(e.into()), // says how to install a driver
 //! };
-//! let recipe = Recipe { epochs: 5, batch_size: 8, norm: pictures.channel_statistics(), ..Recipe::default() };
+//! let recipe = Recipe {
+//!     epochs: 5,
+//!     batch_size: 8,
+//!     optimizer: Optimizer::Adam(Adam::adamw(0.01)),
+//!     schedule: Schedule::OneCycle(OneCycle::default()),
+//!     norm: pictures.channel_statistics(),
+//!     ..Recipe::default()
+//! };
 //! let mut trainer = Trainer::new(&ctx, &g, &pictures, Some(&pictures), recipe)?;
 //! let mut report = trainer.epoch(1, |_, _, _, _| {})?;
 //! for epoch in 2..=5 {

@@ -1,9 +1,10 @@
-//! The tutorial's three networks, layer for layer, with PyTorch's parameter names.
+//! The tutorial's three networks, layer for layer, with PyTorch's parameter names, and
+//! `fast_cnn`, a small batch-norm network with a recipe that reaches 99% in one epoch.
 
 use engine::graph::{Graph, NodeId, Shape};
 use engine::Result;
 
-/// One of the tutorial's three networks.
+/// One of the tutorial's three networks, or `fast_cnn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Network {
     /// Two stages of conv, max pool and ReLU, then a linear layer.
@@ -12,11 +13,13 @@ pub enum Network {
     Inception,
     /// Two stages of conv, ReLU and max pool, each followed by a residual block.
     Resnet,
+    /// Two stages of conv, batch norm, max pool and ReLU, then two linear layers.
+    FastCnn,
 }
 
 impl Network {
-    /// Every network, in the tutorial's order.
-    pub const ALL: [Network; 3] = [Network::SimpleCnn, Network::Inception, Network::Resnet];
+    /// Every network: the tutorial's, in its order, then `fast_cnn`.
+    pub const ALL: [Network; 4] = [Network::SimpleCnn, Network::Inception, Network::Resnet, Network::FastCnn];
 
     /// Its name as the command line, the weights' metadata and checkpoints spell it (`simple_cnn`,
     /// `inception`, `resnet`).
@@ -25,6 +28,7 @@ impl Network {
             Network::SimpleCnn => "simple_cnn",
             Network::Inception => "inception",
             Network::Resnet => "resnet",
+            Network::FastCnn => "fast_cnn",
         }
     }
 
@@ -37,9 +41,17 @@ impl Network {
             Network::SimpleCnn => simple_cnn(&mut g, x)?,
             Network::Inception => inception(&mut g, x)?,
             Network::Resnet => resnet(&mut g, x)?,
+            Network::FastCnn => fast_cnn(&mut g, x)?,
         };
         let flat = g.flatten("flatten", features)?;
-        let logits = g.linear("fc", flat, classes)?;
+        let logits = match self {
+            Network::FastCnn => {
+                let hidden = g.linear("fc1", flat, 256)?;
+                let hidden = g.relu("relu3", hidden)?;
+                g.linear("fc2", hidden, classes)?
+            }
+            _ => g.linear("fc", flat, classes)?,
+        };
         g.softmax_cross_entropy(logits, labels)?;
         Ok(g)
     }
@@ -96,6 +108,19 @@ pub fn res_block(g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
     let y = g.conv2d(&format!("{name}.conv2"), y, channels, 3, 1, 1)?;
     let sum = g.add(&format!("{name}.add"), x, y)?;
     g.relu(&format!("{name}.relu2"), sum)
+}
+
+/// conv 1→24 k5, batch norm, maxpool 2, relu, conv 24→32 k3, batch norm, maxpool 2, relu
+/// (then linear 800→256, relu, linear 256→10).
+fn fast_cnn(g: &mut Graph, x: NodeId) -> Result<NodeId> {
+    let x = g.conv2d("conv1", x, 24, 5, 1, 0)?;
+    let x = g.batch_norm2d("bn1", x)?;
+    let x = g.max_pool2d("mp1", x, 2, 2, 0)?;
+    let x = g.relu("relu1", x)?;
+    let x = g.conv2d("conv2", x, 32, 3, 1, 0)?;
+    let x = g.batch_norm2d("bn2", x)?;
+    let x = g.max_pool2d("mp2", x, 2, 2, 0)?;
+    g.relu("relu2", x)
 }
 
 /// conv 1→16 k5, relu, maxpool 2, ResBlock(16), conv 16→32 k5, relu, maxpool 2, ResBlock(32)

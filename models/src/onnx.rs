@@ -84,13 +84,16 @@ pub struct AttributeProto {
     /// The attribute's name (`kernel_shape`, `axis`, …).
     #[prost(string, tag = "1")]
     pub name: String,
+    /// The value of a FLOAT attribute.
+    #[prost(float, tag = "2")]
+    pub f: f32,
     /// The value of an INT attribute.
     #[prost(int64, tag = "3")]
     pub i: i64,
     /// The values of an INTS attribute.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
-    /// `AttributeProto.AttributeType`: which field holds the value (2 INT, 7 INTS).
+    /// `AttributeProto.AttributeType`: which field holds the value (1 FLOAT, 2 INT, 7 INTS).
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
@@ -177,6 +180,10 @@ fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), i: value, r#type: 2, ..Default::default() }
 }
 
+fn float(name: &str, value: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), f: value, r#type: 1, ..Default::default() }
+}
+
 /// kernel_shape, strides and pads of a square window.
 fn window(kernel: usize, stride: usize, pad: usize) -> Vec<AttributeProto> {
     vec![ints("kernel_shape", &[kernel, kernel]), ints("strides", &[stride, stride]), ints("pads", &[pad; 4])]
@@ -201,9 +208,11 @@ fn batch_and(sizes: &[usize]) -> Vec<Dimension> {
 pub fn export(graph: &Graph, values: &[f32], network: &str, normalization: &str) -> Vec<u8> {
     let input_shape = graph.input_shape().map_or_else(|_| "?".into(), |[c, h, w]| format!("[N, {c}, {h}, {w}]"));
     let classes = graph.classes().map_or_else(|_| "?".into(), |c| c.to_string());
+    // A batch norm's batch count is no input of ONNX's BatchNormalization.
     let initializer = graph
         .params()
         .iter()
+        .filter(|p| !p.counter)
         .map(|p| TensorProto {
             dims: p.shape.iter().map(|&d| d as i64).collect(),
             data_type: FLOAT,
@@ -247,6 +256,12 @@ pub fn export(graph: &Graph, values: &[f32], network: &str, normalization: &str)
             Op::Linear { x, weight, bias } => {
                 let params = vec![name(*x), graph.params()[*weight].name.clone(), graph.params()[*bias].name.clone()];
                 ("Gemm", params, vec![int("transB", 1)])
+            }
+            // Evaluation: the running statistics (after a linear layer, ONNX's input is [N, C]).
+            Op::BatchNorm { x, weight, bias, running_mean, running_var, .. } => {
+                let tensors = [weight, bias, running_mean, running_var].map(|&p| graph.params()[p].name.clone());
+                let inputs = std::iter::once(name(*x)).chain(tensors).collect();
+                ("BatchNormalization", inputs, vec![float("epsilon", engine::ops::batch_norm::EPS)])
             }
         };
         nodes.push(NodeProto {

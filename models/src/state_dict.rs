@@ -8,7 +8,7 @@
 //! not overlapping) and that each shape's size matches its bytes before any tensor is copied.
 
 use crate::files::{Fault, FileError};
-use engine::graph::Graph;
+use engine::graph::{Graph, Param};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -106,16 +106,40 @@ impl TensorFile {
         Ok((shape, bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))
     }
 
+    /// A count (PyTorch's int64 `num_batches_tracked`, shape `[]`) as the f32 the engine keeps
+    /// it in: a negative count, or one past f32's whole numbers (2^24), is refused.
+    pub fn counter(&self, name: &str) -> Result<(Vec<usize>, f32), FileError> {
+        let (shape, bytes) = self.raw(name, Dtype::I64)?;
+        let Ok(bytes) = <[u8; 8]>::try_from(bytes) else {
+            return Err(self.mismatch(format!("tensor `{name}` holds {} bytes, not one int64", bytes.len())));
+        };
+        match i64::from_le_bytes(bytes) {
+            count @ 0..=0x100_0000 => Ok((shape, count as f32)),
+            count => Err(self.mismatch(format!("tensor `{name}` counts {count}, outside 0 to 2^24"))),
+        }
+    }
+
     /// A u8 tensor: its shape and values.
     pub fn u8(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>), FileError> {
         let (shape, bytes) = self.raw(name, Dtype::U8)?;
         Ok((shape, bytes.to_vec()))
     }
 
-    /// `graph`'s packed parameters from the tensors named `prefix` + each parameter's name.
-    /// A missing, wrongly shaped or non-f32 tensor is refused by name, and so is any other
-    /// tensor under `prefix` (as PyTorch's `load_state_dict(strict=True)` refuses it).
+    /// `graph`'s packed parameters, running statistics included, from the tensors named
+    /// `prefix` + each parameter's name. A missing, wrongly shaped or wrongly typed tensor is
+    /// refused by name, and so is any other tensor under `prefix` (as PyTorch's
+    /// `load_state_dict(strict=True)` refuses it).
     pub fn params(&self, graph: &Graph, prefix: &str) -> Result<Vec<f32>, FileError> {
+        self.read(graph, prefix, false)
+    }
+
+    /// The trained part of `graph`'s packed parameters ([`Graph::trainable_len`] floats) from
+    /// the tensors named `prefix` + each trained parameter's name: an optimizer's state.
+    pub fn trained(&self, graph: &Graph, prefix: &str) -> Result<Vec<f32>, FileError> {
+        self.read(graph, prefix, true)
+    }
+
+    fn read(&self, graph: &Graph, prefix: &str, trained_only: bool) -> Result<Vec<f32>, FileError> {
         // A network larger than any file read here cannot be in it: refused before allocating.
         if graph.param_count() as u64 * 4 > MAX_FILE_BYTES {
             let count = graph.param_count();
@@ -123,10 +147,15 @@ impl TensorFile {
                 self.mismatch(format!("the network has {count} parameters, more than any weights file read here"))
             );
         }
-        let mut packed = vec![0.0; graph.param_buffer_len()];
-        for p in graph.params() {
+        let wanted = || graph.params().iter().filter(move |p| p.trainable || !trained_only);
+        let len = if trained_only { graph.trainable_len() } else { graph.param_buffer_len() };
+        let mut packed = vec![0.0; len];
+        for p in wanted() {
             let name = format!("{prefix}{}", p.name);
-            let (shape, values) = self.f32(&name)?;
+            let (shape, values) = match p.counter {
+                true => self.counter(&name).map(|(shape, count)| (shape, vec![count]))?,
+                false => self.f32(&name)?,
+            };
             if shape != p.shape {
                 return Err(
                     self.mismatch(format!("tensor `{name}` has shape {shape:?}, the network needs {:?}", p.shape))
@@ -134,7 +163,7 @@ impl TensorFile {
             }
             packed[p.offset..p.offset + p.len()].copy_from_slice(&values);
         }
-        let known = |n: &str| graph.params().iter().any(|p| n.strip_prefix(prefix) == Some(p.name.as_str()));
+        let known = |n: &str| wanted().any(|p| n.strip_prefix(prefix) == Some(p.name.as_str()));
         // A checkpoint's optimizer state is no extra weights.
         let optimizer = |n: &str| !prefix.starts_with(OPTIMIZER_PREFIX) && n.starts_with(OPTIMIZER_PREFIX);
         let extra: Vec<String> =
@@ -146,7 +175,7 @@ impl TensorFile {
     }
 }
 
-/// An f32 tensor to write: its name, shape and values.
+/// A tensor to write: its name, shape and values (f32, or int64 for a counter).
 pub struct Named<'a> {
     /// Its name: a prefix, then the parameter's state_dict name.
     pub name: String,
@@ -154,17 +183,32 @@ pub struct Named<'a> {
     pub shape: Vec<usize>,
     /// Its values, row-major.
     pub values: &'a [f32],
+    /// Written as int64 (a whole-number count, PyTorch's `num_batches_tracked`).
+    pub counter: bool,
 }
 
-/// `graph`'s packed `values` as tensors named `prefix` + each parameter's name.
+/// `graph`'s packed `values` (running statistics included) as tensors named `prefix` + each
+/// parameter's name.
 pub fn named<'a>(graph: &Graph, packed: &'a [f32], prefix: &str) -> Vec<Named<'a>> {
+    named_where(graph, packed, prefix, |_| true)
+}
+
+/// The trained part of `graph`'s packed values (an optimizer's state, [`Graph::trainable_len`]
+/// floats) as tensors named `prefix` + each trained parameter's name.
+pub fn named_trained<'a>(graph: &Graph, packed: &'a [f32], prefix: &str) -> Vec<Named<'a>> {
+    named_where(graph, packed, prefix, |p| p.trainable)
+}
+
+fn named_where<'a>(graph: &Graph, packed: &'a [f32], prefix: &str, keep: fn(&Param) -> bool) -> Vec<Named<'a>> {
     graph
         .params()
         .iter()
+        .filter(|p| keep(p))
         .map(|p| Named {
             name: format!("{prefix}{}", p.name),
             shape: p.shape.clone(),
             values: &packed[p.offset..p.offset + p.len()],
+            counter: p.counter,
         })
         .collect()
 }
@@ -177,11 +221,18 @@ pub fn write(path: &Path, tensors: &[Named], metadata: BTreeMap<String, String>)
         .map_err(|error| FileError::weights(path.to_path_buf(), Fault::Io(error)))
 }
 
-/// The bytes of a safetensors file of f32 tensors and string metadata (what [`write()`] writes).
+/// The bytes of a safetensors file of tensors and string metadata (what [`write()`] writes).
 pub fn serialize(tensors: &[Named], metadata: BTreeMap<String, String>) -> Result<Vec<u8>, String> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let bytes = |t: &Named| -> Vec<u8> {
+        match t.counter {
+            true => t.values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+            false => t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    };
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(bytes).collect();
     let views = tensors.iter().zip(&bytes).map(|(t, b)| {
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), b).expect("shape matches values");
+        let dtype = if t.counter { Dtype::I64 } else { Dtype::F32 };
+        let view = safetensors::tensor::TensorView::new(dtype, t.shape.clone(), b).expect("shape matches values");
         (t.name.clone(), view)
     });
     safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| e.to_string())

@@ -8,7 +8,7 @@ use crate::Network;
 use engine::data::{GpuSplit, LabelledImages, Normalization};
 use engine::graph::plan::{Parameters, Plan};
 use engine::graph::program::{Pass, Program};
-use engine::graph::Graph;
+use engine::graph::{Graph, Op};
 use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use engine::rng::Rng;
@@ -79,7 +79,7 @@ impl Recipe {
     /// schedule spans the run): what a resumed run must repeat, and what the weights' metadata
     /// records.
     pub fn optimizer_text(&self) -> String {
-        let text = optimizer_text(&self.optimizer, &self.schedule, self.epochs);
+        let text = optimizer_schedule_text(&self.optimizer, &self.schedule, self.epochs);
         match self.label_smoothing {
             0.0 => text,
             s => format!("{text}; label_smoothing {s}"),
@@ -87,8 +87,8 @@ impl Recipe {
     }
 }
 
-/// [`Recipe::optimizer_text`] of these settings.
-pub fn optimizer_text(optimizer: &Optimizer, schedule: &Schedule, epochs: usize) -> String {
+/// The optimizer and schedule of [`Recipe::optimizer_text`], without the label smoothing.
+pub fn optimizer_schedule_text(optimizer: &Optimizer, schedule: &Schedule, epochs: usize) -> String {
     let optimizer = match optimizer {
         Optimizer::Sgd(s) => {
             format!("sgd lr={} momentum={} weight_decay={} nesterov={}", s.lr, s.momentum, s.weight_decay, s.nesterov)
@@ -323,6 +323,30 @@ pub fn check_device_fits(
     Ok(())
 }
 
+/// Refuses, as PyTorch does, a training step in which a batch norm would see one value per
+/// channel (a batch of 1 after a linear layer; the last batch of an epoch counts too).
+fn check_batch_norms(graph: &Graph, samples: usize, batch: usize) -> Result<(), TrainError> {
+    let last = match samples % batch {
+        0 => batch,
+        rows => rows,
+    };
+    for node in graph.nodes() {
+        let Op::BatchNorm { x, .. } = node.op else { continue };
+        let [_, h, w] = graph.nodes()[x].shape;
+        if batch.min(last) * h * w == 1 {
+            return Err(TrainError::Mismatch(format!(
+                "batch norm `{}` would see one value per channel in a step of {} image{} ({samples} training \
+                 images in batches of {batch}); it needs at least two: change the batch size or the number of \
+                 training images",
+                node.name,
+                batch.min(last),
+                if batch.min(last) == 1 { "" } else { "s" },
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a split whose images the graph cannot take or whose labels it cannot predict.
 fn check_split(graph: &Graph, what: &str, set: &LabelledImages, classes: usize) -> Result<(), TrainError> {
     let input = graph.input_shape().map_err(TrainError::Engine)?;
@@ -402,16 +426,18 @@ impl<'a> Trainer<'a> {
         }
         let classes = graph.classes()?;
         check_split(graph, "training", train, classes)?;
+        check_batch_norms(graph, train.len(), batch)?;
         let mut sizes = vec![("train", train.len(), train.image_len())];
         if let Some(test) = test {
             check_split(graph, "test", test, classes)?;
             sizes.push(("test", test.len(), test.image_len()));
         }
         recipe.schedule.check()?;
+        recipe.schedule.check_run((recipe.epochs * train.len().div_ceil(batch)) as u64)?;
         check_device_fits(ctx, graph, batch, &sizes)?;
         let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
         let split = GpuSplit::upload(ctx, train, &recipe.norm, batch, false)?;
-        let optimizer = OptimizerState::new(ctx, recipe.optimizer, params.values.len, split.steps())?;
+        let optimizer = OptimizerState::new(ctx, recipe.optimizer, graph.trainable_len(), split.steps())?;
         let plan = Plan::training(ctx, graph, &params, (&optimizer, recipe.label_smoothing), &split)?;
         let train_stage = Stage { split, plan, steps_per_submit: None };
         let test_stage = test
@@ -455,7 +481,7 @@ impl<'a> Trainer<'a> {
     /// Replaces the parameters and the optimizer's state (from a checkpoint: every buffer of
     /// [`Optimizer::state_names`], by name; none, for fresh weights, zeroes the state).
     pub fn restore(&self, values: &[f32], moments: &Moments) -> Result<(), TrainError> {
-        let zeros = vec![0.0; values.len()];
+        let zeros = vec![0.0; self.optimizer.moments.first().map_or(0, |(_, t)| t.len)];
         let mut writes = vec![(&self.params.values, values)];
         for (name, tensor) in &self.optimizer.moments {
             let saved = match moments.iter().find(|(n, _)| n == name) {
@@ -549,7 +575,10 @@ impl<'a> Trainer<'a> {
         epoch: usize,
         mut progress: impl FnMut(usize, usize, f64, f64),
     ) -> Result<EpochReport, TrainError> {
-        if epoch == 0 || (epoch > self.recipe.epochs && self.recipe.schedule.depends_on_length()) {
+        if epoch == 0 {
+            return Err(TrainError::Mismatch("epochs are numbered from 1".into()));
+        }
+        if epoch > self.recipe.epochs && self.recipe.schedule.depends_on_length() {
             return Err(TrainError::Mismatch(format!(
                 "epoch {epoch} is outside the run's {} epochs, which its schedule spans",
                 self.recipe.epochs

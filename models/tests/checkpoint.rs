@@ -24,7 +24,7 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn fingerprint(seed: u64, batch_size: u64, train_count: u64, lr: f32, momentum: f32) -> Fingerprint {
+fn fingerprint(seed: u64, batch_size: u64, train_count: u64, lr: f64, momentum: f64) -> Fingerprint {
     let normalization = ("0.1307".to_string(), "0.3081".to_string());
     let optimizer = Recipe { optimizer: Optimizer::Sgd(Sgd::new(lr, momentum)), ..Recipe::default() }.optimizer_text();
     Fingerprint { seed, batch_size, train_count, optimizer, normalization }
@@ -220,16 +220,25 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let Some(_) = test_support::gpu::gpu() else { return };
     let Some(data_dir) = test_support::real_mnist_dir() else { return };
     let dir = scratch_dir("resume");
-    let run = |extra: &[&str]| {
-        let mut argv = vec!["simple_cnn", "--no-download", "--limit-train", "640", "--limit-test", "64"];
+    let run_network = |network: Network, extra: &[&str]| {
+        let mut argv = vec![network.name(), "--no-download", "--limit-train", "640", "--limit-test", "64"];
         argv.extend(["--data-dir", data_dir.to_str().unwrap()]);
         argv.extend(extra);
-        models::cli::run(Network::SimpleCnn, &Args::try_parse_from(argv).unwrap())
+        models::cli::run(network, &Args::try_parse_for(network, argv).unwrap())
     };
-    let graph = simple_cnn();
-    let load = |path: &Path| Checkpoint::load(path, "simple_cnn", &graph).unwrap();
+    let run = |extra: &[&str]| run_network(Network::SimpleCnn, extra);
     let adamw = ["--optimizer", "adamw", "--schedule", "cosine,t_max=20", "--warmup", "3"];
-    for (name, recipe) in [("sgd", &[][..]), ("adamw", &adamw[..])] {
+    // fast_cnn's own recipe (AdamW) with a schedule that does not span the run, so that a run
+    // of one epoch may go on; its batch norms' running statistics and batch counts resume too.
+    let fast = ["--schedule", "cosine,t_max=20"];
+    for (name, network, recipe) in [
+        ("sgd", Network::SimpleCnn, &[][..]),
+        ("adamw", Network::SimpleCnn, &adamw[..]),
+        ("fast", Network::FastCnn, &fast[..]),
+    ] {
+        let graph = network.build([1, 28, 28], 10).unwrap();
+        let load = |path: &Path| Checkpoint::load(path, network.name(), &graph).unwrap();
+        let run = |extra: &[&str]| run_network(network, extra);
         let (straight, stopped) = (dir.join(format!("{name}-straight.ckpt")), dir.join(format!("{name}-stopped.ckpt")));
         run(&[&["--epochs", "2", "--checkpoint", straight.to_str().unwrap()], recipe].concat()).unwrap();
         run(&[&["--epochs", "1", "--checkpoint", stopped.to_str().unwrap()], recipe].concat()).unwrap();
@@ -242,6 +251,10 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         assert_ne!(after_one.values, b.values, "{name}: the resumed epoch trained");
         assert_eq!(a, b, "{name}: resumed run differs from the uninterrupted one");
         assert_eq!(a.moments.len(), if name == "sgd" { 1 } else { 2 });
+        if network == Network::FastCnn {
+            let batches = graph.params().iter().find(|p| p.name == "bn2.num_batches_tracked").unwrap();
+            assert_eq!(a.values[batches.offset], 20.0, "two epochs of 10 steps (640 images, batch 64)");
+        }
     }
     let stopped = dir.join("sgd-stopped.ckpt");
 

@@ -28,7 +28,15 @@ fn tract_runs_the_exported_networks_and_gets_the_engines_logits() {
     let test = mnist_loader::inspect(&data, false).unwrap().test.read(Some(8)).unwrap();
     for network in Network::ALL {
         let graph = network.build([1, 28, 28], 10).unwrap();
-        let values = graph.init_params(5);
+        let mut values = graph.init_params(5);
+        // Batch norms with statistics and an affine map of their own, not the identity they start as.
+        let mut rng = engine::rng::Rng::new(9);
+        for p in graph.params().iter().filter(|p| p.name.contains(".running_") || p.name.starts_with("bn")) {
+            let shift = if p.name.ends_with("running_var") || p.name.ends_with("weight") { 1.0 } else { 0.0 };
+            for v in &mut values[p.offset..p.offset + p.len()] {
+                *v = shift + rng.uniform(0.5);
+            }
+        }
         let bytes = export(&graph, &values, network.name(), "(x / 255 - 0.1307) / 0.3081");
 
         let model = ModelProto::decode(&bytes[..]).unwrap();

@@ -232,3 +232,36 @@ fn hostile_metadata_is_refused_before_anything_is_allocated() {
     let ok = ok.unwrap();
     assert_eq!((ok.shape, ok.class_count(), ok.is_mnist()), ([3, 32, 32], 2, false));
 }
+
+/// fast_cnn's weights file holds its batch norms' running statistics: `predict`'s classifier,
+/// on the GPU and on the CPU, gets exactly the test accuracy the run's evaluation recorded, and
+/// PyTorch's int64 `num_batches_tracked` counts the run's steps.
+#[test]
+fn a_fast_cnn_weights_file_classifies_as_its_evaluation_did() {
+    let Some(ctx) = test_support::gpu::gpu() else { return };
+    let Some(data) = test_support::real_mnist_dir() else { return };
+    let dir = scratch("fast_cnn");
+    let out = dir.join("run");
+    let argv = ["fast_cnn", "--no-download", "--limit-train", "1280", "--limit-test", "200"];
+    let argv = [&argv[..], &["--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat();
+    models::cli::run(Network::FastCnn, &Args::try_parse_for(Network::FastCnn, argv).unwrap()).unwrap();
+    let model = TensorFile::open(&out.join("model.safetensors")).unwrap();
+    let recorded: f64 = model.metadata()["test_accuracy"].parse().unwrap();
+    let spec = InputSpec::from_metadata(&model.metadata()).unwrap();
+    let (network, graph) = network_of(&model, &spec).unwrap();
+    assert_eq!(network, Network::FastCnn);
+    assert_eq!(model.counter("bn1.num_batches_tracked").unwrap(), (vec![], 20.0), "1280 images in batches of 64");
+    let params = model.params(&graph, "").unwrap();
+    let test = mnist_loader::inspect(&data, false).unwrap().test.read(Some(200)).unwrap();
+    for device in [Some(ctx), None] {
+        let scores = classify(device, &graph, &params, &test.images, &spec.norm).unwrap();
+        let correct = scores.iter().zip(&test.labels).filter(|(s, &l)| argmax(s) == l as usize).count();
+        let accuracy = 100.0 * correct as f64 / 200.0;
+        assert!(
+            (accuracy - recorded).abs() < 1e-9,
+            "on {device:?}: {accuracy}% against the run's {recorded}%",
+            device = device.is_some()
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use engine::data::LabelledImages;
+use engine::graph::Graph;
 use engine::ops::optimizer::{Adam, Optimizer, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use engine::schedule::{OneCycle, Schedule};
@@ -122,6 +123,49 @@ fn the_training_loop_takes_any_split_the_graph_fits_and_refuses_others() {
     assert!(message.contains("batch size must be at least 1"), "{message}");
 }
 
+/// A batch norm refuses, as PyTorch does, a training step with one value per channel (a batch
+/// of 1 after a linear layer, or a last batch of 1), and a OneCycle whose rising phase has no
+/// step; a batch norm after a convolution trains at a batch of 1.
+#[test]
+fn batch_norms_and_schedules_refuse_what_pytorch_refuses() {
+    let Some(ctx) = gpu() else { return };
+    let mut g = Graph::new();
+    let (x, labels) = (g.input([1, 4, 4]), g.labels());
+    let x = g.conv2d("conv", x, 2, 3, 1, 1).unwrap();
+    let x = g.batch_norm2d("bn2d", x).unwrap();
+    let x = g.flatten("flatten", x).unwrap();
+    let x = g.linear("fc1", x, 6).unwrap();
+    let x = g.batch_norm1d("bn1d", x).unwrap();
+    let logits = g.linear("fc2", x, 2).unwrap();
+    g.softmax_cross_entropy(logits, labels).unwrap();
+    let set = |n: usize| {
+        LabelledImages::new(
+            [1, 4, 4],
+            (0..n * 16).map(|i| (i * 53 % 256) as u8).collect(),
+            (0..n as u32).map(|i| i % 2).collect(),
+        )
+        .unwrap()
+    };
+    let recipe = |batch_size: usize| Recipe { epochs: 1, batch_size, ..Recipe::default() };
+    for (images, batch, says) in
+        [(4, 1, "a step of 1 image"), (5, 2, "a step of 1 image (5 training images in batches of 2)")]
+    {
+        let e = Trainer::new(ctx, &g, &set(images), None, recipe(batch)).err().expect("refused").to_string();
+        assert!(e.contains("batch norm `bn1d`") && e.contains(says), "{e}");
+    }
+    let mut trainer = Trainer::new(ctx, &g, &set(6), None, recipe(2)).unwrap();
+    assert!(trainer.epoch(1, |_, _, _, _| {}).unwrap().train_loss.is_finite());
+    let mut other = Graph::new();
+    let image = other.input([1, 4, 4]);
+    let e = other.batch_norm1d("bn", image).err().expect("refused").to_string();
+    assert!(e.contains("batch_norm1d needs a flattened input"), "{e}");
+
+    let one_cycle =
+        Recipe { schedule: Schedule::OneCycle(OneCycle { pct_start: 0.25, ..OneCycle::default() }), ..recipe(2) };
+    let e = Trainer::new(ctx, &g, &set(8), None, one_cycle).err().expect("refused").to_string();
+    assert!(e.contains("pct_start 0.25 over a run of 4 steps"), "{e}");
+}
+
 #[test]
 fn bad_flags_are_refused_with_a_clear_message() {
     let parse = |args: &[&str]| {
@@ -141,6 +185,10 @@ fn bad_flags_are_refused_with_a_clear_message() {
     assert_eq!(adamw.schedule(), Ok(Schedule::OneCycle(one_cycle)));
     let step = parse(&["--schedule", "step,step_size=300", "--warmup", "50"]).unwrap().schedule();
     assert_eq!(step, Ok(Schedule::Step { step_size: 300, gamma: 0.1, warmup: 50 }));
+    let fast = Args::try_parse_for(Network::FastCnn, ["fast_cnn"]).unwrap();
+    assert_eq!((fast.epochs, fast.batch_size, fast.label_smoothing), (1, 64, 0.1), "fast_cnn's own defaults");
+    assert_eq!(fast.optimizer(), Ok(Optimizer::Adam(Adam::adamw(0.005))));
+    assert_eq!(fast.schedule(), Ok(Schedule::OneCycle(OneCycle::default())));
     for (args, says) in [
         (&["--batch-size", "0"][..], "must be at least 1"),
         (&["--lr", "0"], "must be a finite number above 0"),
@@ -159,6 +207,8 @@ fn bad_flags_are_refused_with_a_clear_message() {
         (&["--schedule", "cosine,t_max=0"], "t_max must be a whole number of steps of at least 1"),
         (&["--schedule", "onecycle,pct_start=1.5"], "pct_start 1.5 must be between 0 and 1"),
         (&["--schedule", "cosine,eta_min=x"], "eta_min: `x` is not a number"),
+        (&["--schedule", "step,step_size=5,step_size=50"], "step_size is given twice"),
+        (&["--label-smoothing", "1.5"], "must be from 0 to 1"),
         (&["--momentum", "abc"], "is not a number"),
         (&["--momentum", "-0.5"], "must be a finite number of at least 0"),
         (&["--momentum", "inf"], "must be a finite number of at least 0"),

@@ -21,6 +21,7 @@ macro_rules! joined {
 pub const ALL: &[(&str, &str)] = &[
     joined!("add", "grid"),
     joined!("avg_pool", "pool_params", "grid"),
+    joined!("batch_norm", "grid"),
     joined!("concat", "grid"),
     joined!("conv"),
     joined!("gather", "grid"),

@@ -97,7 +97,7 @@ impl Rig {
     ) -> Rig {
         let split = GpuSplit::upload(ctx, images, norm, batch, false).unwrap();
         let params = Parameters::upload(ctx, graph, params).unwrap();
-        let optimizer = OptimizerState::constant(ctx, optimizer, params.values.len, split.steps()).unwrap();
+        let optimizer = OptimizerState::constant(ctx, optimizer, graph.trainable_len(), split.steps()).unwrap();
         let plan = Plan::training(ctx, graph, &params, (&optimizer, 0.0), &split).unwrap();
         Rig { plan, params, optimizer, split }
     }

@@ -1,4 +1,6 @@
-"""The tutorial's three networks in PyTorch, for comparison with this engine on the same machine.
+"""The tutorial's three networks in PyTorch, for comparison with this engine on the same machine,
+and the engine's fast_cnn (FastCnn: conv, batch norm, two linear layers; tests/reference/fast_cnn.py
+trains it with its own recipe).
 
 Usage: python3 pytorch_tutorial.py MNIST_DIR [--epochs N] [--limit-train N] [--limit-test N]
                                 [--batch-size N] [--lr X] [--nets simple_cnn,inception,resnet]
@@ -99,6 +101,22 @@ class ResNet(nn.Module):
         x = self.rblock1(self.mp(F.relu(self.conv1(x))))
         x = self.rblock2(self.mp(F.relu(self.conv2(x))))
         return self.fc(x.flatten(1))
+
+
+class FastCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 24, 5)
+        self.bn1 = nn.BatchNorm2d(24)
+        self.conv2 = nn.Conv2d(24, 32, 3)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.fc1 = nn.Linear(800, 256)
+        self.fc2 = nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.bn1(self.conv1(x)), 2))
+        x = F.relu(F.max_pool2d(self.bn2(self.conv2(x)), 2))
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
 def main():

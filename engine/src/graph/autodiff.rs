@@ -23,8 +23,8 @@ pub(super) fn backward(b: &mut Builder, f: &Forward, logits: usize, dlogits: Buf
     let nodes = &b.graph.nodes;
     let mut wanted = vec![false; nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
-        wanted[i] =
-            matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. }) || node.op.inputs().iter().any(|&j| wanted[j]);
+        wanted[i] = matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. } | Op::BatchNorm { .. })
+            || node.op.inputs().iter().any(|&j| wanted[j]);
     }
     let mut grads = Grads { grad: vec![None; nodes.len()], shared: vec![false; nodes.len()], wanted };
     grads.grad[logits] = Some(dlogits);
@@ -84,6 +84,22 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
                 db,
                 dx,
                 dx_accumulate,
+            });
+        }
+        Op::BatchNorm { x, weight, bias, .. } => {
+            let (shape, saved) = (b.batch_norm_shape(x), f.saved[i].expect("saved by the forward pass"));
+            let sums = b.new_buf(2 * shape[1], false, format!("{}.sums", node.name));
+            let (gamma, daffine) = (Buf::Param(weight), [Buf::Grad(weight), Buf::Grad(bias)]);
+            let x_out = f.out[x];
+            push_layer_backward(b, grads, x, false, |dx, _| Instr::BatchNormBack {
+                shape,
+                x: x_out,
+                dy,
+                gamma,
+                saved,
+                sums,
+                daffine,
+                dx,
             });
         }
         Op::MaxPool2d { x, kernel, stride, pad } if wanted(x) => {

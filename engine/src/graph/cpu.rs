@@ -3,7 +3,7 @@
 
 use super::program::{Buf, Instr, Program};
 use super::Graph;
-use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu, softmax_cross_entropy};
+use crate::ops::{add, avg_pool, batch_norm, concat, conv, matmul, max_pool, relu, softmax_cross_entropy};
 
 /// What a CPU run of a program produced.
 pub struct CpuRun {
@@ -15,11 +15,14 @@ pub struct CpuRun {
     pub logits: Vec<f32>,
     /// Packed like the parameters (zero where the program computes no gradient).
     pub grads: Vec<f32>,
+    /// The packed parameters after the run: the running statistics of a training step's batch
+    /// norms updated, the rest as given.
+    pub params: Vec<f32>,
 }
 
 struct State<'a> {
     graph: &'a Graph,
-    params: &'a [f32],
+    params: Vec<f32>,
     grads: Vec<f32>,
     acts: Vec<Vec<f32>>,
     ints: Vec<Vec<u32>>,
@@ -47,7 +50,10 @@ impl State<'_> {
                 let p = &self.graph.params[p];
                 self.grads[p.offset..p.offset + p.len()].to_vec()
             }
-            Buf::Param(_) => panic!("the program never writes parameters"),
+            Buf::Param(p) => {
+                let p = &self.graph.params[p];
+                self.params[p.offset..p.offset + p.len()].to_vec()
+            }
         }
     }
     fn put(&mut self, b: Buf, v: Vec<f32>) {
@@ -57,7 +63,10 @@ impl State<'_> {
                 let p = &self.graph.params[p];
                 self.grads[p.offset..p.offset + p.len()].copy_from_slice(&v);
             }
-            Buf::Param(_) => panic!("the program never writes parameters"),
+            Buf::Param(p) => {
+                let p = &self.graph.params[p];
+                self.params[p.offset..p.offset + p.len()].copy_from_slice(&v);
+            }
         }
     }
     fn int(&self, b: Buf) -> usize {
@@ -87,6 +96,39 @@ impl State<'_> {
             Some(dx) if dx_accumulate => self.write(dx, |_, out| add::cpu::add_assign(&dxv, out)),
             Some(dx) => self.put(dx, dxv),
             None => {}
+        }
+    }
+
+    /// A batch norm's forward pass (its running statistics updated when training: every row
+    /// of a CPU run is real).
+    fn batch_norm(&mut self, instr: &Instr) {
+        let Instr::BatchNorm { shape, x, y, affine, running, saved, training } = *instr else { unreachable!() };
+        let mut stats = self.take(saved);
+        if training {
+            let [mut mean, mut var, mut batches] = running.map(|b| self.take(b));
+            batch_norm::cpu::statistics(shape, shape[0], self.get(x), &mut stats, [&mut mean, &mut var, &mut batches]);
+            for (b, values) in running.into_iter().zip([mean, var, batches]) {
+                self.put(b, values);
+            }
+        } else {
+            batch_norm::cpu::running(shape, [self.get(running[0]), self.get(running[1])], &mut stats);
+        }
+        self.put(saved, stats);
+        let [gamma, beta] = affine;
+        self.write(y, |s, out| batch_norm::cpu::apply(shape, s.get(x), s.get(saved), s.get(gamma), s.get(beta), out));
+    }
+
+    /// A batch norm's dgamma, dbeta and dx.
+    fn batch_norm_backward(&mut self, instr: &Instr) {
+        let Instr::BatchNormBack { shape, x, dy, gamma, saved, daffine, dx, .. } = *instr else { unreachable!() };
+        let (mut dgamma, mut dbeta) = (self.take(daffine[0]), self.take(daffine[1]));
+        let mut dxv = vec![0.0; shape.iter().product()];
+        let inputs = (self.get(x), self.get(dy), self.get(saved), self.get(gamma));
+        batch_norm::cpu::backward(shape, inputs, &mut dgamma, &mut dbeta, &mut dxv);
+        self.put(daffine[0], dgamma);
+        self.put(daffine[1], dbeta);
+        if let Some(dx) = dx {
+            self.put(dx, dxv);
         }
     }
 
@@ -144,6 +186,8 @@ impl State<'_> {
             Instr::CopyChannels { copy, src, dst } => {
                 self.write(dst, |s, out| concat::cpu::copy_channels(&copy, s.get(src), out))
             }
+            Instr::BatchNorm { .. } => self.batch_norm(instr),
+            Instr::BatchNormBack { .. } => self.batch_norm_backward(instr),
             Instr::Loss { rows, classes, logits, labels, dlogits } => {
                 let mut d = dlogits.map(|b| self.take(b));
                 let labels = &self.ints[self.int(labels)];
@@ -170,7 +214,7 @@ impl State<'_> {
 pub fn run(graph: &Graph, program: &Program, params: &[f32], x: &[f32], labels: &[u32]) -> CpuRun {
     let mut s = State {
         graph,
-        params,
+        params: params.to_vec(),
         grads: vec![0.0; params.len()],
         acts: program.buffers.iter().map(|b| if b.integer { Vec::new() } else { vec![0.0; b.len] }).collect(),
         ints: program.buffers.iter().map(|b| if b.integer { vec![0; b.len] } else { Vec::new() }).collect(),
@@ -184,5 +228,5 @@ pub fn run(graph: &Graph, program: &Program, params: &[f32], x: &[f32], labels: 
             (loss, correct) = result;
         }
     }
-    CpuRun { loss, correct, logits: s.get(program.logits).to_vec(), grads: s.grads }
+    CpuRun { loss, correct, logits: s.get(program.logits).to_vec(), grads: s.grads, params: s.params }
 }

@@ -99,6 +99,23 @@ pub enum Op {
         /// Parameter index of the bias, `[outputs]`.
         bias: usize,
     },
+    /// Batch normalization of each channel (BatchNorm2d; BatchNorm1d on a flattened `[features,
+    /// 1, 1]`): in training with the batch's statistics, updating the running ones; in
+    /// evaluation with the running ones. The output has the input's shape.
+    BatchNorm {
+        /// Input node.
+        x: usize,
+        /// Parameter index of the scale (`name.weight`, `[channels]`).
+        weight: usize,
+        /// Parameter index of the shift (`name.bias`, `[channels]`).
+        bias: usize,
+        /// Parameter index of the running mean (not trained).
+        running_mean: usize,
+        /// Parameter index of the running variance (not trained).
+        running_var: usize,
+        /// Parameter index of the count of training batches (not trained; int64 in a state_dict).
+        num_batches_tracked: usize,
+    },
     /// The loss: mean softmax cross-entropy of the logits against the labels, `[1, 1, 1]`.
     SoftmaxCrossEntropy {
         /// The logits node, `[classes, 1, 1]`.
@@ -118,7 +135,8 @@ impl Op {
             | Op::AvgPool2d { x, .. }
             | Op::Relu { x }
             | Op::Flatten { x }
-            | Op::Linear { x, .. } => vec![*x],
+            | Op::Linear { x, .. }
+            | Op::BatchNorm { x, .. } => vec![*x],
             Op::Add { a, b } => vec![*a, *b],
             Op::Concat { xs } => xs.clone(),
             Op::SoftmaxCrossEntropy { logits, labels } => vec![*logits, *labels],
@@ -137,8 +155,20 @@ pub struct Node {
     pub shape: Shape,
 }
 
-/// A learnable tensor, named as PyTorch names it (`conv1.weight`), at `offset` in the packed
-/// parameter buffer.
+/// How a tensor starts: PyTorch's default for its layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// Uniform in ±1/√fan_in (Conv2d's and Linear's weights and biases).
+    Uniform,
+    /// All ones (a batch norm's scale, its running variance).
+    Ones,
+    /// All zeros (a batch norm's shift, its running mean).
+    Zeros,
+}
+
+/// A tensor of the network, named as PyTorch's state_dict names it (`conv1.weight`,
+/// `bn1.running_mean`), at `offset` in the packed parameter buffer: the trained tensors first,
+/// then those a layer updates itself (a batch norm's running statistics).
 #[derive(Clone, Debug)]
 pub struct Param {
     /// The state_dict name, `layer.weight` or `layer.bias`.
@@ -151,6 +181,13 @@ pub struct Param {
     /// Inputs that feed each output (c·k·k for a conv, features for a linear layer): the
     /// initialisation bound is ±1/√fan_in.
     pub fan_in: usize,
+    /// How it starts.
+    pub init: Init,
+    /// Whether the optimizer trains it (PyTorch's parameters) or not (its buffers).
+    pub trainable: bool,
+    /// A count kept as a whole number in f32, which a state_dict holds as int64
+    /// (`num_batches_tracked`).
+    pub counter: bool,
 }
 
 impl Param {
@@ -208,9 +245,16 @@ impl Graph {
         &self.nodes
     }
 
-    /// The learnable tensors, in the order they were declared (PyTorch's state_dict order).
+    /// Every tensor, trained or not, in the order they were declared (PyTorch's state_dict
+    /// order).
     pub fn params(&self) -> &[Param] {
         &self.params
+    }
+
+    /// Floats at the start of the packed buffer that the optimizer trains (the running
+    /// statistics come after them).
+    pub fn trainable_len(&self) -> usize {
+        self.region_end(true)
     }
 
     /// The per-sample shape of the graph's input.
@@ -234,22 +278,44 @@ impl Graph {
     }
 
     fn param(&mut self, name: String, shape: Vec<usize>, fan_in: usize) -> Result<usize> {
+        self.tensor(name, shape, fan_in, Init::Uniform, true)
+    }
+
+    /// Declares a tensor and lays the packed buffer out again: trained tensors first, then the
+    /// others, each group in declaration order, each tensor aligned to [`PARAM_ALIGN`].
+    fn tensor(&mut self, name: String, shape: Vec<usize>, fan_in: usize, init: Init, trainable: bool) -> Result<usize> {
         if self.params.iter().any(|p| p.name == name) {
             return Err(Error::Graph(format!("parameter `{name}` is declared twice")));
         }
-        let offset = self.params.last().map_or(0, |p| (p.offset + p.len()).next_multiple_of(PARAM_ALIGN));
-        self.params.push(Param { name, shape, offset, fan_in });
+        self.params.push(Param { name, shape, offset: 0, fan_in, init, trainable, counter: false });
+        let mut offset = 0;
+        for trainable in [true, false] {
+            for p in self.params.iter_mut().filter(|p| p.trainable == trainable) {
+                p.offset = offset;
+                offset = (offset + p.len()).next_multiple_of(PARAM_ALIGN);
+            }
+        }
         Ok(self.params.len() - 1)
+    }
+
+    /// The end of the trained tensors (`trainable`) or of all tensors, in floats.
+    fn region_end(&self, trainable: bool) -> usize {
+        self.params
+            .iter()
+            .filter(|p| p.trainable || !trainable)
+            .map(|p| (p.offset + p.len()).next_multiple_of(PARAM_ALIGN))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Total floats of the packed parameter buffer, padding included.
     pub fn param_buffer_len(&self) -> usize {
-        self.params.last().map_or(0, |p| (p.offset + p.len()).next_multiple_of(PARAM_ALIGN))
+        self.region_end(false)
     }
 
-    /// Number of learnable scalars (as PyTorch counts them).
+    /// Number of trained scalars (as PyTorch's `parameters()` counts them).
     pub fn param_count(&self) -> usize {
-        self.params.iter().map(Param::len).sum()
+        self.params.iter().filter(|p| p.trainable).map(Param::len).sum()
     }
 
     /// A batch of images of per-sample shape [c, h, w].
@@ -378,6 +444,36 @@ impl Graph {
         Ok(self.push(name, Op::Linear { x: xi, weight, bias }, [outputs, 1, 1]))
     }
 
+    /// BatchNorm2d over the channels of `x` `[c, h, w]` (eps 1e-5, momentum 0.1, affine, with
+    /// running statistics): `name.weight` and `name.bias` train, `name.running_mean` and
+    /// `name.running_var` follow the batches.
+    pub fn batch_norm2d(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        let shape = self.nodes[xi].shape;
+        let channels = shape[0];
+        let weight = self.tensor(format!("{name}.weight"), vec![channels], 0, Init::Ones, true)?;
+        let bias = self.tensor(format!("{name}.bias"), vec![channels], 0, Init::Zeros, true)?;
+        let running_mean = self.tensor(format!("{name}.running_mean"), vec![channels], 0, Init::Zeros, false)?;
+        let running_var = self.tensor(format!("{name}.running_var"), vec![channels], 0, Init::Ones, false)?;
+        let num_batches_tracked = self.tensor(format!("{name}.num_batches_tracked"), vec![], 0, Init::Zeros, false)?;
+        self.params[num_batches_tracked].counter = true;
+        let op = Op::BatchNorm { x: xi, weight, bias, running_mean, running_var, num_batches_tracked };
+        Ok(self.push(name, op, shape))
+    }
+
+    /// BatchNorm1d over the features of a flattened `x` `[features, 1, 1]` (after a linear
+    /// layer), as [`batch_norm2d`](Self::batch_norm2d) names its tensors.
+    pub fn batch_norm1d(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let s = self.shape(x)?;
+        if s[1..] != [1, 1] {
+            return Err(Error::Graph(format!(
+                "layer `{name}`: batch_norm1d needs a flattened input of shape [features, 1, 1], got {s:?}; \
+                 use batch_norm2d after a convolution"
+            )));
+        }
+        self.batch_norm2d(name, x)
+    }
+
     /// Mean softmax cross-entropy of `logits` ([classes, 1, 1]) against `labels`.
     pub fn softmax_cross_entropy(&mut self, logits: NodeId, labels: NodeId) -> Result<NodeId> {
         let name = "loss";
@@ -395,15 +491,21 @@ impl Graph {
         Ok(self.push(name, Op::SoftmaxCrossEntropy { logits: li, labels: yi }, [1, 1, 1]))
     }
 
-    /// PyTorch's default initialisation of Conv2d and Linear: weights and biases uniform in
-    /// ±1/√fan_in, drawn from `seed`. Returns the packed parameter buffer (padding zero).
+    /// PyTorch's default initialisation: Conv2d's and Linear's weights and biases uniform in
+    /// ±1/√fan_in, drawn from `seed` in declaration order; a batch norm's scale and running
+    /// variance 1, its shift and running mean 0. Returns the packed parameter buffer (padding zero).
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
         let mut packed = vec![0.0; self.param_buffer_len()];
         for p in &self.params {
-            let bound = 1.0 / (p.fan_in as f32).sqrt();
-            for v in &mut packed[p.offset..p.offset + p.len()] {
-                *v = rng.uniform(bound);
+            let values = &mut packed[p.offset..p.offset + p.len()];
+            match p.init {
+                Init::Uniform => {
+                    let bound = 1.0 / (p.fan_in as f32).sqrt();
+                    values.iter_mut().for_each(|v| *v = rng.uniform(bound));
+                }
+                Init::Ones => values.fill(1.0),
+                Init::Zeros => values.fill(0.0),
             }
         }
         packed

@@ -13,7 +13,7 @@ use crate::kernel::Dispatch;
 use crate::ops::gather;
 use crate::ops::optimizer::{OptimizerState, STEP_WORDS};
 use crate::ops::softmax_cross_entropy as sce;
-use crate::ops::{add, avg_pool, concat, conv, matmul, max_pool, relu};
+use crate::ops::{add, avg_pool, batch_norm, concat, conv, matmul, max_pool, relu};
 
 /// The packed parameters of a network on the GPU and their gradients, shared by every plan of
 /// the network (training at two batch sizes, evaluation).
@@ -63,7 +63,10 @@ impl Plan {
         let mut plan = Plan::allocate(ctx, Program::build(graph, split.batch(), Pass::Training)?)?;
         plan.lower(ctx, graph, params, Some(split), label_smoothing)?;
         opt.steps.check_len("the optimizer's step table", split.steps() * STEP_WORDS)?;
-        plan.dispatches.push(opt.dispatch(ctx, &params.grads, &params.values, split.step())?);
+        // The optimizer trains the trained tensors alone: the running statistics follow them.
+        let trained = graph.trainable_len();
+        let (grads, values) = (params.grads.slice(0, trained), params.values.slice(0, trained));
+        plan.dispatches.push(opt.dispatch(ctx, &grads, &values, split.step())?);
         Ok(plan)
     }
 
@@ -193,6 +196,39 @@ impl Plan {
                 }
                 Instr::AvgPool { g, x, y } => out.push(avg_pool::avg_pool_forward(ctx, &g, &t(x), &t(y))?),
                 Instr::AvgPoolBack { g, dy, dx } => out.push(avg_pool::avg_pool_backward(ctx, &g, &t(dy), &t(dx))?),
+                Instr::BatchNorm { shape, x, y, affine, running, saved, training } => {
+                    let (x, [gamma, beta], [mean, var, batches], saved) =
+                        (t(x), affine.map(t), running.map(t), t(saved));
+                    let running = [&mean, &var, &batches];
+                    let layer =
+                        batch_norm::BatchNorm { shape, x: &x, gamma: &gamma, beta: &beta, running, saved: &saved };
+                    let batch = match (training, split) {
+                        (true, Some(s)) => Some((s.step(), s.samples())),
+                        (true, None) => return Err(Error::Graph("a training batch norm needs a split".into())),
+                        (false, _) => None,
+                    };
+                    out.extend(batch_norm::batch_norm_forward(ctx, &layer, batch, &t(y))?);
+                }
+                Instr::BatchNormBack { shape, x, dy, gamma, saved, sums, daffine, dx } => {
+                    let (x, gamma, saved, [dgamma, dbeta]) = (t(x), t(gamma), t(saved), daffine.map(t));
+                    let layer = batch_norm::BatchNorm {
+                        shape,
+                        x: &x,
+                        gamma: &gamma,
+                        beta: &gamma,
+                        running: [&unused; 3],
+                        saved: &saved,
+                    };
+                    let dx = dx.map(t);
+                    out.extend(batch_norm::batch_norm_backward(
+                        ctx,
+                        &layer,
+                        &t(dy),
+                        &t(sums),
+                        (&dgamma, &dbeta),
+                        dx.as_ref(),
+                    )?);
+                }
                 Instr::Relu { len, x, y } => out.push(relu::relu_forward(ctx, len, &t(x), &t(y))?),
                 Instr::ReluBack { len, y, dy, dx } => out.push(relu::relu_backward(ctx, len, &t(y), &t(dy), &t(dx))?),
                 Instr::Add { len, a, b, y } => out.push(add::add(ctx, len, &t(a), &t(b), &t(y))?),

@@ -213,6 +213,43 @@ pub enum Instr {
         /// Destination.
         dst: Buf,
     },
+    /// y = batch norm of x `[n, c, plane]`: with the batch's statistics (over the step's real
+    /// rows), updating the running ones, when `training`; else with the running ones.
+    BatchNorm {
+        /// Rows, channels and plane (h·w, or 1 after a linear layer).
+        shape: [usize; 3],
+        /// Input.
+        x: Buf,
+        /// Output.
+        y: Buf,
+        /// Scale and shift, `[c]` each.
+        affine: [Buf; 2],
+        /// Running mean and variance, `[c]` each, and the count of training batches, `[1]`.
+        running: [Buf; 3],
+        /// Each channel's mean and 1/√(var + eps), then the count: `[2c + 1]`, for the backward pass.
+        saved: Buf,
+        /// Batch statistics (a training step) or running ones.
+        training: bool,
+    },
+    /// dgamma, dbeta and (when wanted) dx of a training batch norm.
+    BatchNormBack {
+        /// Rows, channels and plane.
+        shape: [usize; 3],
+        /// The forward input.
+        x: Buf,
+        /// Gradient of the output.
+        dy: Buf,
+        /// The scale, `[c]`.
+        gamma: Buf,
+        /// The forward pass's saved statistics.
+        saved: Buf,
+        /// Scratch for the per-channel sums, `[2c]`.
+        sums: Buf,
+        /// Scale and shift gradients, written.
+        daffine: [Buf; 2],
+        /// Input gradient, when the input needs one.
+        dx: Option<Buf>,
+    },
     /// Loss and metrics of logits against labels; dlogits when training.
     Loss {
         /// Rows of the batch.
@@ -248,6 +285,12 @@ impl Instr {
             Add { a, b, y, .. } => vec![*a, *b, *y],
             AddAssign { a, y, .. } => vec![*a, *y],
             CopyChannels { src, dst, .. } => vec![*src, *dst],
+            BatchNorm { x, y, affine, running, saved, .. } => {
+                [*x, *y, affine[0], affine[1], running[0], running[1], running[2], *saved].to_vec()
+            }
+            BatchNormBack { x, dy, gamma, saved, sums, daffine, dx, .. } => {
+                [*x, *dy, *gamma, *saved, *sums, daffine[0], daffine[1]].into_iter().chain(*dx).collect()
+            }
             Loss { logits, labels, dlogits, .. } => [*logits, *labels].into_iter().chain(*dlogits).collect(),
         }
     }
@@ -279,6 +322,8 @@ pub struct Program {
 pub(super) struct Builder<'g> {
     pub graph: &'g Graph,
     pub batch: usize,
+    /// A training step: batch norms use the batch's statistics.
+    pub training: bool,
     pub buffers: Vec<BufferDesc>,
     pub instrs: Vec<Instr>,
 }
@@ -289,6 +334,8 @@ pub(super) struct Forward {
     pub out: Vec<Buf>,
     /// A max pool's saved argmax.
     pub argmax: Vec<Option<Buf>>,
+    /// A batch norm's saved statistics.
+    pub saved: Vec<Option<Buf>>,
     /// A ReLU whose gradient the next max pool's argmax masks: one fused into the pool before
     /// it, or one whose only consumer is a max pool (which then masks windows whose max is not
     /// positive, those where the ReLU clamped its winner).
@@ -311,6 +358,11 @@ impl Builder<'_> {
     pub fn pool_geometry(&self, x: usize, k: usize, stride: usize, pad: usize) -> PoolGeometry {
         let [c, h, w] = self.graph.nodes[x].shape;
         PoolGeometry::new(self.batch * c, h, w, k, stride, pad)
+    }
+    /// A batch norm's `[rows, channels, plane]` over its input node `x`.
+    pub fn batch_norm_shape(&self, x: usize) -> [usize; 3] {
+        let [c, h, w] = self.graph.nodes[x].shape;
+        [self.batch, c, h * w]
     }
     /// The copies that concatenate (or, backward, split) node `node`'s inputs along channels:
     /// (input node, the copy for concatenation, the copy for the split).
@@ -388,7 +440,8 @@ impl Program {
     pub fn build(graph: &Graph, batch: usize, pass: Pass) -> Result<Program> {
         let (loss, input) = check(graph, batch)?;
         let Op::SoftmaxCrossEntropy { logits, labels } = graph.nodes[loss].op else { unreachable!() };
-        let mut b = Builder { graph, batch, buffers: Vec::new(), instrs: Vec::new() };
+        let training = pass == Pass::Training;
+        let mut b = Builder { graph, batch, training, buffers: Vec::new(), instrs: Vec::new() };
         let forward = b.forward();
         let classes = graph.nodes[logits].shape[0];
         let dlogits = (pass == Pass::Training).then(|| b.new_buf(batch * classes, false, "loss.grad".into()));
@@ -418,7 +471,12 @@ impl Builder<'_> {
     fn forward(&mut self) -> Forward {
         let nodes = &self.graph.nodes;
         let n = nodes.len();
-        let mut f = Forward { out: Vec::with_capacity(n), argmax: vec![None; n], masked_by_pool: vec![false; n] };
+        let mut f = Forward {
+            out: Vec::with_capacity(n),
+            argmax: vec![None; n],
+            saved: vec![None; n],
+            masked_by_pool: vec![false; n],
+        };
         let mut absorbed = 0;
         for (i, node) in nodes.iter().enumerate() {
             if absorbed > 0 {
@@ -480,6 +538,20 @@ impl Builder<'_> {
             Op::AvgPool2d { x, kernel, stride, pad } => {
                 let g = self.pool_geometry(x, kernel, stride, pad);
                 self.instrs.push(Instr::AvgPool { g, x: f.out[x], y });
+            }
+            Op::BatchNorm { x, weight, bias, running_mean, running_var, num_batches_tracked } => {
+                let shape = self.batch_norm_shape(x);
+                let saved = self.new_buf(2 * shape[1] + 1, false, format!("{}.saved", node.name));
+                f.saved[i] = Some(saved);
+                self.instrs.push(Instr::BatchNorm {
+                    shape,
+                    x: f.out[x],
+                    y,
+                    affine: [Buf::Param(weight), Buf::Param(bias)],
+                    running: [Buf::Param(running_mean), Buf::Param(running_var), Buf::Param(num_batches_tracked)],
+                    saved,
+                    training: self.training,
+                });
             }
             Op::Relu { x } => self.instrs.push(Instr::Relu { len, x: f.out[x], y }),
             Op::Add { a, b } => self.instrs.push(Instr::Add { len, a: f.out[a], b: f.out[b], y }),

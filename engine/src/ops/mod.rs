@@ -4,6 +4,7 @@ use crate::kernel::KernelSpec;
 
 pub mod add;
 pub mod avg_pool;
+pub mod batch_norm;
 pub mod concat;
 pub mod conv;
 pub mod gather;
@@ -21,6 +22,11 @@ pub const KERNELS: &[&KernelSpec] = &[
     &add::SUM_SLICES,
     &avg_pool::AVG_POOL_FORWARD,
     &avg_pool::AVG_POOL_BACKWARD,
+    &batch_norm::BATCH_NORM_STATISTICS,
+    &batch_norm::BATCH_NORM_RUNNING,
+    &batch_norm::BATCH_NORM_APPLY,
+    &batch_norm::BATCH_NORM_BACKWARD_REDUCE,
+    &batch_norm::BATCH_NORM_BACKWARD_INPUT,
     &concat::COPY_CHANNELS,
     &conv::IM2COL,
     &conv::COL2IM,

@@ -12,7 +12,7 @@ crate::gpu_params! {
     pub struct OptimizerParams {
         /// Elements to update.
         pub count: u32,
-        /// L2 penalty (Adam, SGD) or decoupled decay rate (AdamW; applied through `decay`).
+        /// The L2 penalty of SGD and Adam (0 for AdamW, whose decay is each step's `decay`).
         pub weight_decay: f32,
         /// 1 for Nesterov momentum (SGD).
         pub nesterov: u32,
@@ -20,7 +20,7 @@ crate::gpu_params! {
         pub decoupled: u32,
         /// Adam's beta2.
         pub beta2: f32,
-        /// `1 - beta2`, rounded from f64 as PyTorch's Python float is.
+        /// `1 - beta2`, computed in f64 as PyTorch's Python floats are, then rounded.
         pub one_minus_beta2: f32,
         /// Adam's eps, added outside the square root.
         pub eps: f32,
@@ -64,18 +64,18 @@ pub const ADAM_STEP: KernelSpec = KernelSpec::new::<OptimizerParams>("optimizer"
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sgd {
     /// Learning rate (a schedule's base, or OneCycle's maximum).
-    pub lr: f32,
+    pub lr: f64,
     /// Momentum factor (0 for plain SGD; OneCycle cycles it).
-    pub momentum: f32,
+    pub momentum: f64,
     /// L2 penalty added to the gradient as `weight_decay · param`.
-    pub weight_decay: f32,
+    pub weight_decay: f64,
     /// Nesterov momentum (needs a momentum above 0, as in PyTorch).
     pub nesterov: bool,
 }
 
 impl Sgd {
     /// SGD at `lr` with `momentum`, no weight decay, no Nesterov (the tutorial's optimizer).
-    pub const fn new(lr: f32, momentum: f32) -> Sgd {
+    pub const fn new(lr: f64, momentum: f64) -> Sgd {
         Sgd { lr, momentum, weight_decay: 0.0, nesterov: false }
     }
 }
@@ -84,25 +84,25 @@ impl Sgd {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Adam {
     /// Learning rate (a schedule's base, or OneCycle's maximum).
-    pub lr: f32,
+    pub lr: f64,
     /// The moving averages' coefficients (OneCycle cycles beta1).
-    pub betas: (f32, f32),
+    pub betas: (f64, f64),
     /// Added to the denominator, outside the square root.
-    pub eps: f32,
+    pub eps: f64,
     /// Adam: L2 penalty added to the gradient; AdamW: the decoupled decay rate.
-    pub weight_decay: f32,
+    pub weight_decay: f64,
     /// AdamW: the parameters decay by `1 - lr · weight_decay` before the update.
     pub decoupled: bool,
 }
 
 impl Adam {
     /// torch.optim.Adam's defaults at `lr`: betas (0.9, 0.999), eps 1e-8, no weight decay.
-    pub const fn adam(lr: f32) -> Adam {
+    pub const fn adam(lr: f64) -> Adam {
         Adam { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, decoupled: false }
     }
 
     /// torch.optim.AdamW's defaults at `lr`: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
-    pub const fn adamw(lr: f32) -> Adam {
+    pub const fn adamw(lr: f64) -> Adam {
         Adam { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.01, decoupled: true }
     }
 }
@@ -118,7 +118,7 @@ pub enum Optimizer {
 
 impl Optimizer {
     /// The learning rate the schedule starts from (OneCycle's maximum).
-    pub fn lr(&self) -> f32 {
+    pub fn lr(&self) -> f64 {
         match self {
             Optimizer::Sgd(s) => s.lr,
             Optimizer::Adam(a) => a.lr,
@@ -146,7 +146,7 @@ impl Optimizer {
     /// outside [0, 1), eps not above 0, a negative weight decay or momentum, Nesterov without
     /// momentum. The message names the setting.
     pub fn check(&self) -> Result<()> {
-        let bad = |what: &str, v: f32, want: &str| Err(Error::Setting(format!("{what} {v}: {want}")));
+        let bad = |what: &str, v: f64, want: &str| Err(Error::Setting(format!("{what} {v}: {want}")));
         let lr = self.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return bad("learning rate", lr, "must be a finite number above 0");
@@ -180,11 +180,11 @@ impl Optimizer {
     pub fn step_row(&self, t: u64, lr: f64, momentum: Option<f64>) -> OptimizerStep {
         match *self {
             Optimizer::Sgd(s) => {
-                let momentum = momentum.unwrap_or(s.momentum as f64);
+                let momentum = momentum.unwrap_or(s.momentum);
                 OptimizerStep { lr: lr as f32, momentum: momentum as f32, ..Default::default() }
             }
             Optimizer::Adam(a) => {
-                let beta1 = momentum.unwrap_or(a.betas.0 as f64);
+                let beta1 = momentum.unwrap_or(a.betas.0);
                 // PyTorch's step count starts at 1 and its bias corrections use the current beta1.
                 let count = (t + 1) as f64;
                 OptimizerStep {
@@ -192,8 +192,8 @@ impl Optimizer {
                     momentum: beta1 as f32,
                     one_minus_beta1: (1.0 - beta1) as f32,
                     step_size: (lr / (1.0 - beta1.powf(count))) as f32,
-                    bias_correction2_sqrt: (1.0 - (a.betas.1 as f64).powf(count)).sqrt() as f32,
-                    decay: (1.0 - lr * a.weight_decay as f64) as f32,
+                    bias_correction2_sqrt: (1.0 - a.betas.1.powf(count)).sqrt() as f32,
+                    decay: (1.0 - lr * a.weight_decay) as f32,
                     _pad: [0.0; 2],
                 }
             }
@@ -204,7 +204,7 @@ impl Optimizer {
     pub fn step_rows(&self, schedule: &Schedule, first: u64, count: usize, total: u64) -> Vec<OptimizerStep> {
         (first..first + count as u64)
             .map(|t| {
-                let (lr, momentum) = schedule.at(self.lr() as f64, t, total);
+                let (lr, momentum) = schedule.at(self.lr(), t, total);
                 self.step_row(t, lr, momentum)
             })
             .collect()
@@ -214,24 +214,24 @@ impl Optimizer {
         match *self {
             Optimizer::Sgd(s) => OptimizerParams {
                 count: count as u32,
-                weight_decay: s.weight_decay,
+                weight_decay: s.weight_decay as f32,
                 nesterov: s.nesterov as u32,
                 ..Default::default()
             },
             Optimizer::Adam(a) => OptimizerParams {
                 count: count as u32,
-                weight_decay: if a.decoupled { 0.0 } else { a.weight_decay },
+                weight_decay: if a.decoupled { 0.0 } else { a.weight_decay as f32 },
                 decoupled: a.decoupled as u32,
-                beta2: a.betas.1,
-                one_minus_beta2: (1.0 - a.betas.1 as f64) as f32,
-                eps: a.eps,
+                beta2: a.betas.1 as f32,
+                one_minus_beta2: (1.0 - a.betas.1) as f32,
+                eps: a.eps as f32,
                 ..Default::default()
             },
         }
     }
 }
 
-fn non_negative_decay(weight_decay: f32) -> Result<()> {
+fn non_negative_decay(weight_decay: f64) -> Result<()> {
     match weight_decay.is_finite() && weight_decay >= 0.0 {
         true => Ok(()),
         false => Err(Error::Setting(format!("weight decay {weight_decay}: must be a finite number of at least 0"))),
@@ -304,26 +304,28 @@ pub mod cpu {
     pub fn step(opt: &Optimizer, row: &OptimizerStep, grad: &[f32], param: &mut [f32], moments: &mut [Vec<f32>]) {
         match (opt, moments) {
             (Optimizer::Sgd(s), [buf]) => {
+                let weight_decay = s.weight_decay as f32;
                 for i in 0..param.len() {
-                    let d = grad[i] + s.weight_decay * param[i];
+                    let d = grad[i] + weight_decay * param[i];
                     buf[i] = row.momentum * buf[i] + d;
                     let update = if s.nesterov { d + row.momentum * buf[i] } else { buf[i] };
                     param[i] -= row.lr * update;
                 }
             }
             (Optimizer::Adam(a), [m, v]) => {
-                let (beta2, one_minus_beta2) = (a.betas.1, (1.0 - a.betas.1 as f64) as f32);
+                let (beta2, one_minus_beta2) = (a.betas.1 as f32, (1.0 - a.betas.1) as f32);
+                let (weight_decay, eps) = (a.weight_decay as f32, a.eps as f32);
                 for i in 0..param.len() {
                     let (mut x, mut g) = (param[i], grad[i]);
                     if a.decoupled {
                         x *= row.decay;
                     } else {
-                        g += a.weight_decay * x;
+                        g += weight_decay * x;
                     }
                     let w = row.one_minus_beta1;
                     m[i] = if w < 0.5 { m[i] + w * (g - m[i]) } else { g - (g - m[i]) * (1.0 - w) };
                     v[i] = v[i] * beta2 + one_minus_beta2 * g * g;
-                    let denom = v[i].sqrt() / row.bias_correction2_sqrt + a.eps;
+                    let denom = v[i].sqrt() / row.bias_correction2_sqrt + eps;
                     param[i] = x - row.step_size * m[i] / denom;
                 }
             }

@@ -29,8 +29,8 @@ struct Args {
     #[arg(long, value_parser = models::flags::at_least_one)]
     limit_train: Option<usize>,
     /// SGD learning rate (the tutorial's 0.01 by default).
-    #[arg(long, default_value_t = 0.01, value_parser = models::flags::non_negative)]
-    lr: f32,
+    #[arg(long, default_value_t = 0.01, value_parser = models::flags::above_zero)]
+    lr: f64,
     /// Where model.safetensors goes (created with its parents).
     #[arg(long, default_value = "runs/lenet")]
     out: PathBuf,

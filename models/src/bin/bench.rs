@@ -89,7 +89,7 @@ fn bench_network(
     let params = Parameters::upload(ctx, &graph, &graph.init_params(1))?;
     let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false)?;
     let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.5));
-    let optimizer = OptimizerState::constant(ctx, sgd, params.values.len, split.steps())?;
+    let optimizer = OptimizerState::constant(ctx, sgd, graph.trainable_len(), split.steps())?;
     let plan = Plan::training(ctx, &graph, &params, (&optimizer, 0.0), &split)?;
     if args.each {
         print_kernel_times(ctx, &plan)?;
