@@ -1,4 +1,5 @@
-//! The command line shared by the three binaries.
+//! The command line shared by the training binaries (the tutorial's three networks and
+//! `fast_cnn`).
 
 use crate::checkpoint::{data_digest, Checkpoint, Fingerprint};
 use crate::curves::StepLosses;
@@ -200,14 +201,30 @@ pub fn default_flags(network: Network) -> &'static [(&'static str, &'static str)
 }
 
 impl Args {
-    /// The command line of `network`'s binary: [`Args`] with the network's [`default_flags`].
+    /// The command line of `network`'s binary: [`Args`] with the network's [`default_flags`]
+    /// (their help without the tutorial's defaults, which clap's `[default: …]` replaces).
     pub fn command_for(network: Network) -> clap::Command {
-        default_flags(network)
-            .iter()
-            .fold(<Args as clap::CommandFactory>::command(), |command, &(flag, value)| {
-                command.mut_arg(flag, |arg| arg.default_value(value))
+        let flags = default_flags(network);
+        let command = flags.iter().fold(<Args as clap::CommandFactory>::command(), |command, &(flag, value)| {
+            command.mut_arg(flag, |arg| {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let help = help.split(" [default:").next().unwrap_or_default().to_string();
+                arg.default_value(value).help(help)
             })
-            .name(network.name())
+        });
+        let command = command.name(network.name());
+        if flags.is_empty() {
+            return command;
+        }
+        let recipe: Vec<String> =
+            flags.iter().map(|(flag, value)| format!("--{} {value}", flag.replace('_', "-"))).collect();
+        command.about(format!(
+            "Trains {} on the GPU with its own recipe ({}), on MNIST or on a folder of your own pictures, and prints \
+             the test accuracy after each epoch. A flag given replaces its default alone: --optimizer sgd keeps the \
+             learning rate, schedule and label smoothing above.",
+            network.name(),
+            recipe.join(" ")
+        ))
     }
 
     /// Parses `argv` (the binary's name first) as `network`'s binary does.

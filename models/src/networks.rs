@@ -22,7 +22,7 @@ impl Network {
     pub const ALL: [Network; 4] = [Network::SimpleCnn, Network::Inception, Network::Resnet, Network::FastCnn];
 
     /// Its name as the command line, the weights' metadata and checkpoints spell it (`simple_cnn`,
-    /// `inception`, `resnet`).
+    /// `inception`, `resnet`, `fast_cnn`).
     pub fn name(self) -> &'static str {
         match self {
             Network::SimpleCnn => "simple_cnn",

@@ -8,7 +8,7 @@ use crate::Network;
 use engine::data::{GpuSplit, LabelledImages, Normalization};
 use engine::graph::plan::{Parameters, Plan};
 use engine::graph::program::{Pass, Program};
-use engine::graph::{Graph, Op};
+use engine::graph::Graph;
 use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use engine::rng::Rng;
@@ -323,30 +323,6 @@ pub fn check_device_fits(
     Ok(())
 }
 
-/// Refuses, as PyTorch does, a training step in which a batch norm would see one value per
-/// channel (a batch of 1 after a linear layer; the last batch of an epoch counts too).
-fn check_batch_norms(graph: &Graph, samples: usize, batch: usize) -> Result<(), TrainError> {
-    let last = match samples % batch {
-        0 => batch,
-        rows => rows,
-    };
-    for node in graph.nodes() {
-        let Op::BatchNorm { x, .. } = node.op else { continue };
-        let [_, h, w] = graph.nodes()[x].shape;
-        if batch.min(last) * h * w == 1 {
-            return Err(TrainError::Mismatch(format!(
-                "batch norm `{}` would see one value per channel in a step of {} image{} ({samples} training \
-                 images in batches of {batch}); it needs at least two: change the batch size or the number of \
-                 training images",
-                node.name,
-                batch.min(last),
-                if batch.min(last) == 1 { "" } else { "s" },
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Refuses a split whose images the graph cannot take or whose labels it cannot predict.
 fn check_split(graph: &Graph, what: &str, set: &LabelledImages, classes: usize) -> Result<(), TrainError> {
     let input = graph.input_shape().map_err(TrainError::Engine)?;
@@ -426,7 +402,9 @@ impl<'a> Trainer<'a> {
         }
         let classes = graph.classes()?;
         check_split(graph, "training", train, classes)?;
-        check_batch_norms(graph, train.len(), batch)?;
+        if let Some(why) = graph.batch_norm_refusal(train.len(), batch) {
+            return Err(TrainError::Mismatch(why));
+        }
         let mut sizes = vec![("train", train.len(), train.image_len())];
         if let Some(test) = test {
             check_split(graph, "test", test, classes)?;

@@ -66,3 +66,42 @@ fn tract_runs_the_exported_networks_and_gets_the_engines_logits() {
         }
     }
 }
+
+/// A batch norm after a linear layer (BatchNorm1d) exports as ONNX's BatchNormalization on an
+/// [N, C] input, with its running statistics, and tract gets the engine's logits.
+#[test]
+fn a_batch_norm_after_a_linear_layer_exports_too() {
+    let mut graph = engine::graph::Graph::new();
+    let (x, labels) = (graph.input([1, 4, 4]), graph.labels());
+    let x = graph.flatten("flatten", x).unwrap();
+    let x = graph.linear("fc1", x, 6).unwrap();
+    let x = graph.batch_norm1d("bn", x).unwrap();
+    let logits = graph.linear("fc2", x, 3).unwrap();
+    graph.softmax_cross_entropy(logits, labels).unwrap();
+    let mut values = graph.init_params(3);
+    let mut rng = engine::rng::Rng::new(4);
+    for name in ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"] {
+        let p = graph.params().iter().find(|p| p.name == name).unwrap();
+        let base = if name.ends_with("var") || name.ends_with("weight") { 1.0 } else { 0.0 };
+        values[p.offset..p.offset + p.len()].iter_mut().for_each(|v| *v = base + rng.uniform(0.5));
+    }
+    let bytes = export(&graph, &values, "bn1d", "x");
+    let n = 5;
+    let x: Vec<f32> = (0..n * 16).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+    let want = cpu::run(&graph, &Program::build(&graph, n, Pass::Inference).unwrap(), &values, &x, &[]).logits;
+    let runnable = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .unwrap()
+        .with_input_fact(0, f32::fact([n, 1, 4, 4]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let output = runnable.run(tvec!(Tensor::from_shape(&[n, 1, 4, 4], &x).unwrap().into())).unwrap();
+    let got: Vec<f32> = output[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4 + 1e-4 * w.abs(), "tract {got:?} against the engine's {want:?}");
+    }
+}

@@ -160,6 +160,11 @@ fn batch_norms_and_schedules_refuse_what_pytorch_refuses() {
     let e = other.batch_norm1d("bn", image).err().expect("refused").to_string();
     assert!(e.contains("batch_norm1d needs a flattened input"), "{e}");
 
+    // A channel of more values a step than f32 counts exactly.
+    let wide = Network::FastCnn.build([1, 512, 512], 10).unwrap();
+    let why = wide.batch_norm_refusal(1000, 70).expect("refused");
+    assert!(why.contains("batch norm `bn1` would see 18064480 values per channel") && why.contains("2^24"), "{why}");
+    assert_eq!(wide.batch_norm_refusal(1000, 60), None);
     let one_cycle =
         Recipe { schedule: Schedule::OneCycle(OneCycle { pct_start: 0.25, ..OneCycle::default() }), ..recipe(2) };
     let e = Trainer::new(ctx, &g, &set(8), None, one_cycle).err().expect("refused").to_string();

@@ -65,6 +65,7 @@ impl State<'_> {
             }
             Buf::Param(p) => {
                 let p = &self.graph.params[p];
+                debug_assert!(!p.trainable, "a program writes only running statistics, not {}", p.name);
                 self.params[p.offset..p.offset + p.len()].copy_from_slice(&v);
             }
         }

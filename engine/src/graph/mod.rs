@@ -171,12 +171,13 @@ pub enum Init {
 /// then those a layer updates itself (a batch norm's running statistics).
 #[derive(Clone, Debug)]
 pub struct Param {
-    /// The state_dict name, `layer.weight` or `layer.bias`.
+    /// The state_dict name: `layer.weight`, `layer.bias`, `layer.running_mean`, ….
     pub name: String,
     /// PyTorch's shape: `[out, in, k, k]` for a conv weight, `[out, in]` for a linear one, `[out]`
     /// for a bias.
     pub shape: Vec<usize>,
-    /// Where it starts in the packed parameter buffer, in floats (a multiple of [`PARAM_ALIGN`]).
+    /// Where it starts in the packed parameter buffer, in floats (a multiple of [`PARAM_ALIGN`]);
+    /// final once the graph is built (declaring a trained tensor moves the untrained ones).
     pub offset: usize,
     /// Inputs that feed each output (c·k·k for a conv, features for a linear layer): the
     /// initialisation bound is ±1/√fan_in.
@@ -249,6 +250,34 @@ impl Graph {
     /// order).
     pub fn params(&self) -> &[Param] {
         &self.params
+    }
+
+    /// Why a training epoch of `samples` in batches of `batch` cannot run, if it cannot: a batch
+    /// norm would see one value per channel in a step (a batch of 1 after a linear layer, or a
+    /// last batch of 1), which PyTorch refuses too, or more than the 2^24 values a channel it
+    /// counts exactly in f32.
+    pub fn batch_norm_refusal(&self, samples: usize, batch: usize) -> Option<String> {
+        let last = match samples % batch.max(1) {
+            0 => batch,
+            rows => rows,
+        };
+        self.nodes.iter().find_map(|node| {
+            let Op::BatchNorm { x, .. } = node.op else { return None };
+            let [_, h, w] = self.nodes[x].shape;
+            let name = &node.name;
+            match (last * h * w, batch * h * w) {
+                (1, _) => Some(format!(
+                    "batch norm `{name}` would see one value per channel in a step of 1 image ({samples} training \
+                     images in batches of {batch}); it needs at least two: change the batch size or the number of \
+                     training images"
+                )),
+                (_, values) if values > 1 << 24 => Some(format!(
+                    "batch norm `{name}` would see {values} values per channel in a step of {batch} images, more than \
+                     the 2^24 it counts exactly; use a smaller batch size"
+                )),
+                _ => None,
+            }
+        })
     }
 
     /// Floats at the start of the packed buffer that the optimizer trains (the running

@@ -57,6 +57,9 @@ impl Plan {
         (opt, label_smoothing): (&OptimizerState, f32),
         split: &GpuSplit,
     ) -> Result<Plan> {
+        if let Some(why) = graph.batch_norm_refusal(split.samples(), split.batch()) {
+            return Err(Error::Graph(why));
+        }
         if !(0.0..=1.0).contains(&label_smoothing) {
             return Err(Error::Setting(format!("label smoothing {label_smoothing}: must be in [0, 1]")));
         }

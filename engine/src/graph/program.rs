@@ -409,7 +409,7 @@ fn check(graph: &Graph, batch: usize) -> Result<(usize, usize)> {
     }
     if let Some(i) = (0..nodes.len()).find(|&i| !needed[i]) {
         let what = match nodes[i].op {
-            Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias, .. } => {
+            Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias, .. } | Op::BatchNorm { weight, bias, .. } => {
                 format!(" (so parameters {}, {} are never used)", graph.params[weight].name, graph.params[bias].name)
             }
             _ => String::new(),
