@@ -39,7 +39,8 @@ struct OptimizerStep {
     step_size: f32,         // Adam: lr / (1 - beta1^t)
     bias_correction2_sqrt: f32,
     decay: f32,             // AdamW: 1 - lr * weight_decay
-    _pad0: f32, _pad1: f32,
+    global_step: f32,       // the step within the run (exact to 2^24), for dropout's draws
+    _pad: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: OptimizerParams;

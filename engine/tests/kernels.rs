@@ -13,7 +13,7 @@
 use engine::ops::optimizer::{self, Adam, Optimizer, OptimizerState, Sgd};
 use engine::ops::window::{ConvGeometry, PoolGeometry, Window};
 use engine::ops::{
-    add, avg_pool, batch_norm, concat, conv, gather, matmul, max_pool, relu, softmax_cross_entropy as sce,
+    add, avg_pool, batch_norm, concat, conv, dropout, gather, matmul, max_pool, relu, softmax_cross_entropy as sce,
 };
 use engine::rng::Rng;
 use engine::schedule::Schedule;
@@ -1027,6 +1027,53 @@ fn batch_norm_cpu_backward_matches_finite_differences() {
         let fd = finite_difference(&beta, c, 1e-2, |b| loss(&x, &gamma, b));
         assert!((fd - dbeta[c] as f64).abs() < 2e-3, "dbeta[{c}]: fd {fd} vs {}", dbeta[c]);
     }
+}
+
+// ---------------------------------------------------------------- dropout
+
+/// Dropout against its CPU reference, bit for bit: the mask depends only on the seed, the
+/// step within the run (read from the optimizer's table at the step counter: row `step` going
+/// forward, `step - 1` going back, after the loss advanced it) and the element. About `p` of the
+/// elements are dropped, the rest scaled by 1/(1 − p); another step or seed draws another mask.
+#[test]
+fn dropout_matches_cpu_and_draws_from_seed_step_and_element() {
+    let Some(ctx) = gpu() else { return };
+    let len = 70_001;
+    let mut rng = Rng::new(1800);
+    let x = rng.uniform_vec(len, 1.0);
+    let sgd = Optimizer::Sgd(Sgd::new(0.1, 0.0));
+    let rows = sgd.step_rows(&Schedule::default(), 5, 3, 8); // global steps 5, 6, 7
+    let state = OptimizerState::new(ctx, sgd, 1, 3).unwrap();
+    state.set_steps(ctx, &rows).unwrap();
+    let (xt, counter) = (up(ctx, &x), ctx.upload(&[1u32], "step").unwrap());
+    for (seed, p) in [(1u64, 0.5f32), (7, 0.1), (7, 0.0)] {
+        let d = dropout::Dropout { p, seed };
+        let y = dirty(ctx, len);
+        let forward = dropout::dropout(ctx, &d, len, (&state.steps, &counter), false, (&xt, &y)).unwrap();
+        let got = run_and_read(ctx, &[forward], &y);
+        let mut want = vec![0.0; len];
+        dropout::cpu::dropout(&d, 6, &x, &mut want);
+        assert!(
+            got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()),
+            "seed {seed}, p {p}: GPU mask or scale differs"
+        );
+        let dropped = got.iter().filter(|&&v| v == 0.0).count() as f64 / len as f64;
+        assert!((dropped - p as f64).abs() < 0.01, "seed {seed}: dropped {dropped}, p {p}");
+        let kept = got.iter().zip(&x).find(|(g, _)| **g != 0.0).unwrap();
+        assert_eq!(*kept.0, kept.1 * (1.0 / (1.0 - p as f64)) as f32);
+
+        // Backward, after the loss advanced the counter to 2: row 1 again, the same mask.
+        ctx.write(&counter, &[2u32]);
+        let dx = dirty(ctx, len);
+        let backward = dropout::dropout(ctx, &d, len, (&state.steps, &counter), true, (&xt, &dx)).unwrap();
+        assert_eq!(run_and_read(ctx, &[backward], &dx), got, "seed {seed}: the backward mask");
+        ctx.write(&counter, &[1u32]);
+    }
+    let d = |seed| dropout::Dropout { p: 0.5, seed };
+    let mask = |d: &dropout::Dropout, step| (0..1000).map(|i| dropout::cpu::keeps(d, step, i)).collect::<Vec<_>>();
+    assert_ne!(mask(&d(1), 6), mask(&d(1), 7), "another step, another mask");
+    assert_ne!(mask(&d(1), 6), mask(&d(2), 6), "another seed, another mask");
+    assert_eq!(mask(&d(1), 6), mask(&d(1), 6));
 }
 
 // ---------------------------------------------------------------- data gather

@@ -180,7 +180,16 @@ fn optimizers_follow_pytorchs_parameters_step_by_step() {
             })
             .collect();
         assert!(!close(&cpu_trajectory(case, &high)[last], &case.trajectory[last].1), "{}: lr 0.1% high", case.name);
-        if rows(case, 1) != rows(case, 0) {
+        // The step number itself (dropout's seed) changes nothing an optimizer computes.
+        let arithmetic = |rows: Vec<OptimizerStep>| -> Vec<OptimizerStep> {
+            rows.into_iter()
+                .map(|mut r| {
+                    r.global_step = 0.0;
+                    r
+                })
+                .collect()
+        };
+        if arithmetic(rows(case, 1)) != arithmetic(rows(case, 0)) {
             let shifted = cpu_trajectory(case, &rows(case, 1));
             assert!(!close(&shifted[last], &case.trajectory[last].1), "{}: one step off went unnoticed", case.name);
         }

@@ -257,6 +257,8 @@ pub fn export(graph: &Graph, values: &[f32], network: &str, normalization: &str)
                 let params = vec![name(*x), graph.params()[*weight].name.clone(), graph.params()[*bias].name.clone()];
                 ("Gemm", params, vec![int("transB", 1)])
             }
+            // Evaluation: dropout is the identity.
+            Op::Dropout { x, .. } => ("Identity", vec![name(*x)], vec![]),
             // Evaluation: the running statistics (after a linear layer, ONNX's input is [N, C]).
             Op::BatchNorm { x, weight, bias, running_mean, running_var, .. } => {
                 let tensors = [weight, bias, running_mean, running_var].map(|&p| graph.params()[p].name.clone());

@@ -6,7 +6,7 @@
 
 use crate::Network;
 use engine::data::{GpuSplit, LabelledImages, Normalization};
-use engine::graph::plan::{Parameters, Plan};
+use engine::graph::plan::{Parameters, Plan, Training};
 use engine::graph::program::{Pass, Program};
 use engine::graph::Graph;
 use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
@@ -416,7 +416,8 @@ impl<'a> Trainer<'a> {
         let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
         let split = GpuSplit::upload(ctx, train, &recipe.norm, batch, false)?;
         let optimizer = OptimizerState::new(ctx, recipe.optimizer, graph.trainable_len(), split.steps())?;
-        let plan = Plan::training(ctx, graph, &params, (&optimizer, recipe.label_smoothing), &split)?;
+        let training = Training { optimizer: &optimizer, label_smoothing: recipe.label_smoothing, seed: recipe.seed };
+        let plan = Plan::training(ctx, graph, &params, &training, &split)?;
         let train_stage = Stage { split, plan, steps_per_submit: None };
         let test_stage = test
             .map(|test| {

@@ -297,3 +297,60 @@ fn simple_cnn_logits_match_a_hand_composed_cpu_forward() {
     let got = cpu::run(&graph, &program, &params, &b.x, &b.y).logits;
     test_support::gpu::assert_close("simple_cnn logits", &got, &want, 1e-4, 1e-5);
 }
+
+/// A network with a dropout: the CPU reference against finite differences (its mask is fixed by
+/// seed 0 at step 0), the GPU's gradients against the CPU's (the same draw), about half the
+/// features dropped; in evaluation the dropout is the identity and runs no kernel.
+#[test]
+fn dropout_trains_with_the_cpus_mask_and_is_the_identity_in_evaluation() {
+    let build = |p: Option<f32>| {
+        let mut g = Graph::new();
+        let (x, labels) = (g.input([1, 28, 28]), g.labels());
+        let x = g.conv2d("conv", x, 4, 5, 2, 0).unwrap();
+        let x = g.relu("relu", x).unwrap();
+        let mut x = g.flatten("flatten", x).unwrap();
+        if let Some(p) = p {
+            x = g.dropout("drop", x, p).unwrap();
+        }
+        let logits = g.linear("fc", x, 10).unwrap();
+        g.softmax_cross_entropy(logits, labels).unwrap();
+        g
+    };
+    let (graph, plain) = (build(Some(0.5)), build(None));
+    let params = graph.init_params(3);
+    let b = batch(21);
+    let program = Program::build(&graph, BATCH, Pass::Training).unwrap();
+    let reference = cpu::run(&graph, &program, &params, &b.x, &b.y);
+    let loss = |params: &[f32]| cpu::run(&graph, &program, params, &b.x, &b.y).loss as f64;
+    let fc = graph.params().iter().find(|p| p.name == "fc.weight").unwrap();
+    let fc_grad = &reference.grads[fc.offset..fc.offset + fc.len()];
+    let zero_columns = (0..fc.shape[1]).filter(|&j| (0..10).all(|o| fc_grad[o * fc.shape[1] + j] == 0.0)).count();
+    let share = zero_columns as f64 / fc.shape[1] as f64;
+    assert!((0.4..0.6).contains(&share), "dropped features get no gradient: {share} of them, p = 0.5");
+    for p in graph.params() {
+        for i in [p.offset, p.offset + p.len() / 2 + 1] {
+            let fd = test_support::gpu::finite_difference(&params, i, 1e-3, loss);
+            let analytic = reference.grads[i] as f64;
+            assert!((fd - analytic).abs() < 2e-3 + 0.05 * analytic.abs(), "{}: fd {fd}, autodiff {analytic}", p.name);
+        }
+    }
+    // Evaluation: no dropout kernel, the logits of the same network without it.
+    let eval = Program::build(&graph, BATCH, Pass::Evaluation).unwrap();
+    assert!(!eval.instrs.iter().any(|i| matches!(i, engine::graph::program::Instr::Dropout { .. })));
+    let without = cpu::run(&plain, &Program::build(&plain, BATCH, Pass::Evaluation).unwrap(), &params, &b.x, &b.y);
+    assert_eq!(cpu::run(&graph, &eval, &params, &b.x, &b.y).logits, without.logits);
+    for p in [1.0, -0.1, f32::NAN] {
+        let mut g = Graph::new();
+        let x = g.input([1, 28, 28]);
+        let e = g.dropout("drop", x, p).err().expect("refused").to_string();
+        assert!(e.contains("layer `drop`") && e.contains("must be in [0, 1)"), "{e}");
+    }
+
+    let Some(ctx) = gpu() else { return };
+    let (grads, _) = gpu_step(ctx, &graph, &params, &b, Optimizer::Sgd(Sgd::new(0.01, 0.5)), BATCH);
+    for p in graph.params() {
+        let (got, want) = (&grads[p.offset..p.offset + p.len()], &reference.grads[p.offset..p.offset + p.len()]);
+        let diff: Vec<f32> = got.iter().zip(want).map(|(a, b)| a - b).collect();
+        assert!(norm(&diff) < 2e-3 * norm(want), "{}: GPU and CPU dropout gradients differ", p.name);
+    }
+}

@@ -68,14 +68,16 @@ fn tract_runs_the_exported_networks_and_gets_the_engines_logits() {
 }
 
 /// A batch norm after a linear layer (BatchNorm1d) exports as ONNX's BatchNormalization on an
-/// [N, C] input, with its running statistics, and tract gets the engine's logits.
+/// [N, C] input, with its running statistics, a dropout as the identity, and tract gets the
+/// engine's logits.
 #[test]
-fn a_batch_norm_after_a_linear_layer_exports_too() {
+fn a_batch_norm_after_a_linear_layer_and_a_dropout_export_too() {
     let mut graph = engine::graph::Graph::new();
     let (x, labels) = (graph.input([1, 4, 4]), graph.labels());
     let x = graph.flatten("flatten", x).unwrap();
     let x = graph.linear("fc1", x, 6).unwrap();
     let x = graph.batch_norm1d("bn", x).unwrap();
+    let x = graph.dropout("drop", x, 0.3).unwrap();
     let logits = graph.linear("fc2", x, 3).unwrap();
     graph.softmax_cross_entropy(logits, labels).unwrap();
     let mut values = graph.init_params(3);

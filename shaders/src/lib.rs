@@ -24,6 +24,7 @@ pub const ALL: &[(&str, &str)] = &[
     joined!("batch_norm", "grid"),
     joined!("concat", "grid"),
     joined!("conv"),
+    joined!("dropout", "grid"),
     joined!("gather", "grid"),
     joined!("matmul", "matmul_params"),
     joined!("matmul_subgroup", "matmul_params"),

@@ -3,7 +3,7 @@
 
 use crate::skipped;
 use engine::data::{GpuSplit, LabelledImages, Normalization};
-use engine::graph::plan::{Parameters, Plan};
+use engine::graph::plan::{Parameters, Plan, Training};
 use engine::graph::Graph;
 use engine::ops::optimizer::{Optimizer, OptimizerState};
 use engine::GpuContext;
@@ -98,7 +98,9 @@ impl Rig {
         let split = GpuSplit::upload(ctx, images, norm, batch, false).unwrap();
         let params = Parameters::upload(ctx, graph, params).unwrap();
         let optimizer = OptimizerState::constant(ctx, optimizer, graph.trainable_len(), split.steps()).unwrap();
-        let plan = Plan::training(ctx, graph, &params, (&optimizer, 0.0), &split).unwrap();
+        // Seed 0 at the first step: dropout draws as the CPU executor does.
+        let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 0 };
+        let plan = Plan::training(ctx, graph, &params, &training, &split).unwrap();
         Rig { plan, params, optimizer, split }
     }
 

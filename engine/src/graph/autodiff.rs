@@ -107,6 +107,10 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
                 (b.pool_geometry(x, kernel, stride, pad), f.argmax[i].expect("saved by the forward pass"));
             accumulate(b, grads, x, |dx| Instr::MaxPoolBack { g, dy, argmax, dx });
         }
+        Op::Dropout { x, p } if wanted(x) => {
+            let len = b.node_len(i);
+            accumulate(b, grads, x, |dx| Instr::Dropout { len, p, x: dy, y: dx, backward: true });
+        }
         Op::AvgPool2d { x, kernel, stride, pad } if wanted(x) => {
             let g = b.pool_geometry(x, kernel, stride, pad);
             accumulate(b, grads, x, |dx| Instr::AvgPoolBack { g, dy, dx });
@@ -132,7 +136,7 @@ fn backward_node(b: &mut Builder, f: &Forward, grads: &mut Grads, i: usize, dy: 
                 accumulate(b, grads, x, |dx| Instr::CopyChannels { copy, src: dy, dst: dx });
             }
         }
-        Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::Relu { .. } | Op::Flatten { .. } => {}
+        Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::Relu { .. } | Op::Flatten { .. } | Op::Dropout { .. } => {}
     }
 }
 

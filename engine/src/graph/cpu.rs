@@ -3,7 +3,7 @@
 
 use super::program::{Buf, Instr, Program};
 use super::Graph;
-use crate::ops::{add, avg_pool, batch_norm, concat, conv, matmul, max_pool, relu, softmax_cross_entropy};
+use crate::ops::{add, avg_pool, batch_norm, concat, conv, dropout, matmul, max_pool, relu, softmax_cross_entropy};
 
 /// What a CPU run of a program produced.
 pub struct CpuRun {
@@ -188,6 +188,11 @@ impl State<'_> {
                 self.write(dst, |s, out| concat::cpu::copy_channels(&copy, s.get(src), out))
             }
             Instr::BatchNorm { .. } => self.batch_norm(instr),
+            // A CPU run draws as a training plan seeded 0 does at its first step.
+            Instr::Dropout { p, x, y, .. } => {
+                let d = dropout::Dropout { p, seed: 0 };
+                self.write(y, |s, out| dropout::cpu::dropout(&d, 0, s.get(x), out))
+            }
             Instr::BatchNormBack { .. } => self.batch_norm_backward(instr),
             Instr::Loss { rows, classes, logits, labels, dlogits } => {
                 let mut d = dlogits.map(|b| self.take(b));

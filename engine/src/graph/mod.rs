@@ -116,6 +116,14 @@ pub enum Op {
         /// Parameter index of the count of training batches (not trained; int64 in a state_dict).
         num_batches_tracked: usize,
     },
+    /// Inverted dropout in training (each element zeroed with probability `p`, the others
+    /// scaled by 1/(1 − p)); the identity in evaluation.
+    Dropout {
+        /// Input node.
+        x: usize,
+        /// The probability of dropping an element, in [0, 1).
+        p: f32,
+    },
     /// The loss: mean softmax cross-entropy of the logits against the labels, `[1, 1, 1]`.
     SoftmaxCrossEntropy {
         /// The logits node, `[classes, 1, 1]`.
@@ -136,7 +144,8 @@ impl Op {
             | Op::Relu { x }
             | Op::Flatten { x }
             | Op::Linear { x, .. }
-            | Op::BatchNorm { x, .. } => vec![*x],
+            | Op::BatchNorm { x, .. }
+            | Op::Dropout { x, .. } => vec![*x],
             Op::Add { a, b } => vec![*a, *b],
             Op::Concat { xs } => xs.clone(),
             Op::SoftmaxCrossEntropy { logits, labels } => vec![*logits, *labels],
@@ -409,6 +418,15 @@ impl Graph {
         let xi = self.node(name, x)?;
         let shape = self.pool_shape(name, xi, kernel, stride, pad)?;
         Ok(self.push(name, Op::AvgPool2d { x: xi, kernel, stride, pad }, shape))
+    }
+
+    /// Dropout with probability `p` in [0, 1), as PyTorch's `nn.Dropout(p)` (no tensors): in
+    /// training each element is zeroed with probability `p` and the others scaled by 1/(1 − p),
+    /// drawn from the run's seed, the step and the element; in evaluation, the identity.
+    pub fn dropout(&mut self, name: &str, x: NodeId, p: f32) -> Result<NodeId> {
+        let xi = self.node(name, x)?;
+        crate::ops::dropout::Dropout::check(p).map_err(|e| Error::Graph(format!("layer `{name}`: {e}")))?;
+        Ok(self.push(name, Op::Dropout { x: xi, p }, self.nodes[xi].shape))
     }
 
     /// Elementwise max(x, 0).

@@ -13,7 +13,7 @@ use crate::kernel::Dispatch;
 use crate::ops::gather;
 use crate::ops::optimizer::{OptimizerState, STEP_WORDS};
 use crate::ops::softmax_cross_entropy as sce;
-use crate::ops::{add, avg_pool, batch_norm, concat, conv, matmul, max_pool, relu};
+use crate::ops::{add, avg_pool, batch_norm, concat, conv, dropout, matmul, max_pool, relu};
 
 /// The packed parameters of a network on the GPU and their gradients, shared by every plan of
 /// the network (training at two batch sizes, evaluation).
@@ -46,25 +46,36 @@ pub struct Plan {
     buffers: Vec<Option<Tensor>>,
 }
 
+/// What a training plan adds to the forward pass.
+pub struct Training<'a> {
+    /// The optimizer; its step table also gives dropout the step within the run.
+    pub optimizer: &'a OptimizerState,
+    /// The loss's label smoothing (PyTorch's, 0 for none).
+    pub label_smoothing: f32,
+    /// The run's seed, from which dropout draws its masks.
+    pub seed: u64,
+}
+
 impl Plan {
-    /// A training step over `split`'s next batch: gather, forward, loss (its target smoothed by
-    /// `label_smoothing`, PyTorch's, 0 for none), backward, and the optimizer's update with the
-    /// values of the step's row in `opt`'s step table.
+    /// A training step over `split`'s next batch: gather, forward (dropout drawing from the
+    /// seed and the step), loss, backward, and the optimizer's update with the values of the
+    /// step's row in the optimizer's step table.
     pub fn training(
         ctx: &GpuContext,
         graph: &Graph,
         params: &Parameters,
-        (opt, label_smoothing): (&OptimizerState, f32),
+        training: &Training,
         split: &GpuSplit,
     ) -> Result<Plan> {
         if let Some(why) = graph.batch_norm_refusal(split.samples(), split.batch()) {
             return Err(Error::Graph(why));
         }
+        let (opt, label_smoothing) = (training.optimizer, training.label_smoothing);
         if !(0.0..=1.0).contains(&label_smoothing) {
             return Err(Error::Setting(format!("label smoothing {label_smoothing}: must be in [0, 1]")));
         }
         let mut plan = Plan::allocate(ctx, Program::build(graph, split.batch(), Pass::Training)?)?;
-        plan.lower(ctx, graph, params, Some(split), label_smoothing)?;
+        plan.lower(ctx, graph, params, Some(split), Some(training))?;
         opt.steps.check_len("the optimizer's step table", split.steps() * STEP_WORDS)?;
         // The optimizer trains the trained tensors alone: the running statistics follow them.
         let trained = graph.trainable_len();
@@ -77,7 +88,7 @@ impl Plan {
     /// metrics (and predictions, where the split keeps them), advance.
     pub fn evaluation(ctx: &GpuContext, graph: &Graph, params: &Parameters, split: &GpuSplit) -> Result<Plan> {
         let mut plan = Plan::allocate(ctx, Program::build(graph, split.batch(), Pass::Evaluation)?)?;
-        plan.lower(ctx, graph, params, Some(split), 0.0)?;
+        plan.lower(ctx, graph, params, Some(split), None)?;
         Ok(plan)
     }
 
@@ -85,7 +96,7 @@ impl Plan {
     /// to the logits: no labels, no loss, no step counter.
     pub fn inference(ctx: &GpuContext, graph: &Graph, batch: usize, params: &Parameters) -> Result<Plan> {
         let mut plan = Plan::allocate(ctx, Program::build(graph, batch, Pass::Inference)?)?;
-        plan.lower(ctx, graph, params, None, 0.0)?;
+        plan.lower(ctx, graph, params, None, None)?;
         Ok(plan)
     }
 
@@ -147,15 +158,16 @@ impl Plan {
     }
 
     /// The dispatches of every instruction, after the gather of `split`'s next batch (none for
-    /// an inference plan, which has no split); the loss smooths its target by `label_smoothing`.
+    /// an inference plan, which has no split); a training plan's `training` settings.
     fn lower(
         &mut self,
         ctx: &GpuContext,
         graph: &Graph,
         params: &Parameters,
         split: Option<&GpuSplit>,
-        label_smoothing: f32,
+        training: Option<&Training>,
     ) -> Result<()> {
+        let label_smoothing = training.map_or(0.0, |t| t.label_smoothing);
         let t = |b: Buf| self.tensor(params, graph, b);
         let p = &self.program;
         let mut out = Vec::new();
@@ -231,6 +243,14 @@ impl Plan {
                         (&dgamma, &dbeta),
                         dx.as_ref(),
                     )?);
+                }
+                Instr::Dropout { len, p, x, y, backward } => {
+                    let (Some(training), Some(split)) = (training, split) else {
+                        return Err(Error::Graph("a training dropout needs a training plan".into()));
+                    };
+                    let d = dropout::Dropout { p, seed: training.seed };
+                    let counters = (&training.optimizer.steps, split.step());
+                    out.push(dropout::dropout(ctx, &d, len, counters, backward, (&t(x), &t(y)))?);
                 }
                 Instr::Relu { len, x, y } => out.push(relu::relu_forward(ctx, len, &t(x), &t(y))?),
                 Instr::ReluBack { len, y, dy, dx } => out.push(relu::relu_backward(ctx, len, &t(y), &t(dy), &t(dx))?),

@@ -250,6 +250,19 @@ pub enum Instr {
         /// Input gradient, when the input needs one.
         dx: Option<Buf>,
     },
+    /// y = dropout of x in training (`backward`: dx from dy, the same draw).
+    Dropout {
+        /// Elements.
+        len: usize,
+        /// The probability of dropping an element.
+        p: f32,
+        /// Input (backward: the output's gradient).
+        x: Buf,
+        /// Output (backward: the input's gradient).
+        y: Buf,
+        /// The backward pass, after the loss advanced the step counter.
+        backward: bool,
+    },
     /// Loss and metrics of logits against labels; dlogits when training.
     Loss {
         /// Rows of the batch.
@@ -291,6 +304,7 @@ impl Instr {
             BatchNormBack { x, dy, gamma, saved, sums, daffine, dx, .. } => {
                 [*x, *dy, *gamma, *saved, *sums, daffine[0], daffine[1]].into_iter().chain(*dx).collect()
             }
+            Dropout { x, y, .. } => vec![*x, *y],
             Loss { logits, labels, dlogits, .. } => [*logits, *labels].into_iter().chain(*dlogits).collect(),
         }
     }
@@ -488,6 +502,7 @@ impl Builder<'_> {
             let y = match node.op {
                 Op::Labels => self.new_buf(self.batch, true, "labels".into()),
                 Op::Flatten { x } => f.out[x], // same memory, new shape
+                Op::Dropout { x, .. } if !self.training => f.out[x], // the identity
                 _ => self.new_buf(self.node_len(i), false, node.name.clone()),
             };
             f.out.push(y);
@@ -553,6 +568,10 @@ impl Builder<'_> {
                     training: self.training,
                 });
             }
+            Op::Dropout { x, p } if self.training => {
+                self.instrs.push(Instr::Dropout { len, p, x: f.out[x], y, backward: false })
+            }
+            Op::Dropout { .. } => {}
             Op::Relu { x } => self.instrs.push(Instr::Relu { len, x: f.out[x], y }),
             Op::Add { a, b } => self.instrs.push(Instr::Add { len, a: f.out[a], b: f.out[b], y }),
             Op::Concat { .. } => {

@@ -7,6 +7,7 @@ pub mod avg_pool;
 pub mod batch_norm;
 pub mod concat;
 pub mod conv;
+pub mod dropout;
 pub mod gather;
 pub mod matmul;
 pub mod max_pool;
@@ -30,6 +31,7 @@ pub const KERNELS: &[&KernelSpec] = &[
     &concat::COPY_CHANNELS,
     &conv::IM2COL,
     &conv::COL2IM,
+    &dropout::DROPOUT,
     &gather::GATHER_BATCH,
     &matmul::MATMUL,
     &matmul::MATMUL_SUBGROUP,

@@ -45,7 +45,9 @@ pub struct OptimizerStep {
     pub bias_correction2_sqrt: f32,
     /// AdamW's `1 - lr · weight_decay`.
     pub decay: f32,
-    _pad: [f32; 2],
+    /// The step within the run (a whole number, exact to 2^24), which seeds dropout's draws.
+    pub global_step: f32,
+    _pad: f32,
 }
 
 /// Words (f32) per [`OptimizerStep`].
@@ -181,7 +183,7 @@ impl Optimizer {
         match *self {
             Optimizer::Sgd(s) => {
                 let momentum = momentum.unwrap_or(s.momentum);
-                OptimizerStep { lr: lr as f32, momentum: momentum as f32, ..Default::default() }
+                OptimizerStep { lr: lr as f32, momentum: momentum as f32, global_step: t as f32, ..Default::default() }
             }
             Optimizer::Adam(a) => {
                 let beta1 = momentum.unwrap_or(a.betas.0);
@@ -194,7 +196,8 @@ impl Optimizer {
                     step_size: (lr / (1.0 - beta1.powf(count))) as f32,
                     bias_correction2_sqrt: (1.0 - a.betas.1.powf(count)).sqrt() as f32,
                     decay: (1.0 - lr * a.weight_decay) as f32,
-                    _pad: [0.0; 2],
+                    global_step: t as f32,
+                    _pad: 0.0,
                 }
             }
         }

@@ -12,7 +12,7 @@
 
 use clap::Parser;
 use engine::data::{GpuSplit, LabelledImages};
-use engine::graph::plan::{Parameters, Plan};
+use engine::graph::plan::{Parameters, Plan, Training};
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, Operands, View};
 use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
 use engine::{Dispatch, GpuContext};
@@ -90,7 +90,8 @@ fn bench_network(
     let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false)?;
     let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.5));
     let optimizer = OptimizerState::constant(ctx, sgd, graph.trainable_len(), split.steps())?;
-    let plan = Plan::training(ctx, &graph, &params, (&optimizer, 0.0), &split)?;
+    let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 1 };
+    let plan = Plan::training(ctx, &graph, &params, &training, &split)?;
     if args.each {
         print_kernel_times(ctx, &plan)?;
         split.restart(ctx);
