@@ -145,7 +145,8 @@ def damaged_copy(mnist, folder):
 
 def refuses_bad_input(page, base):
     for query, words in [
-        ("lr=-1", ["lr: must be a finite number of at least 0, got -1"]),
+        ("lr=-1", ["lr: must be a finite number above 0, got -1"]),
+        ("lr=0", ["lr: must be a finite number above 0, got 0"]),
         ("data=nowhere", ["nowhere/train-images-idx3-ubyte.gz: 404", "pick them"]),
         ("data=damaged", ["damaged/train-images-idx3-ubyte.gz", "cut short"]),
     ]:
