@@ -51,6 +51,11 @@ struct OptimizerStep {
 @group(0) @binding(5) var<storage, read> steps: array<OptimizerStep>;
 @group(0) @binding(6) var<storage, read> step: array<u32>;
 
+// This step's scheduled values (the loss kernel has advanced the counter past it).
+fn current_step() -> OptimizerStep {
+    return steps[max(step[0], 1u) - 1u];
+}
+
 @compute @workgroup_size(256)
 fn sgd_step(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -61,7 +66,7 @@ fn sgd_step(
     if (idx >= p.count) {
         return;
     }
-    let s = steps[max(step[0], 1u) - 1u];
+    let s = current_step();
     let d = grad[idx] + p.weight_decay * param[idx];
     let buf = s.momentum * moment1[idx] + d;
     moment1[idx] = buf;
@@ -82,7 +87,7 @@ fn adam_step(
     if (idx >= p.count) {
         return;
     }
-    let s = steps[max(step[0], 1u) - 1u];
+    let s = current_step();
     var x = param[idx];
     var g = grad[idx];
     if (p.decoupled != 0u) {

@@ -969,7 +969,8 @@ fn batch_norm_matches_cpu_in_training_and_evaluation() {
         batch_norm::cpu::backward(shape, (&x, &dy, &want_saved, &gamma), &mut dgamma, &mut dbeta, &mut want_dx);
         let (dyt, sums, dg, db, dx) =
             (up(ctx, &dy), dirty(ctx, 2 * channels), dirty(ctx, channels), dirty(ctx, channels), dirty(ctx, len));
-        let d = batch_norm::batch_norm_backward(ctx, &rig.layer(shape), &dyt, &sums, (&dg, &db), Some(&dx)).unwrap();
+        let forward = batch_norm::Saved { shape, x: &rig.x, gamma: &rig.gamma, saved: &rig.saved };
+        let d = batch_norm::batch_norm_backward(ctx, &forward, &dyt, &sums, (&dg, &db), Some(&dx)).unwrap();
         let got_dx = run_and_read(ctx, &d, &dx);
         let tol = sum_tol(valid * plane);
         assert_close(&format!("{what}: dgamma"), &ctx.read(&dg).unwrap(), &dgamma, 1e-4, tol);
@@ -1031,7 +1032,7 @@ fn batch_norm_cpu_backward_matches_finite_differences() {
 
 // ---------------------------------------------------------------- dropout
 
-/// Dropout against its CPU reference, bit for bit: the mask depends only on the seed, the
+/// Dropout against its CPU reference, bit for bit: the mask depends only on the run's seed, the
 /// step within the run (read from the optimizer's table at the step counter: row `step` going
 /// forward, `step - 1` going back, after the loss advanced it) and the element. About `p` of the
 /// elements are dropped, the rest scaled by 1/(1 − p); another step or seed draws another mask.

@@ -211,46 +211,8 @@ impl Plan {
                 }
                 Instr::AvgPool { g, x, y } => out.push(avg_pool::avg_pool_forward(ctx, &g, &t(x), &t(y))?),
                 Instr::AvgPoolBack { g, dy, dx } => out.push(avg_pool::avg_pool_backward(ctx, &g, &t(dy), &t(dx))?),
-                Instr::BatchNorm { shape, x, y, affine, running, saved, training } => {
-                    let (x, [gamma, beta], [mean, var, batches], saved) =
-                        (t(x), affine.map(t), running.map(t), t(saved));
-                    let running = [&mean, &var, &batches];
-                    let layer =
-                        batch_norm::BatchNorm { shape, x: &x, gamma: &gamma, beta: &beta, running, saved: &saved };
-                    let batch = match (training, split) {
-                        (true, Some(s)) => Some((s.step(), s.samples())),
-                        (true, None) => return Err(Error::Graph("a training batch norm needs a split".into())),
-                        (false, _) => None,
-                    };
-                    out.extend(batch_norm::batch_norm_forward(ctx, &layer, batch, &t(y))?);
-                }
-                Instr::BatchNormBack { shape, x, dy, gamma, saved, sums, daffine, dx } => {
-                    let (x, gamma, saved, [dgamma, dbeta]) = (t(x), t(gamma), t(saved), daffine.map(t));
-                    let layer = batch_norm::BatchNorm {
-                        shape,
-                        x: &x,
-                        gamma: &gamma,
-                        beta: &gamma,
-                        running: [&unused; 3],
-                        saved: &saved,
-                    };
-                    let dx = dx.map(t);
-                    out.extend(batch_norm::batch_norm_backward(
-                        ctx,
-                        &layer,
-                        &t(dy),
-                        &t(sums),
-                        (&dgamma, &dbeta),
-                        dx.as_ref(),
-                    )?);
-                }
-                Instr::Dropout { len, p, x, y, backward } => {
-                    let (Some(training), Some(split)) = (training, split) else {
-                        return Err(Error::Graph("a training dropout needs a training plan".into()));
-                    };
-                    let d = dropout::Dropout { p, seed: training.seed };
-                    let counters = (&training.optimizer.steps, split.step());
-                    out.push(dropout::dropout(ctx, &d, len, counters, backward, (&t(x), &t(y)))?);
+                Instr::BatchNorm { .. } | Instr::BatchNormBack { .. } | Instr::Dropout { .. } => {
+                    out.extend(lower_per_step(ctx, instr, &t, split, training)?)
                 }
                 Instr::Relu { len, x, y } => out.push(relu::relu_forward(ctx, len, &t(x), &t(y))?),
                 Instr::ReluBack { len, y, dy, dx } => out.push(relu::relu_backward(ctx, len, &t(y), &t(dy), &t(dx))?),
@@ -310,5 +272,44 @@ impl Plan {
     /// GPU, so no host work sits between them), then the copy `read` requests, if any.
     pub fn submit_steps(&self, ctx: &GpuContext, steps: usize, read: Option<&mut AsyncRead>) -> Result<Submission> {
         ctx.submit((0..steps).flat_map(|_| &self.dispatches), read)
+    }
+}
+
+/// The dispatches of the instructions that depend on the step as well as on the batch: a batch
+/// norm (its training statistics count the step's real rows) and a dropout (its mask is drawn
+/// from the seed and the step within the run).
+fn lower_per_step(
+    ctx: &GpuContext,
+    instr: &Instr,
+    t: &dyn Fn(Buf) -> Tensor,
+    split: Option<&GpuSplit>,
+    training: Option<&Training>,
+) -> Result<Vec<Dispatch>> {
+    match *instr {
+        Instr::BatchNorm { shape, x, y, affine, running, saved, training } => {
+            let (x, [gamma, beta], [mean, var, batches], saved) = (t(x), affine.map(t), running.map(t), t(saved));
+            let running = [&mean, &var, &batches];
+            let layer = batch_norm::BatchNorm { shape, x: &x, gamma: &gamma, beta: &beta, running, saved: &saved };
+            let batch = match (training, split) {
+                (true, Some(s)) => Some((s.step(), s.samples())),
+                (true, None) => return Err(Error::Graph("a training batch norm needs a split".into())),
+                (false, _) => None,
+            };
+            batch_norm::batch_norm_forward(ctx, &layer, batch, &t(y))
+        }
+        Instr::BatchNormBack { shape, x, dy, gamma, saved, sums, daffine, dx } => {
+            let (x, gamma, saved, [dgamma, dbeta], dx) = (t(x), t(gamma), t(saved), daffine.map(t), dx.map(t));
+            let forward = batch_norm::Saved { shape, x: &x, gamma: &gamma, saved: &saved };
+            batch_norm::batch_norm_backward(ctx, &forward, &t(dy), &t(sums), (&dgamma, &dbeta), dx.as_ref())
+        }
+        Instr::Dropout { len, p, x, y, backward } => {
+            let (Some(training), Some(split)) = (training, split) else {
+                return Err(Error::Graph("a training dropout needs a training plan".into()));
+            };
+            let d = dropout::Dropout { p, seed: training.seed };
+            let counters = (&training.optimizer.steps, split.step());
+            Ok(vec![dropout::dropout(ctx, &d, len, counters, backward, (&t(x), &t(y)))?])
+        }
+        _ => unreachable!("lower_per_step takes batch norms and dropouts"),
     }
 }

@@ -76,33 +76,54 @@ pub struct BatchNorm<'a> {
     /// The shift, `[channels]`.
     pub beta: &'a Tensor,
     /// The running mean and (unbiased) variance, `[channels]` each, and the count of training
-    /// batches, `[1]` (a whole number in f32), updated in training (the backward pass reads none).
+    /// batches, `[1]` (a whole number in f32), updated in training.
     pub running: [&'a Tensor; 3],
     /// Each channel's mean, then 1/√(var + eps), then the count of values: `[2·channels + 1]`.
     pub saved: &'a Tensor,
 }
 
-impl BatchNorm<'_> {
-    fn params(&self, samples: usize) -> BatchNormParams {
-        let [batch, channels, plane] = self.shape;
-        BatchNormParams {
-            batch: batch as u32,
-            channels: channels as u32,
-            plane: plane as u32,
-            samples: samples.min(u32::MAX as usize) as u32,
-            eps: EPS,
-            momentum: MOMENTUM,
-            ..Default::default()
-        }
-    }
+/// What the backward pass reads of a training batch norm's forward pass.
+pub struct Saved<'a> {
+    /// Rows, channels and plane.
+    pub shape: [usize; 3],
+    /// The forward input.
+    pub x: &'a Tensor,
+    /// The scale, `[channels]`.
+    pub gamma: &'a Tensor,
+    /// The forward pass's saved statistics, `[2·channels + 1]`.
+    pub saved: &'a Tensor,
+}
 
+impl Saved<'_> {
     fn check(&self) -> Result<()> {
         let [batch, channels, plane] = self.shape;
         self.x.check_len("batch norm input", batch * channels * plane)?;
-        for (what, t) in [("gamma", self.gamma), ("beta", self.beta)] {
-            t.check_len(what, channels)?;
-        }
+        self.gamma.check_len("gamma", channels)?;
         self.saved.check_len("saved statistics", 2 * channels + 1)
+    }
+}
+
+/// The launch parameters of a layer of `shape` over `samples` samples an epoch.
+fn params([batch, channels, plane]: [usize; 3], samples: usize) -> BatchNormParams {
+    BatchNormParams {
+        batch: batch as u32,
+        channels: channels as u32,
+        plane: plane as u32,
+        samples: samples.min(u32::MAX as usize) as u32,
+        eps: EPS,
+        momentum: MOMENTUM,
+        ..Default::default()
+    }
+}
+
+impl BatchNorm<'_> {
+    fn params(&self, samples: usize) -> BatchNormParams {
+        params(self.shape, samples)
+    }
+
+    fn check(&self) -> Result<()> {
+        Saved { shape: self.shape, x: self.x, gamma: self.gamma, saved: self.saved }.check()?;
+        self.beta.check_len("beta", self.shape[1])
     }
 }
 
@@ -150,7 +171,7 @@ pub fn batch_norm_forward(
 /// rows); `sums` is scratch of `2·channels`.
 pub fn batch_norm_backward(
     ctx: &GpuContext,
-    layer: &BatchNorm,
+    layer: &Saved,
     dy: &Tensor,
     sums: &Tensor,
     (dgamma, dbeta): (&Tensor, &Tensor),
@@ -163,7 +184,7 @@ pub fn batch_norm_backward(
     sums.check_len("batch norm sums", 2 * channels)?;
     dgamma.check_len("gamma gradient", channels)?;
     dbeta.check_len("beta gradient", channels)?;
-    let params = layer.params(batch);
+    let params = params(layer.shape, batch);
     let mut out = vec![ctx.dispatch(
         &BATCH_NORM_BACKWARD_REDUCE,
         &params,
