@@ -17,24 +17,11 @@ struct DropoutParams {
     len: u32, seed: u32, drop_below: u32, scale: f32, backward: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-// optimizer.wgsl's OptimizerStep; only global_step is read here.
-struct OptimizerStep {
-    lr: f32, momentum: f32, one_minus_beta1: f32, step_size: f32,
-    bias_correction2_sqrt: f32, decay: f32, global_step: f32, _pad: f32,
-}
-
 @group(0) @binding(0) var<uniform> p: DropoutParams;
 @group(0) @binding(1) var<storage, read> steps: array<OptimizerStep>;
 @group(0) @binding(2) var<storage, read> step: array<u32>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-// PCG's RXS-M-XS output permutation of a 32-bit state (a bijection, well mixed).
-fn pcg_hash(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
 
 @compute @workgroup_size(256)
 fn dropout(

@@ -31,18 +31,6 @@ struct OptimizerParams {
     beta2: f32, one_minus_beta2: f32, eps: f32, _pad: u32,
 }
 
-// One step's scheduled values, in the host's f64 rounded to f32.
-struct OptimizerStep {
-    lr: f32,
-    momentum: f32,          // SGD's momentum; Adam's beta1
-    one_minus_beta1: f32,
-    step_size: f32,         // Adam: lr / (1 - beta1^t)
-    bias_correction2_sqrt: f32,
-    decay: f32,             // AdamW: 1 - lr * weight_decay
-    global_step: f32,       // the step within the run (exact to 2^24), for dropout's draws
-    _pad: f32,
-}
-
 @group(0) @binding(0) var<uniform> p: OptimizerParams;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> param: array<f32>;

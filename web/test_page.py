@@ -6,8 +6,10 @@ Usage: test_page.py --dist web/dist --mnist DIR --weights FILE --out DIR [--netw
        test_page.py --train-only --dist web/dist --mnist DIR --out DIR --network resnet ...
                     (step 1 alone: how README's figures for resnet and inception were taken)
 
-0. Bad input ends in `error` with the cause in `#status`: a negative learning rate, a data URL
-   with no files, and a training-images file cut short (served from /damaged/).
+0. Bad input ends in `error` with the cause in `#status`: a negative learning rate, an unknown
+   optimizer or schedule, a momentum for Adam, a data URL with no files, and a training-images
+   file cut short (served from /damaged/); the form shows fast_cnn's own recipe when fast_cnn is
+   chosen.
 1. Serves --dist at / and the MNIST directory at /data/ on 127.0.0.1, opens the page with
    `?network=…&epochs=1&limit-train=…&limit-test=…&autostart=1` and waits for
    `document.body.dataset.state` to become `done` (or `error`); `#status` must then hold
@@ -147,6 +149,10 @@ def refuses_bad_input(page, base):
     for query, words in [
         ("lr=-1", ["lr: must be a finite number above 0, got -1"]),
         ("lr=0", ["lr: must be a finite number above 0, got 0"]),
+        ("optimizer=rmsprop", ["optimizer: `rmsprop` is not one of sgd, adam, adamw"]),
+        ("optimizer=adam&momentum=0.9", ["momentum does not apply to --optimizer adam"]),
+        ("schedule=linear", ["schedule: unknown schedule `linear`"]),
+        ("label-smoothing=2", ["label-smoothing: must be from 0 to 1"]),
         ("data=nowhere", ["nowhere/train-images-idx3-ubyte.gz: 404", "pick them"]),
         ("data=damaged", ["damaged/train-images-idx3-ubyte.gz", "cut short"]),
     ]:
@@ -156,6 +162,26 @@ def refuses_bad_input(page, base):
             raise cdp.Failure(f"?{query}: expected the error state with {words} in #status, got [{state}] {status}")
     # The 404s were asked for.
     page.problems = [p for p in page.problems if "404" not in p]
+
+
+def offers_each_networks_recipe(page, base):
+    """fast_cnn's form holds its own recipe, as its binary's defaults; choosing another network
+    brings back the tutorial's."""
+    fields = "['epochs', 'batch-size', 'optimizer', 'lr', 'momentum', 'schedule', 'label-smoothing']"
+    read = f"{fields}.map((n) => document.getElementById('settings').elements[n].value).join(' ')"
+    page.goto(f"{base}?network=fast_cnn")
+    end = time.monotonic() + 60
+    while page.evaluate("document.getElementById('settings').elements.optimizer.value") != "adamw":
+        if time.monotonic() > end:
+            raise cdp.Failure("fast_cnn's form never showed its own recipe: " + page.evaluate(read))
+        time.sleep(0.2)
+    for network, want in [("fast_cnn", "1 64 adamw 0.005  onecycle 0.1"), ("resnet", "10 64 sgd   constant 0")]:
+        page.evaluate(f"(() => {{ const s = document.getElementById('settings').elements.network; "
+                      f"s.value = '{network}'; s.dispatchEvent(new Event('change')); }})()")
+        got = page.evaluate(read)
+        if got != want:
+            raise cdp.Failure(f"the form's recipe for {network} is '{got}', expected '{want}'")
+    print("the form offers each network's recipe (fast_cnn: AdamW, OneCycleLR)")
 
 
 def train_in_page(page, args):
@@ -238,6 +264,7 @@ def run(args, tmp, deadline):
                  f"&limit-test={args.limit_test}&autostart=1")
         if not args.train_only:
             refuses_bad_input(page, base)
+            offers_each_networks_recipe(page, base)
         page.goto(f"{base}?{query}")
         train_in_page(page, args)
         if not args.train_only:

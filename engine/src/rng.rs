@@ -40,3 +40,16 @@ impl Rng {
         (((self.next_u64() >> 32) * n as u64) >> 32) as u32
     }
 }
+
+/// PCG's RXS-M-XS output permutation of a 32-bit state, as `shaders/prelude/hash.wgsl` computes
+/// it: the counter-based draws of dropout and augmentation.
+pub fn pcg_hash(v: u32) -> u32 {
+    let state = v.wrapping_mul(747796405).wrapping_add(2891336453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
+    (word >> 22) ^ word
+}
+
+/// A run's 64-bit seed folded to the 32 bits the shaders hash.
+pub fn fold_seed(seed: u64) -> u32 {
+    (seed ^ (seed >> 32)) as u32
+}

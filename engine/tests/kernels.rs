@@ -1102,7 +1102,7 @@ fn check_gather(ctx: &GpuContext, count: usize, shape: [usize; 3], rows: usize, 
     let (x, y) = (dirty(ctx, rows * image_len), dirty(ctx, rows));
     let step = ctx.zeros(1, "step").unwrap();
     let order_t = ctx.upload(&order, "order").unwrap();
-    let gather = gather::gather_batch(ctx, &images, rows, stride, &norm_t, &order_t, &step, &x, &y).unwrap();
+    let gather = gather::gather_batch(ctx, &images, rows, stride, &norm_t, &order_t, &step, (&x, &y), None).unwrap();
     for s in 0..3 {
         ctx.run(&[&gather]).unwrap();
         let (x_want, y_want) =
@@ -1110,6 +1110,153 @@ fn check_gather(ctx: &GpuContext, count: usize, shape: [usize; 3], rows: usize, 
         assert_close(&format!("step {s}"), &ctx.read::<f32>(&x).unwrap(), &x_want, 1e-5, 1e-6);
         assert_eq!(ctx.read::<u32>(&y).unwrap(), y_want, "step {s}");
         ctx.write(&step, &[s as u32 + 1]);
+    }
+}
+
+/// Random pixels, labels and an order for `count` images of `shape`, uploaded.
+struct GatherData {
+    pixels: Vec<u8>,
+    labels: Vec<u32>,
+    order: Vec<u32>,
+    images: gather::GpuImages,
+    order_t: Tensor,
+}
+
+impl GatherData {
+    fn new(ctx: &GpuContext, count: usize, shape: [usize; 3]) -> GatherData {
+        let mut rng = Rng::new(1701);
+        let pixels: Vec<u8> = (0..count * shape.iter().product::<usize>()).map(|_| rng.below(256) as u8).collect();
+        let labels: Vec<u32> = (0..count).map(|_| rng.below(10)).collect();
+        let order: Vec<u32> = (0..count as u32).map(|i| (i * 7 + 3) % count as u32).collect();
+        let images = gather::GpuImages::upload(ctx, &pixels, &labels, shape).unwrap();
+        let order_t = ctx.upload(&order, "order").unwrap();
+        GatherData { pixels, labels, order, images, order_t }
+    }
+
+    /// The GPU batch at `step` of epoch `epoch` (from 0) of a run seeded `seed`, augmented with
+    /// `augment` (None: the plain gather).
+    fn gather(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        step: u32,
+        run: (u64, u32),
+        augment: Option<gather::Augment>,
+    ) -> Vec<f32> {
+        let (seed, epoch) = run;
+        let steps_per_epoch = self.labels.len().div_ceil(rows);
+        // The table of epoch `epoch`, as the training loop writes it.
+        let sgd = Optimizer::Sgd(Sgd::new(0.1, 0.0));
+        let first = epoch as u64 * steps_per_epoch as u64;
+        let table = sgd.step_rows(&Schedule::default(), first, steps_per_epoch, 100 * steps_per_epoch as u64);
+        let state = OptimizerState::new(ctx, sgd, 1, steps_per_epoch).unwrap();
+        state.set_steps(ctx, &table).unwrap();
+        let steps = &state.steps;
+        let augmented = augment.map(|augment| gather::Augmented { augment, seed, steps_per_epoch, steps });
+        let norm = gather::Normalization::upload(ctx, &MNIST).unwrap();
+        let image_len = self.images.image_len();
+        let (x, y) = (dirty(ctx, rows * image_len), dirty(ctx, rows));
+        let step_t = ctx.upload(&[step], "step").unwrap();
+        let (images, order) = (&self.images, &self.order_t);
+        let d =
+            gather::gather_batch(ctx, images, rows, rows, &norm, order, &step_t, (&x, &y), augmented.as_ref()).unwrap();
+        ctx.run(&[&d]).unwrap();
+        let indices = &self.order[step as usize * rows..(step as usize + 1) * rows];
+        assert_eq!(ctx.read::<u32>(&y).unwrap(), indices.iter().map(|&i| self.labels[i as usize]).collect::<Vec<_>>());
+        ctx.read::<f32>(&x).unwrap()
+    }
+
+    fn cpu(&self, rows: usize, step: u32, run: (u64, u32), augment: &gather::Augment) -> Vec<f32> {
+        let indices = &self.order[step as usize * rows..(step as usize + 1) * rows];
+        gather::cpu::gather_augmented(&self.pixels, &self.labels, self.images.shape, indices, &MNIST, augment, run).0
+    }
+}
+
+const MNIST: [gather::Normalization; 1] = [gather::Normalization { mean: 0.1307, std: 0.3081 }];
+
+#[test]
+fn augmented_gather_matches_cpu_and_draws_from_seed_epoch_and_sample() {
+    let Some(ctx) = gpu() else { return };
+    let augment = gather::Augment { shift: 2.0, rotate: 10.0, scale: 0.1 };
+    for shape in [[1, 28, 28], [1, 9, 6]] {
+        let data = GatherData::new(ctx, 40, shape);
+        for (step, run) in [(0, (1, 0)), (3, (1, 2)), (1, (7, 5))] {
+            let gpu = data.gather(ctx, 8, step, run, Some(augment));
+            // The draws are exact on both sides; sin, cos and division differ by an ulp or two.
+            assert_close(
+                &format!("{shape:?} step {step} run {run:?}"),
+                &gpu,
+                &data.cpu(8, step, run, &augment),
+                1e-4,
+                1e-4,
+            );
+            assert_eq!(
+                gpu,
+                data.gather(ctx, 8, step, run, Some(augment)),
+                "the same seed, epoch and sample: the same pixels"
+            );
+            let plain = data.gather(ctx, 8, step, run, None);
+            assert!(gpu != plain, "augmentation changed nothing");
+        }
+        let [a, b, c] = [(1, 0), (1, 1), (2, 0)].map(|run| data.gather(ctx, 8, 2, run, Some(augment)));
+        assert!(a != b, "another epoch, other transforms");
+        assert!(a != c, "another seed, other transforms");
+    }
+    assert_ne!(gather::cpu::augment_hash(1, 0, 5), gather::cpu::augment_hash(1, 0, 6), "another sample, another draw");
+}
+
+#[test]
+fn augmentation_without_ranges_is_the_plain_gather_and_shifts_move_whole_pixels() {
+    let Some(ctx) = gpu() else { return };
+    let data = GatherData::new(ctx, 24, [1, 28, 28]);
+    let none = gather::Augment::default();
+    assert_eq!(data.gather(ctx, 8, 1, (1, 0), Some(none)), data.gather(ctx, 8, 1, (1, 0), None));
+    // A shift alone moves each image by whole pixels, filling with zeros: exact on both sides.
+    let shift = gather::Augment { shift: 3.0, ..none };
+    let gpu = data.gather(ctx, 8, 1, (4, 1), Some(shift));
+    assert_eq!(gpu, data.cpu(8, 1, (4, 1), &shift));
+    let mut moved = 0;
+    for (r, &sample) in data.order[8..16].iter().enumerate() {
+        let plane = gather::cpu::augment_plane(
+            &data.pixels[sample as usize * 784..][..784],
+            28,
+            &shift,
+            gather::cpu::augment_hash(4, 1, sample),
+        );
+        // Find the whole-pixel (tx, ty) that explains the plane: pixel (i, j) came from (i - ty, j - tx).
+        let explains = |tx: i32, ty: i32| {
+            (0..784).all(|k| {
+                let (i, j) = ((k / 28) as i32 - ty, (k % 28) as i32 - tx);
+                let want = if (0..28).contains(&i) && (0..28).contains(&j) {
+                    data.pixels[sample as usize * 784 + (i * 28 + j) as usize]
+                } else {
+                    0
+                };
+                plane[k] == f32::from(want)
+            })
+        };
+        let found: Vec<(i32, i32)> =
+            (-3..=3).flat_map(|tx| (-3..=3).map(move |ty| (tx, ty))).filter(|&(tx, ty)| explains(tx, ty)).collect();
+        assert_eq!(found.len(), 1, "row {r}: {found:?}");
+        moved += (found[0] != (0, 0)) as usize;
+        let normalized: Vec<f32> = plane.iter().map(|&v| MNIST[0].apply_value(v)).collect();
+        assert_eq!(&gpu[r * 784..(r + 1) * 784], &normalized[..], "row {r}");
+    }
+    assert!(moved >= 6, "only {moved} of 8 images moved");
+}
+
+#[test]
+fn augment_ranges_are_checked() {
+    let ok = gather::Augment { shift: 2.0, rotate: 180.0, scale: 0.5 };
+    assert!(ok.check().is_ok());
+    for (bad, words) in [
+        (gather::Augment { shift: -1.0, ..ok }, "augment shift=-1: must be a finite number of at least 0"),
+        (gather::Augment { rotate: f32::NAN, ..ok }, "augment rotate=NaN"),
+        (gather::Augment { rotate: 181.0, ..ok }, "must be at most 180"),
+        (gather::Augment { scale: 1.0, ..ok }, "augment scale=1: must be below 1"),
+    ] {
+        let message = bad.check().unwrap_err().to_string();
+        assert!(message.contains(words), "{message}");
     }
 }
 

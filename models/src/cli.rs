@@ -4,7 +4,8 @@
 use crate::checkpoint::{data_digest, Checkpoint, Fingerprint};
 use crate::curves::StepLosses;
 use crate::flags::{
-    above_zero, at_least_one, betas, finite_number, non_negative, positive_number, probability, schedule, size,
+    above_zero, at_least_one, augment, betas, finite_number, non_negative, positive_number, probability, schedule,
+    size, OptimizerFlags,
 };
 use crate::networks::Network;
 use crate::run_dir::{confusion_table, RunDir};
@@ -13,7 +14,8 @@ use crate::state_dict::TensorFile;
 use crate::train::{check_device_fits, weights_metadata, EpochReport, Recipe, Remedy, TrainError, Trainer};
 use clap::Parser;
 use engine::graph::Graph;
-use engine::ops::optimizer::{Adam, Optimizer, Sgd};
+use engine::ops::gather::Augment;
+use engine::ops::optimizer::Optimizer;
 use engine::schedule::Schedule;
 use engine::GpuContext;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,6 +73,11 @@ pub struct Args {
     /// (PyTorch's CrossEntropyLoss(label_smoothing=S)).
     #[arg(long, value_name = "S", default_value_t = 0.0, allow_negative_numbers = true, value_parser = probability)]
     pub label_smoothing: f32,
+    /// Augment every training image with a random affine transform, drawn anew each epoch from
+    /// the seed: `shift=PIXELS,rotate=DEGREES,scale=FRACTION` (each optional; torchvision's
+    /// RandomAffine with bilinear interpolation and zero fill), or `none`.
+    #[arg(long, value_name = "RANGES", default_value = "none", value_parser = augment)]
+    pub augment: Augment,
     /// Seed of the parameter initialisation and the shuffling.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -146,34 +153,15 @@ impl OptimizerKind {
 impl Args {
     /// The optimizer the flags ask for; refuses a flag the chosen optimizer does not have.
     pub fn optimizer(&self) -> Result<Optimizer, String> {
-        let not_for = |flag: &str, given: bool| match given {
-            true => Err(format!("{flag} does not apply to --optimizer {}", self.optimizer.name())),
-            false => Ok(()),
+        let flags = OptimizerFlags {
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            betas: self.betas,
+            eps: self.eps,
         };
-        let optimizer = match self.optimizer {
-            OptimizerKind::Sgd => {
-                not_for("--betas", self.betas.is_some())?;
-                not_for("--eps", self.eps.is_some())?;
-                let mut sgd = Sgd::new(self.lr.unwrap_or(0.01), self.momentum.unwrap_or(0.5));
-                sgd.weight_decay = self.weight_decay.unwrap_or(0.0);
-                sgd.nesterov = self.nesterov;
-                if sgd.nesterov && sgd.momentum == 0.0 {
-                    return Err("--nesterov needs a --momentum above 0".into());
-                }
-                Optimizer::Sgd(sgd)
-            }
-            kind => {
-                not_for("--momentum", self.momentum.is_some())?;
-                not_for("--nesterov", self.nesterov)?;
-                let lr = self.lr.unwrap_or(0.001);
-                let mut adam = if kind == OptimizerKind::Adamw { Adam::adamw(lr) } else { Adam::adam(lr) };
-                adam.betas = self.betas.unwrap_or(adam.betas);
-                adam.eps = self.eps.unwrap_or(adam.eps);
-                adam.weight_decay = self.weight_decay.unwrap_or(adam.weight_decay);
-                Optimizer::Adam(adam)
-            }
-        };
-        Ok(optimizer)
+        flags.optimizer(self.optimizer.name())
     }
 
     /// The schedule with the `--warmup` asked for (refused with onecycle).
@@ -184,27 +172,12 @@ impl Args {
     }
 }
 
-/// Where a network's recipe differs from the tutorial's, the flags' defaults for it: (flag,
-/// value). `fast_cnn`'s is the fast recipe (README, "fast_cnn").
-pub fn default_flags(network: Network) -> &'static [(&'static str, &'static str)] {
-    match network {
-        Network::FastCnn => &[
-            ("epochs", "1"),
-            ("batch_size", "64"),
-            ("optimizer", "adamw"),
-            ("lr", "0.005"),
-            ("schedule", "onecycle"),
-            ("label_smoothing", "0.1"),
-        ],
-        _ => &[],
-    }
-}
-
 impl Args {
-    /// The command line of `network`'s binary: [`Args`] with the network's [`default_flags`]
+    /// The command line of `network`'s binary: [`Args`] with the network's
+    /// [`default_flags`](Network::default_flags)
     /// (their help without the tutorial's defaults, which clap's `[default: …]` replaces).
     pub fn command_for(network: Network) -> clap::Command {
-        let flags = default_flags(network);
+        let flags = network.default_flags();
         let command = flags.iter().fold(<Args as clap::CommandFactory>::command(), |command, &(flag, value)| {
             command.mut_arg(flag, |arg| {
                 let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
@@ -262,6 +235,7 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
         optimizer: args.optimizer()?,
         schedule: args.schedule()?,
         label_smoothing: args.label_smoothing,
+        augment: args.augment,
         seed: args.seed,
         norm: source.normalization(args)?,
     };

@@ -1,6 +1,8 @@
 //! The checks of the training flags' values, shared by the binaries' command line and the web
 //! page's URL parameters, so both refuse the same values with the same words.
 
+use engine::ops::gather::Augment;
+use engine::ops::optimizer::{Adam, Optimizer, Sgd};
 use engine::schedule::{OneCycle, Schedule};
 use std::collections::BTreeMap;
 
@@ -92,17 +94,7 @@ pub fn betas(s: &str) -> Result<(f64, f64), String> {
 pub fn schedule(s: &str) -> Result<Schedule, String> {
     let mut parts = s.split(',').map(str::trim);
     let kind = parts.next().unwrap_or_default();
-    let mut settings = BTreeMap::new();
-    for part in parts {
-        let (key, value) = part.split_once('=').ok_or_else(|| format!("`{part}` is not KEY=VALUE"))?;
-        let value = value.trim().parse::<f64>().map_err(|_| format!("{key}: `{value}` is not a number"))?;
-        if !value.is_finite() {
-            return Err(format!("{key}: `{value}` is not a finite number"));
-        }
-        if settings.insert(key.trim().to_string(), value).is_some() {
-            return Err(format!("{key} is given twice"));
-        }
-    }
+    let mut settings = key_values(parts)?;
     let mut take = |key: &str| settings.remove(key);
     let steps = |key: &str, v: f64| match v {
         v if v >= 1.0 && v.fract() == 0.0 => Ok(v as u64),
@@ -135,4 +127,89 @@ pub fn schedule(s: &str) -> Result<Schedule, String> {
     }
     schedule.check().map_err(|e| e.to_string())?;
     Ok(schedule)
+}
+
+/// The random affine augmentation: `shift=PIXELS,rotate=DEGREES,scale=FRACTION`, each optional
+/// (0 when absent), or `none`.
+pub fn augment(s: &str) -> Result<Augment, String> {
+    if s.trim() == "none" {
+        return Ok(Augment::default());
+    }
+    let mut settings = key_values(s.split(',').map(str::trim))?;
+    let mut take = |key: &str| settings.remove(key).unwrap_or(0.0) as f32;
+    let augment = Augment { shift: take("shift"), rotate: take("rotate"), scale: take("scale") };
+    if let Some(key) = settings.keys().next() {
+        return Err(format!("no setting `{key}`: use shift, rotate and scale (e.g. shift=2,rotate=10,scale=0.1)"));
+    }
+    augment.check().map_err(|e| e.to_string())?;
+    Ok(augment)
+}
+
+/// `KEY=VALUE` settings, each a finite number, each given once.
+fn key_values<'a>(parts: impl Iterator<Item = &'a str>) -> Result<BTreeMap<String, f64>, String> {
+    let mut settings = BTreeMap::new();
+    for part in parts {
+        let (key, value) = part.split_once('=').ok_or_else(|| format!("`{part}` is not KEY=VALUE"))?;
+        let value = value.trim().parse::<f64>().map_err(|_| format!("{key}: `{value}` is not a number"))?;
+        if !value.is_finite() {
+            return Err(format!("{key}: `{value}` is not a finite number"));
+        }
+        if settings.insert(key.trim().to_string(), value).is_some() {
+            return Err(format!("{key} is given twice"));
+        }
+    }
+    Ok(settings)
+}
+
+/// The optimizer's settings as given, by the binaries' flags or the page's fields (`None`: the
+/// optimizer's default).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OptimizerFlags {
+    /// `--lr` (0.01 for sgd, 0.001 for adam and adamw).
+    pub lr: Option<f64>,
+    /// `--momentum` (sgd: 0.5, the tutorial's).
+    pub momentum: Option<f64>,
+    /// `--nesterov` (sgd).
+    pub nesterov: bool,
+    /// `--weight-decay` (0; 0.01 for adamw).
+    pub weight_decay: Option<f64>,
+    /// `--betas` (adam and adamw: 0.9, 0.999).
+    pub betas: Option<(f64, f64)>,
+    /// `--eps` (adam and adamw: 1e-8).
+    pub eps: Option<f64>,
+}
+
+impl OptimizerFlags {
+    /// The optimizer `name` (sgd, adam or adamw) with these settings; refuses a setting it does
+    /// not have.
+    pub fn optimizer(&self, name: &str) -> Result<Optimizer, String> {
+        let not_for = |flag: &str, given: bool| match given {
+            true => Err(format!("{flag} does not apply to --optimizer {name}")),
+            false => Ok(()),
+        };
+        match name {
+            "sgd" => {
+                not_for("--betas", self.betas.is_some())?;
+                not_for("--eps", self.eps.is_some())?;
+                let mut sgd = Sgd::new(self.lr.unwrap_or(0.01), self.momentum.unwrap_or(0.5));
+                sgd.weight_decay = self.weight_decay.unwrap_or(0.0);
+                sgd.nesterov = self.nesterov;
+                if sgd.nesterov && sgd.momentum == 0.0 {
+                    return Err("--nesterov needs a --momentum above 0".into());
+                }
+                Ok(Optimizer::Sgd(sgd))
+            }
+            "adam" | "adamw" => {
+                not_for("--momentum", self.momentum.is_some())?;
+                not_for("--nesterov", self.nesterov)?;
+                let lr = self.lr.unwrap_or(0.001);
+                let mut adam = if name == "adamw" { Adam::adamw(lr) } else { Adam::adam(lr) };
+                adam.betas = self.betas.unwrap_or(adam.betas);
+                adam.eps = self.eps.unwrap_or(adam.eps);
+                adam.weight_decay = self.weight_decay.unwrap_or(adam.weight_decay);
+                Ok(Optimizer::Adam(adam))
+            }
+            other => Err(format!("`{other}` is not one of sgd, adam, adamw")),
+        }
+    }
 }

@@ -32,6 +32,22 @@ impl Network {
         }
     }
 
+    /// Where its recipe differs from the tutorial's, the defaults of its binary's flags (and of
+    /// the page's fields): (flag, value). `fast_cnn`'s is the fast recipe (README, "fast_cnn").
+    pub fn default_flags(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Network::FastCnn => &[
+                ("epochs", "1"),
+                ("batch_size", "64"),
+                ("optimizer", "adamw"),
+                ("lr", "0.005"),
+                ("schedule", "onecycle"),
+                ("label_smoothing", "0.1"),
+            ],
+            _ => &[],
+        }
+    }
+
     /// The graph for images of `input` shape ([1, 28, 28] for MNIST) and `classes` classes.
     pub fn build(self, input: Shape, classes: usize) -> Result<Graph> {
         let mut g = Graph::new();

@@ -9,6 +9,7 @@ use engine::data::{GpuSplit, LabelledImages, Normalization};
 use engine::graph::plan::{Parameters, Plan, Training};
 use engine::graph::program::{Pass, Program};
 use engine::graph::Graph;
+use engine::ops::gather::Augment;
 use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use engine::rng::Rng;
@@ -58,7 +59,9 @@ pub struct Recipe {
     /// The training loss's label smoothing, as PyTorch's `CrossEntropyLoss(label_smoothing)`
     /// (0 for none; the test loss is always plain cross-entropy).
     pub label_smoothing: f32,
-    /// Seeds the initial parameters and every epoch's shuffle.
+    /// The random affine augmentation of the training images (the default: none).
+    pub augment: Augment,
+    /// Seeds the initial parameters, every epoch's shuffle, dropout and augmentation.
     pub seed: u64,
     /// Each input channel's mean and standard deviation (one entry per channel).
     pub norm: Vec<Normalization>,
@@ -76,14 +79,18 @@ impl Recipe {
     }
 
     /// The optimizer and schedule in words, with every setting (and the epochs, where the
-    /// schedule spans the run): what a resumed run must repeat, and what the weights' metadata
-    /// records.
+    /// schedule spans the run), the label smoothing and the augmentation where there are any:
+    /// what a resumed run must repeat, and what the weights' metadata records.
     pub fn optimizer_text(&self) -> String {
-        let text = optimizer_schedule_text(&self.optimizer, &self.schedule, self.epochs);
-        match self.label_smoothing {
-            0.0 => text,
-            s => format!("{text}; label_smoothing {s}"),
+        let mut text = optimizer_schedule_text(&self.optimizer, &self.schedule, self.epochs);
+        if self.label_smoothing != 0.0 {
+            text += &format!("; label_smoothing {}", self.label_smoothing);
         }
+        if !self.augment.is_none() {
+            let a = self.augment;
+            text += &format!("; augment shift={} rotate={} scale={}", a.shift, a.rotate, a.scale);
+        }
+        text
     }
 }
 
@@ -130,6 +137,7 @@ impl Default for Recipe {
             optimizer: Optimizer::Sgd(Sgd::new(0.01, 0.5)),
             schedule: Schedule::default(),
             label_smoothing: 0.0,
+            augment: Augment::default(),
             seed: 1,
             norm: vec![MNIST_NORMALIZATION],
         }
@@ -416,7 +424,12 @@ impl<'a> Trainer<'a> {
         let params = Parameters::upload(ctx, graph, &graph.init_params(recipe.seed))?;
         let split = GpuSplit::upload(ctx, train, &recipe.norm, batch, false)?;
         let optimizer = OptimizerState::new(ctx, recipe.optimizer, graph.trainable_len(), split.steps())?;
-        let training = Training { optimizer: &optimizer, label_smoothing: recipe.label_smoothing, seed: recipe.seed };
+        let training = Training {
+            optimizer: &optimizer,
+            label_smoothing: recipe.label_smoothing,
+            seed: recipe.seed,
+            augment: recipe.augment,
+        };
         let plan = Plan::training(ctx, graph, &params, &training, &split)?;
         let train_stage = Stage { split, plan, steps_per_submit: None };
         let test_stage = test

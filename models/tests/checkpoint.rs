@@ -229,8 +229,9 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let run = |extra: &[&str]| run_network(Network::SimpleCnn, extra);
     let adamw = ["--optimizer", "adamw", "--schedule", "cosine,t_max=20", "--warmup", "3"];
     // fast_cnn's own recipe (AdamW) with a schedule that does not span the run, so that a run
-    // of one epoch may go on; its batch norms' running statistics and batch counts resume too.
-    let fast = ["--schedule", "cosine,t_max=20"];
+    // of one epoch may go on; its batch norms' running statistics and batch counts resume too,
+    // and the resumed epoch's augmentation draws what the uninterrupted run's did.
+    let fast = ["--schedule", "cosine,t_max=20", "--augment", "shift=2,rotate=10,scale=0.1"];
     for (name, network, recipe) in [
         ("sgd", Network::SimpleCnn, &[][..]),
         ("adamw", Network::SimpleCnn, &adamw[..]),
@@ -266,6 +267,9 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     // The same checkpoint with another recipe is refused before any training.
     let e = run(&["--epochs", "3", "--lr", "0.02", "--resume", stopped.to_str().unwrap()]).expect_err("lr differs");
     assert!(e.to_string().contains("this run asks for sgd lr=0.02 momentum=0.5"), "{e}");
+    let e =
+        run(&["--epochs", "3", "--augment", "shift=1", "--resume", stopped.to_str().unwrap()]).expect_err("augment");
+    assert!(e.to_string().contains("; augment shift=1 rotate=0 scale=0"), "{e}");
     let e = run(&["--epochs", "3", "--optimizer", "adam", "--resume", stopped.to_str().unwrap()]).expect_err("adam");
     assert!(e.to_string().contains("this run asks for adam lr=0.001 betas=0.9,0.999"), "{e}");
     let e = models::cli::run(

@@ -84,7 +84,7 @@ fn gpu_gather_builds_the_same_batches_as_the_cpu_path_including_the_partial_last
     for start in (0..count).step_by(batch) {
         let n = batch.min(count - start);
         let (x, y) = (ctx.zeros(n * rows * cols, "x").unwrap(), ctx.zeros(n, "y").unwrap());
-        let gather = gather::gather_batch(ctx, &images, n, batch, &norm_t, &order_t, &step, &x, &y).unwrap();
+        let gather = gather::gather_batch(ctx, &images, n, batch, &norm_t, &order_t, &step, (&x, &y), None).unwrap();
         ctx.write(&step, &[(start / batch) as u32]);
         ctx.run(&[&gather]).unwrap();
         let (x_want, y_want) =

@@ -5,6 +5,7 @@
 use clap::Parser;
 use engine::data::LabelledImages;
 use engine::graph::Graph;
+use engine::ops::gather::Augment;
 use engine::ops::optimizer::{Adam, Optimizer, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use engine::schedule::{OneCycle, Schedule};
@@ -36,6 +37,27 @@ fn simple_cnn_reaches_90_percent_after_one_epoch_on_5000_images() {
     assert_eq!(report.test_count, 1000);
     assert!(report.train_loss.is_finite() && report.train_loss < 1.5, "{report:?}");
     assert!(report.test_accuracy() >= 90.0, "test accuracy {:.2}% < 90%", report.test_accuracy());
+}
+
+/// Augmentation moves the training images (another loss than without it), the same way for
+/// the same seed, in every epoch.
+#[test]
+fn augmentation_changes_training_alone_and_repeats_with_the_seed() {
+    let Some(ctx) = gpu() else { return };
+    let Some(data) = real_mnist() else { return };
+    let train = mnist_images(&data.train.read(Some(256)).unwrap());
+    let graph = Network::SimpleCnn.build([1, 28, 28], 10).unwrap();
+    let run = |augment: Augment, epochs: usize| {
+        let recipe = Recipe { epochs, augment, ..Recipe::default() };
+        let mut trainer = Trainer::new(ctx, &graph, &train, Some(&train), recipe).unwrap();
+        (1..=epochs).map(|e| trainer.epoch(e, |_, _, _, _| {}).unwrap()).collect::<Vec<_>>()
+    };
+    let augment = Augment { shift: 2.0, rotate: 10.0, scale: 0.1 };
+    let (plain, moved, again) = (run(Augment::default(), 1), run(augment, 2), run(augment, 2));
+    assert_ne!(plain[0].train_loss, moved[0].train_loss, "augmentation changed no training image");
+    for (a, b) in moved.iter().zip(&again) {
+        assert_eq!((a.train_loss, a.test_loss), (b.train_loss, b.test_loss), "epoch {}: the same seed", a.epoch);
+    }
 }
 
 /// Mean loss of each of `steps` training steps of `network`, each on the same real batch.
@@ -194,6 +216,10 @@ fn bad_flags_are_refused_with_a_clear_message() {
     assert_eq!((fast.epochs, fast.batch_size, fast.label_smoothing), (1, 64, 0.1), "fast_cnn's own defaults");
     assert_eq!(fast.optimizer(), Ok(Optimizer::Adam(Adam::adamw(0.005))));
     assert_eq!(fast.schedule(), Ok(Schedule::OneCycle(OneCycle::default())));
+    assert!(defaults.augment.is_none() && fast.augment.is_none(), "augmentation is off by default");
+    let augment = parse(&["--augment", "shift=2,rotate=10,scale=0.1"]).unwrap().augment;
+    assert_eq!(augment, Augment { shift: 2.0, rotate: 10.0, scale: 0.1 });
+    assert_eq!(parse(&["--augment", "rotate=5"]).unwrap().augment, Augment { rotate: 5.0, ..Augment::default() });
     for (args, says) in [
         (&["--batch-size", "0"][..], "must be at least 1"),
         (&["--lr", "0"], "must be a finite number above 0"),
@@ -227,6 +253,12 @@ fn bad_flags_are_refused_with_a_clear_message() {
         (&["--mean", "0.5", "--std", "0"], "is not above 0"),
         (&["--mean", "0.5,x", "--std", "0.2,0.2"], "`x` is not a finite number"),
         (&["--mean", "0.5"], "--std"),
+        (&["--augment", "shift=2,tilt=3"], "no setting `tilt`: use shift, rotate and scale"),
+        (&["--augment", "shift=-2"], "augment shift=-2: must be a finite number of at least 0"),
+        (&["--augment", "rotate=200"], "augment rotate=200: must be at most 180"),
+        (&["--augment", "scale=1"], "augment scale=1: must be below 1"),
+        (&["--augment", "shift"], "`shift` is not KEY=VALUE"),
+        (&["--augment", "shift=2,shift=3"], "shift is given twice"),
     ] {
         let e = parse(args).expect_err(&format!("{args:?} must be refused"));
         assert!(e.contains(says), "{args:?}: {e}");

@@ -99,7 +99,7 @@ impl Rig {
         let params = Parameters::upload(ctx, graph, params).unwrap();
         let optimizer = OptimizerState::constant(ctx, optimizer, graph.trainable_len(), split.steps()).unwrap();
         // Seed 0 at the first step: dropout draws as the CPU executor does.
-        let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 0 };
+        let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 0, augment: Default::default() };
         let plan = Plan::training(ctx, graph, &params, &training, &split).unwrap();
         Rig { plan, params, optimizer, split }
     }

@@ -11,10 +11,9 @@
 
 use engine::data::Normalization;
 use engine::graph::Graph;
-use engine::ops::optimizer::{Optimizer, Sgd};
 use engine::{GpuContext, LimitsRequest};
 use mnist_loader::Dataset;
-use models::flags::{above_zero, at_least_one, limit_note, non_negative};
+use models::flags::{self, above_zero, at_least_one, limit_note, non_negative, probability, OptimizerFlags};
 use models::predict::{classify_async, mnist_digit_rgba, network_of, InputSpec};
 use models::state_dict::{self, TensorFile};
 use models::train::{mnist_images, weights_metadata, Recipe, Trainer};
@@ -74,10 +73,21 @@ fn parse_network(name: &str) -> Result<Network, String> {
     })
 }
 
-/// An optional limit: empty means all images.
-fn parse_limit(flag: &str, value: &str) -> Result<Option<usize>, String> {
+/// An optional setting: empty means its default.
+fn optional<T>(name: &str, value: &str, parse: fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
     let value = value.trim();
-    (!value.is_empty()).then(|| at_least_one(value).map_err(|e| format!("{flag}: {e}"))).transpose()
+    (!value.is_empty()).then(|| parse(value).map_err(|e| format!("{name}: {e}"))).transpose()
+}
+
+/// Where `network`'s recipe differs from the tutorial's, the page's fields for it: [field,
+/// value] pairs, as the binaries' defaults (`fast_cnn`'s own recipe).
+#[wasm_bindgen]
+pub fn recipe_defaults(network: &str) -> Result<js_sys::Array, JsError> {
+    let network = parse_network(network.trim()).map_err(js_error)?;
+    let pairs = network.default_flags().iter().map(|(flag, value)| {
+        js_sys::Array::of2(&JsValue::from_str(&flag.replace('_', "-")), &JsValue::from_str(value))
+    });
+    Ok(pairs.collect())
 }
 
 #[wasm_bindgen]
@@ -123,15 +133,19 @@ impl Engine {
     }
 
     /// Checks and keeps the run's settings (the URL parameters or the form's fields, as text;
-    /// an empty limit means all images). Throws naming the setting and what it must be.
+    /// an empty learning rate or momentum means the optimizer's default, an empty limit all
+    /// images). Throws naming the setting and what it must be.
     #[allow(clippy::too_many_arguments)]
     pub fn configure(
         &self,
         network: &str,
         epochs: &str,
         batch_size: &str,
+        optimizer: &str,
         lr: &str,
         momentum: &str,
+        schedule: &str,
+        label_smoothing: &str,
         seed: &str,
         limit_train: &str,
         limit_test: &str,
@@ -143,15 +157,21 @@ impl Engine {
             .parse::<usize>()
             .map_err(|_| js_error(format!("epochs: `{epochs}` is not a whole number")))?;
         let batch_size = at_least_one(batch_size.trim()).map_err(|e| js_error(format!("batch-size: {e}")))?;
-        let lr = above_zero(lr.trim()).map_err(|e| js_error(format!("lr: {e}")))?;
-        let momentum = non_negative(momentum.trim()).map_err(|e| js_error(format!("momentum: {e}")))?;
+        let settings = OptimizerFlags {
+            lr: optional("lr", lr, above_zero).map_err(js_error)?,
+            momentum: optional("momentum", momentum, non_negative).map_err(js_error)?,
+            ..OptimizerFlags::default()
+        };
+        let optimizer = settings.optimizer(optimizer.trim()).map_err(|e| js_error(format!("optimizer: {e}")))?;
+        let schedule = flags::schedule(schedule.trim()).map_err(|e| js_error(format!("schedule: {e}")))?;
+        let label_smoothing =
+            probability(label_smoothing.trim()).map_err(|e| js_error(format!("label-smoothing: {e}")))?;
         let seed = seed.trim().parse::<u64>().map_err(|_| js_error(format!("seed: `{seed}` is not a whole number")))?;
         let limits = [
-            parse_limit("limit-train", limit_train).map_err(js_error)?,
-            parse_limit("limit-test", limit_test).map_err(js_error)?,
+            optional("limit-train", limit_train, at_least_one).map_err(js_error)?,
+            optional("limit-test", limit_test, at_least_one).map_err(js_error)?,
         ];
-        let optimizer = Optimizer::Sgd(Sgd::new(lr, momentum));
-        let recipe = Recipe { epochs, batch_size, optimizer, seed, ..Recipe::default() };
+        let recipe = Recipe { epochs, batch_size, optimizer, schedule, label_smoothing, seed, ..Recipe::default() };
         self.state.borrow_mut().settings = Some(Settings { network, recipe, limits });
         Ok(())
     }

@@ -3,12 +3,15 @@
 // pad classified with the current weights. For automation (web/test.sh): the URL parameters,
 // `#status` (the latest line printed), `document.body.dataset.state` (idle, training, done,
 // error) and `window.page` (`paint` a 28×28 image into the pad and classify it; the `engine`).
-import init, { Engine } from './web.js';
+import init, { Engine, recipe_defaults } from './web.js';
 
 const FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
-// The native binaries' defaults; an empty limit means every image.
-const DEFAULTS = { network: 'simple_cnn', epochs: '10', 'batch-size': '64', lr: '0.01', momentum: '0.5', seed: '1',
-                   'limit-train': '', 'limit-test': '' };
+// The native binaries' defaults, in Engine.configure's order: the tutorial's recipe, which a
+// network with its own (fast_cnn) overrides in part (recipe_defaults); an empty learning rate or
+// momentum means the optimizer's default, an empty limit every image.
+const DEFAULTS = { network: 'simple_cnn', epochs: '10', 'batch-size': '64', optimizer: 'sgd', lr: '', momentum: '',
+                   schedule: 'constant', 'label-smoothing': '0', seed: '1', 'limit-train': '', 'limit-test': '' };
+const RECIPE = ['epochs', 'batch-size', 'optimizer', 'lr', 'momentum', 'schedule', 'label-smoothing'];
 const NO_WEBGPU = 'This browser does not offer WebGPU (navigator.gpu is missing), which the engine runs on. ' +
   'WebGPU is in Chrome and Edge 113 or later (Windows, macOS, ChromeOS; Android 121 or later), Safari 26, and ' +
   'Firefox 141 or later on Windows; elsewhere it may need a flag (chrome://flags/#enable-unsafe-webgpu), and ' +
@@ -37,13 +40,32 @@ function fail(message) {
 
 function errorText(e) { return e && e.message ? e.message : String(e); }
 
+// The fields' defaults for `network`: DEFAULTS with the network's own recipe over them.
+function defaultsFor(network) {
+  const fields = { ...DEFAULTS };
+  try {
+    for (const [name, value] of recipe_defaults(network)) fields[name] = value;
+  } catch (e) {
+    // An unknown network keeps the tutorial's; the run refuses it by name.
+  }
+  return fields;
+}
+
 function fillSettings() {
-  const network = form.elements.network, asked = params.get('network');
-  // An unknown network stays as given, so the run refuses it by name.
-  if (asked !== null && !Array.from(network.options).some((o) => o.value === asked)) network.add(new Option(asked));
-  for (const [name, value] of Object.entries(DEFAULTS)) {
+  // A value the URL asks for that a list lacks stays as given, so the run refuses it by name.
+  for (const select of form.querySelectorAll('select')) {
+    const asked = params.get(select.name);
+    if (asked !== null && !Array.from(select.options).some((o) => o.value === asked)) select.add(new Option(asked));
+  }
+  const fields = defaultsFor(params.get('network') || DEFAULTS.network);
+  for (const [name, value] of Object.entries(fields)) {
     form.elements[name].value = params.has(name) ? params.get(name) : value;
   }
+  // Another network brings its own recipe into the form.
+  form.elements.network.onchange = () => {
+    const own = defaultsFor(form.elements.network.value);
+    for (const name of RECIPE) form.elements[name].value = own[name];
+  };
   $('data-url').textContent = dataUrl + '/';
 }
 
@@ -255,12 +277,12 @@ async function loadWeights() {
 }
 
 async function main() {
+  await init();
   fillSettings();
   clearPad();
   $('clear').onclick = clearPad;
   window.page = { paint, engine: () => engine };
   if (!navigator.gpu) return fail(NO_WEBGPU);
-  await init();
   try {
     engine = await Engine.open(params.get('limits') === 'adapter');
   } catch (e) {

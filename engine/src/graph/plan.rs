@@ -10,7 +10,7 @@ use crate::context::{AsyncRead, GpuContext, Submission, Tensor};
 use crate::data::GpuSplit;
 use crate::error::{Error, Result};
 use crate::kernel::Dispatch;
-use crate::ops::gather;
+use crate::ops::gather::{self, Augment};
 use crate::ops::optimizer::{OptimizerState, STEP_WORDS};
 use crate::ops::softmax_cross_entropy as sce;
 use crate::ops::{add, avg_pool, batch_norm, concat, conv, dropout, matmul, max_pool, relu};
@@ -52,13 +52,15 @@ pub struct Training<'a> {
     pub optimizer: &'a OptimizerState,
     /// The loss's label smoothing (PyTorch's, 0 for none).
     pub label_smoothing: f32,
-    /// The run's seed, from which dropout draws its masks.
+    /// The run's seed, from which dropout draws its masks and augmentation its transforms.
     pub seed: u64,
+    /// The random affine augmentation of the gathered images ([`Augment::default`]: none).
+    pub augment: Augment,
 }
 
 impl Plan {
-    /// A training step over `split`'s next batch: gather, forward (dropout drawing from the
-    /// seed and the step), loss, backward, and the optimizer's update with the values of the
+    /// A training step over `split`'s next batch: gather (augmented, when asked, from the seed,
+    /// the epoch and the sample), forward (dropout drawing from the seed and the step), loss, backward, and the optimizer's update with the values of the
     /// step's row in the optimizer's step table.
     pub fn training(
         ctx: &GpuContext,
@@ -174,7 +176,24 @@ impl Plan {
         if let Some(s) = split {
             let (x, y) = (t(p.input), t(p.labels));
             let (norm, order, step) = (s.normalization(), s.order(), s.step());
-            out.push(gather::gather_batch(ctx, s.images(), p.batch, p.batch, norm, order, step, &x, &y)?);
+            let augmented = training.filter(|tr| !tr.augment.is_none()).map(|tr| gather::Augmented {
+                augment: tr.augment,
+                seed: tr.seed,
+                steps_per_epoch: s.steps(),
+                steps: &tr.optimizer.steps,
+            });
+            let batch = (&x, &y);
+            out.push(gather::gather_batch(
+                ctx,
+                s.images(),
+                p.batch,
+                p.batch,
+                norm,
+                order,
+                step,
+                batch,
+                augmented.as_ref(),
+            )?);
         }
         let (unused, no_predictions) = (ctx.zeros(1, "no gradient")?, ctx.zeros(1, "no predictions")?);
         for instr in &p.instrs {

@@ -5,6 +5,7 @@
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
+use crate::rng::fold_seed;
 
 crate::gpu_params! {
     /// dropout.wgsl's parameters.
@@ -53,17 +54,13 @@ impl Dropout {
     fn params(&self, len: usize, backward: bool) -> DropoutParams {
         DropoutParams {
             len: len as u32,
-            seed: fold(self.seed),
+            seed: fold_seed(self.seed),
             drop_below: drop_below(self.p),
             scale: (1.0 / (1.0 - self.p as f64)) as f32,
             backward: backward as u32,
             ..Default::default()
         }
     }
-}
-
-fn fold(seed: u64) -> u32 {
-    (seed ^ (seed >> 32)) as u32
 }
 
 fn drop_below(p: f32) -> u32 {
@@ -87,18 +84,12 @@ pub fn dropout(
 
 /// The CPU reference of dropout.wgsl.
 pub mod cpu {
-    use super::{drop_below, fold, Dropout};
-
-    /// PCG's RXS-M-XS output permutation, as the shader computes it.
-    pub fn pcg_hash(v: u32) -> u32 {
-        let state = v.wrapping_mul(747796405).wrapping_add(2891336453);
-        let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
-        (word >> 22) ^ word
-    }
+    use super::{drop_below, Dropout};
+    use crate::rng::{fold_seed, pcg_hash};
 
     /// Whether element `i` is kept at `global_step`.
     pub fn keeps(d: &Dropout, global_step: u32, i: usize) -> bool {
-        pcg_hash(pcg_hash(pcg_hash(fold(d.seed)) ^ global_step) ^ i as u32) >= drop_below(d.p)
+        pcg_hash(pcg_hash(pcg_hash(fold_seed(d.seed)) ^ global_step) ^ i as u32) >= drop_below(d.p)
     }
 
     /// `y = mask · x / (1 − p)` (also the backward pass, from dy to dx).

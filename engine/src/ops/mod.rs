@@ -33,6 +33,7 @@ pub const KERNELS: &[&KernelSpec] = &[
     &conv::COL2IM,
     &dropout::DROPOUT,
     &gather::GATHER_BATCH,
+    &gather::GATHER_AUGMENTED,
     &matmul::MATMUL,
     &matmul::MATMUL_SUBGROUP,
     &max_pool::MAX_POOL_FORWARD,

@@ -90,7 +90,7 @@ fn bench_network(
     let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false)?;
     let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.5));
     let optimizer = OptimizerState::constant(ctx, sgd, graph.trainable_len(), split.steps())?;
-    let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 1 };
+    let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 1, augment: Default::default() };
     let plan = Plan::training(ctx, &graph, &params, &training, &split)?;
     if args.each {
         print_kernel_times(ctx, &plan)?;
