@@ -9,7 +9,8 @@
 //   gather_batch:  x[r, j] = (pixel / 255 - mean[c]) / std[c], c = j / plane   (x: [rows, image_len])
 //                  y[r]    = labels[order[step * stride + r]]
 //   gather_augmented: the same, the pixel taken from the sample's image moved by a random
-//     translation, rotation and scaling (torchvision's RandomAffine, bilinear, zero fill), drawn
+//     translation, rotation and scaling (torchvision's RandomAffine's distribution, bilinear,
+//     a neighbour outside the image 0), drawn
 //     from (seed, epoch, sample), so a resumed run and the CPU reference draw the same:
 //       h = pcg_hash(pcg_hash(pcg_hash(seed ^ AUGMENT_SALT) ^ epoch) ^ sample)
 //       u_k = (pcg_hash(h + k) >> 8) / 2^23 - 1, k = 0..3            (uniform in [-1, 1), exact)
@@ -19,7 +20,7 @@
 //         dx = j - cx - tx;  dy = i - cy - ty
 //         source (sx, sy) = (cx + (cos * dx + sin * dy) / s, cy + (cos * dy - sin * dx) / s)
 //         value = bilinear at (sx, sy) of the image's channel, pixels outside the image 0
-//     epoch: the run's epoch from 0, (steps[step].global_step - step) / steps_per_epoch.
+//     epoch: the run's epoch from 0, (steps[step[0]].global_step - step[0]) / steps_per_epoch.
 //   (softmax_cross_entropy.wgsl advances the step counter when the step's loss is done)
 //
 // Bindings: 0 uniform GatherParams, 1 pixels (read, u32), 2 labels (read, u32), 3 order (read,
@@ -88,7 +89,7 @@ fn signed_unit(h: u32) -> f32 {
     return f32(h >> 8u) / 8388608.0 - 1.0;
 }
 
-// The pixel at whole coordinates (x, y) of the plane starting at byte `base`; 0 outside it.
+// The pixel at whole coordinates (px, py) of the plane starting at byte `base`; 0 outside it.
 fn pixel_or_zero(base: u32, px: f32, py: f32) -> f32 {
     let height = p.plane / p.width;
     if (px < 0.0 || py < 0.0 || px >= f32(p.width) || py >= f32(height)) {

@@ -1115,6 +1115,7 @@ fn check_gather(ctx: &GpuContext, count: usize, shape: [usize; 3], rows: usize, 
 
 /// Random pixels, labels and an order for `count` images of `shape`, uploaded.
 struct GatherData {
+    norm: Vec<gather::Normalization>,
     pixels: Vec<u8>,
     labels: Vec<u32>,
     order: Vec<u32>,
@@ -1130,7 +1131,11 @@ impl GatherData {
         let order: Vec<u32> = (0..count as u32).map(|i| (i * 7 + 3) % count as u32).collect();
         let images = gather::GpuImages::upload(ctx, &pixels, &labels, shape).unwrap();
         let order_t = ctx.upload(&order, "order").unwrap();
-        GatherData { pixels, labels, order, images, order_t }
+        // One channel: MNIST's statistics; three: each its own, so a plane normalized by another
+        // channel's shows.
+        let rgb = [(0.49, 0.25), (0.48, 0.24), (0.45, 0.26)].map(|(mean, std)| gather::Normalization { mean, std });
+        let norm = if shape[0] == 1 { MNIST.to_vec() } else { rgb[..shape[0]].to_vec() };
+        GatherData { norm, pixels, labels, order, images, order_t }
     }
 
     /// The GPU batch at `step` of epoch `epoch` (from 0) of a run seeded `seed`, augmented with
@@ -1153,7 +1158,7 @@ impl GatherData {
         state.set_steps(ctx, &table).unwrap();
         let steps = &state.steps;
         let augmented = augment.map(|augment| gather::Augmented { augment, seed, steps_per_epoch, steps });
-        let norm = gather::Normalization::upload(ctx, &MNIST).unwrap();
+        let norm = gather::Normalization::upload(ctx, &self.norm).unwrap();
         let image_len = self.images.image_len();
         let (x, y) = (dirty(ctx, rows * image_len), dirty(ctx, rows));
         let step_t = ctx.upload(&[step], "step").unwrap();
@@ -1168,7 +1173,8 @@ impl GatherData {
 
     fn cpu(&self, rows: usize, step: u32, run: (u64, u32), augment: &gather::Augment) -> Vec<f32> {
         let indices = &self.order[step as usize * rows..(step as usize + 1) * rows];
-        gather::cpu::gather_augmented(&self.pixels, &self.labels, self.images.shape, indices, &MNIST, augment, run).0
+        let (pixels, labels, shape) = (&self.pixels, &self.labels, self.images.shape);
+        gather::cpu::gather_augmented(pixels, labels, shape, indices, &self.norm, augment, run).0
     }
 }
 
@@ -1178,18 +1184,16 @@ const MNIST: [gather::Normalization; 1] = [gather::Normalization { mean: 0.1307,
 fn augmented_gather_matches_cpu_and_draws_from_seed_epoch_and_sample() {
     let Some(ctx) = gpu() else { return };
     let augment = gather::Augment { shift: 2.0, rotate: 10.0, scale: 0.1 };
-    for shape in [[1, 28, 28], [1, 9, 6]] {
+    for shape in [[1, 28, 28], [1, 9, 6], [3, 5, 7]] {
         let data = GatherData::new(ctx, 40, shape);
         for (step, run) in [(0, (1, 0)), (3, (1, 2)), (1, (7, 5))] {
             let gpu = data.gather(ctx, 8, step, run, Some(augment));
-            // The draws are exact on both sides; sin, cos and division differ by an ulp or two.
-            assert_close(
-                &format!("{shape:?} step {step} run {run:?}"),
-                &gpu,
-                &data.cpu(8, step, run, &augment),
-                1e-4,
-                1e-4,
-            );
+            // The draws are exact on both sides; WGSL lets sin and cos err by 2^-11, which moves a
+            // source point 14 pixels from the centre by 0.007 pixels: on these noise images up to
+            // 2 levels of 255, 0.03 normalized (lavapipe agrees to 1e-4). A wrong formula is off
+            // by whole pixels.
+            let label = format!("{shape:?} step {step} run {run:?}");
+            assert_close(&label, &gpu, &data.cpu(8, step, run, &augment), 1e-4, 3e-2);
             assert_eq!(
                 gpu,
                 data.gather(ctx, 8, step, run, Some(augment)),
@@ -1210,11 +1214,13 @@ fn augmentation_without_ranges_is_the_plain_gather_and_shifts_move_whole_pixels(
     let Some(ctx) = gpu() else { return };
     let data = GatherData::new(ctx, 24, [1, 28, 28]);
     let none = gather::Augment::default();
-    assert_eq!(data.gather(ctx, 8, 1, (1, 0), Some(none)), data.gather(ctx, 8, 1, (1, 0), None));
-    // A shift alone moves each image by whole pixels, filling with zeros: exact on both sides.
+    let plain = data.gather(ctx, 8, 1, (1, 0), None);
+    assert_close("zero ranges", &data.gather(ctx, 8, 1, (1, 0), Some(none)), &plain, 1e-5, 1e-6);
+    // A shift alone moves each image by whole pixels, filling with zeros: exact in the CPU
+    // reference, and the GPU within the plain gather's tolerance.
     let shift = gather::Augment { shift: 3.0, ..none };
     let gpu = data.gather(ctx, 8, 1, (4, 1), Some(shift));
-    assert_eq!(gpu, data.cpu(8, 1, (4, 1), &shift));
+    assert_close("shift", &gpu, &data.cpu(8, 1, (4, 1), &shift), 1e-5, 1e-6);
     let mut moved = 0;
     for (r, &sample) in data.order[8..16].iter().enumerate() {
         let plane = gather::cpu::augment_plane(
@@ -1240,7 +1246,7 @@ fn augmentation_without_ranges_is_the_plain_gather_and_shifts_move_whole_pixels(
         assert_eq!(found.len(), 1, "row {r}: {found:?}");
         moved += (found[0] != (0, 0)) as usize;
         let normalized: Vec<f32> = plane.iter().map(|&v| MNIST[0].apply_value(v)).collect();
-        assert_eq!(&gpu[r * 784..(r + 1) * 784], &normalized[..], "row {r}");
+        assert_close(&format!("row {r}"), &gpu[r * 784..(r + 1) * 784], &normalized, 1e-5, 1e-6);
     }
     assert!(moved >= 6, "only {moved} of 8 images moved");
 }

@@ -30,7 +30,7 @@ const MAX_EPOCHS: u64 = 1 << 31;
 /// train on other batches or take other steps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fingerprint {
-    /// `--seed`: the initialisation and every epoch's shuffle.
+    /// `--seed`: the initialisation, every epoch's shuffle, dropout's masks and augmentation.
     pub seed: u64,
     /// `--batch-size`: samples a step.
     pub batch_size: u64,

@@ -78,7 +78,7 @@ pub struct Args {
     /// RandomAffine with bilinear interpolation and zero fill), or `none`.
     #[arg(long, value_name = "RANGES", default_value = "none", value_parser = augment)]
     pub augment: Augment,
-    /// Seed of the parameter initialisation and the shuffling.
+    /// Seed of the parameter initialisation, the shuffling, dropout and --augment.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Directory of the MNIST IDX files (default: $MNIST_DIR, else ./data/mnist).

@@ -94,7 +94,8 @@ impl Recipe {
     }
 }
 
-/// The optimizer and schedule of [`Recipe::optimizer_text`], without the label smoothing.
+/// The optimizer and schedule of [`Recipe::optimizer_text`], without the label smoothing and the
+/// augmentation.
 pub fn optimizer_schedule_text(optimizer: &Optimizer, schedule: &Schedule, epochs: usize) -> String {
     let optimizer = match optimizer {
         Optimizer::Sgd(s) => {

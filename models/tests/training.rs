@@ -3,10 +3,11 @@
 //! the binaries' flags refuse bad values.
 
 use clap::Parser;
-use engine::data::LabelledImages;
+use engine::data::{GpuSplit, LabelledImages};
+use engine::graph::plan::{Parameters, Plan, Training};
 use engine::graph::Graph;
 use engine::ops::gather::Augment;
-use engine::ops::optimizer::{Adam, Optimizer, Sgd};
+use engine::ops::optimizer::{Adam, Optimizer, OptimizerState, Sgd};
 use engine::ops::softmax_cross_entropy::Metrics;
 use engine::schedule::{OneCycle, Schedule};
 use mnist_loader::DatasetInfo;
@@ -40,7 +41,7 @@ fn simple_cnn_reaches_90_percent_after_one_epoch_on_5000_images() {
 }
 
 /// Augmentation moves the training images (another loss than without it), the same way for
-/// the same seed, in every epoch.
+/// the same seed, in every epoch; evaluation gathers the images as they are.
 #[test]
 fn augmentation_changes_training_alone_and_repeats_with_the_seed() {
     let Some(ctx) = gpu() else { return };
@@ -58,6 +59,14 @@ fn augmentation_changes_training_alone_and_repeats_with_the_seed() {
     for (a, b) in moved.iter().zip(&again) {
         assert_eq!((a.train_loss, a.test_loss), (b.train_loss, b.test_loss), "epoch {}: the same seed", a.epoch);
     }
+    let params = Parameters::upload(ctx, &graph, &graph.init_params(1)).unwrap();
+    let split = GpuSplit::upload(ctx, &train, &[MNIST_NORMALIZATION], 64, false).unwrap();
+    let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.5));
+    let optimizer = OptimizerState::constant(ctx, sgd, graph.trainable_len(), split.steps()).unwrap();
+    let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 1, augment };
+    let gather = |plan: Plan| plan.dispatches[0].kernel.name;
+    assert_eq!(gather(Plan::training(ctx, &graph, &params, &training, &split).unwrap()), "gather_augmented");
+    assert_eq!(gather(Plan::evaluation(ctx, &graph, &params, &split).unwrap()), "gather_batch");
 }
 
 /// Mean loss of each of `steps` training steps of `network`, each on the same real batch.

@@ -44,7 +44,8 @@ function errorText(e) { return e && e.message ? e.message : String(e); }
 function defaultsFor(network) {
   const fields = { ...DEFAULTS };
   try {
-    for (const [name, value] of recipe_defaults(network)) fields[name] = value;
+    // Only the fields the page has (the binaries' other defaults, such as --augment, stay theirs).
+    for (const [name, value] of recipe_defaults(network)) if (name in fields) fields[name] = value;
   } catch (e) {
     // An unknown network keeps the tutorial's; the run refuses it by name.
   }
@@ -277,12 +278,18 @@ async function loadWeights() {
 }
 
 async function main() {
-  await init();
-  fillSettings();
+  let loadError = null;
+  try {
+    await init();
+  } catch (e) {
+    loadError = `the engine's WebAssembly could not be loaded: ${errorText(e)}`;
+  }
+  fillSettings(); // with the tutorial's recipe alone when the WebAssembly is missing
   clearPad();
   $('clear').onclick = clearPad;
   window.page = { paint, engine: () => engine };
   if (!navigator.gpu) return fail(NO_WEBGPU);
+  if (loadError) return fail(loadError);
   try {
     engine = await Engine.open(params.get('limits') === 'adapter');
   } catch (e) {

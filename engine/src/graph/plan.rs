@@ -48,7 +48,8 @@ pub struct Plan {
 
 /// What a training plan adds to the forward pass.
 pub struct Training<'a> {
-    /// The optimizer; its step table also gives dropout the step within the run.
+    /// The optimizer; its step table also gives dropout the step within the run and the
+    /// augmented gather the epoch.
     pub optimizer: &'a OptimizerState,
     /// The loss's label smoothing (PyTorch's, 0 for none).
     pub label_smoothing: f32,
@@ -60,8 +61,9 @@ pub struct Training<'a> {
 
 impl Plan {
     /// A training step over `split`'s next batch: gather (augmented, when asked, from the seed,
-    /// the epoch and the sample), forward (dropout drawing from the seed and the step), loss, backward, and the optimizer's update with the values of the
-    /// step's row in the optimizer's step table.
+    /// the epoch and the sample), forward (dropout drawing from the seed and the step), loss,
+    /// backward, and the optimizer's update with the values of the step's row in the
+    /// optimizer's step table.
     pub fn training(
         ctx: &GpuContext,
         graph: &Graph,

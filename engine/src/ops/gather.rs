@@ -4,6 +4,7 @@
 use crate::context::{grid_1d, GpuContext, Tensor};
 use crate::error::{Error, Result};
 use crate::kernel::{Access::*, Dispatch, KernelSpec};
+use crate::ops::optimizer::STEP_WORDS;
 use crate::rng::fold_seed;
 
 crate::gpu_params! {
@@ -51,9 +52,11 @@ pub const GATHER_AUGMENTED: KernelSpec = KernelSpec::new::<GatherParams>(
     &[(1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, ReadWrite), (7, Read), (8, Read)],
 );
 
-/// The ranges of a random affine augmentation of training images, drawn per image and epoch:
-/// torchvision's `RandomAffine(degrees=rotate, translate=(shift / w, shift / h),
-/// scale=(1 - scale, 1 + scale), interpolation=BILINEAR, fill=0)`. All zero: no augmentation.
+/// The ranges of a random affine augmentation of training images, drawn per image and epoch
+/// from the distribution of torchvision's `RandomAffine(degrees=rotate, translate=(shift / w,
+/// shift / h), scale=(1 - scale, 1 + scale), interpolation=BILINEAR, fill=0)`; at the border a
+/// neighbour outside the image counts as 0 (torchvision's tensor path blends with a sampled mask
+/// instead). All zero: no augmentation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Augment {
     /// The largest translation each way, in pixels (drawn uniform, rounded to whole pixels).
@@ -210,6 +213,7 @@ pub fn gather_batch(
             if a.steps_per_epoch == 0 {
                 return Err(Error::Shape("an augmented gather needs at least one step an epoch".into()));
             }
+            a.steps.check_len("the optimizer's step table", a.steps_per_epoch * STEP_WORDS)?;
             params.steps_per_epoch = a.steps_per_epoch as u32;
             params.seed = fold_seed(a.seed);
             (params.shift, params.rotate, params.scale) =

@@ -29,7 +29,8 @@ crate::gpu_params! {
     }
 }
 
-/// One step's scheduled values, as optimizer.wgsl's `OptimizerStep` (f64 rounded to f32).
+/// One step's scheduled values, as `shaders/prelude/step_table.wgsl`'s `OptimizerStep` (f64
+/// rounded to f32).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct OptimizerStep {
@@ -45,7 +46,8 @@ pub struct OptimizerStep {
     pub bias_correction2_sqrt: f32,
     /// AdamW's `1 - lr · weight_decay`.
     pub decay: f32,
-    /// The step within the run (a whole number, exact to 2^24), which seeds dropout's draws.
+    /// The step within the run (a whole number, exact to 2^24), which seeds dropout's draws and
+    /// gives the augmented gather its epoch.
     pub global_step: f32,
     _pad: f32,
 }
