@@ -1,7 +1,7 @@
 // dropout: inverted dropout in training, with a counter-based random draw per element, so that a
 // run and its resume (and the CPU reference) draw the same masks without storing them:
 //
-//   h = hash(hash(hash(seed) ^ global_step) ^ element)        (PCG's output permutation)
+//   h = counter_hash(seed, global_step, element)   (prelude/hash.wgsl: PCG's output permutation)
 //   keep = h >= drop_below,   drop_below = round(p * 2^32)
 //   forward:  y = keep ? x * scale : 0        scale = 1 / (1 - p), rounded from f64
 //   backward: dx = keep ? dy * scale : 0      (the same draw, recomputed)
@@ -35,6 +35,6 @@ fn dropout(
     }
     let row = max(step[0], p.backward) - p.backward;
     let global_step = u32(steps[row].global_step);
-    let h = pcg_hash(pcg_hash(pcg_hash(p.seed) ^ global_step) ^ idx);
+    let h = counter_hash(p.seed, global_step, idx);
     y[idx] = select(0.0, x[idx] * p.scale, h >= p.drop_below);
 }

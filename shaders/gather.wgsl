@@ -12,7 +12,7 @@
 //     translation, rotation and scaling (torchvision's RandomAffine's distribution, bilinear,
 //     a neighbour outside the image 0), drawn
 //     from (seed, epoch, sample), so a resumed run and the CPU reference draw the same:
-//       h = pcg_hash(pcg_hash(pcg_hash(seed ^ AUGMENT_SALT) ^ epoch) ^ sample)
+//       h = counter_hash(seed ^ AUGMENT_SALT, epoch, sample)   (prelude/hash.wgsl)
 //       u_k = (pcg_hash(h + k) >> 8) / 2^23 - 1, k = 0..3            (uniform in [-1, 1), exact)
 //       tx, ty = round(shift * u_0), round(shift * u_1) (half to even; whole pixels, as torchvision)
 //       angle = rotate * u_2 (radians);  s = 1 + scale * u_3
@@ -135,7 +135,7 @@ fn gather_augmented(
     }
     let e = batch_element(idx);
     let epoch = (u32(steps[step[0]].global_step) - step[0]) / p.steps_per_epoch;
-    let h = pcg_hash(pcg_hash(pcg_hash(p.seed ^ AUGMENT_SALT) ^ epoch) ^ e.sample);
+    let h = counter_hash(p.seed ^ AUGMENT_SALT, epoch, e.sample);
     let channel = e.j / p.plane;
     let base = e.sample * p.image_len + channel * p.plane;
     x[idx] = normalized(augmented_pixel(base, e.j - channel * p.plane, h), channel);

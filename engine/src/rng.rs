@@ -49,6 +49,11 @@ pub fn pcg_hash(v: u32) -> u32 {
     (word >> 22) ^ word
 }
 
+/// The draw of counter (a, b) under `key`, as `shaders/prelude/hash.wgsl` computes it.
+pub fn counter_hash(key: u32, a: u32, b: u32) -> u32 {
+    pcg_hash(pcg_hash(pcg_hash(key) ^ a) ^ b)
+}
+
 /// A run's 64-bit seed folded to the 32 bits the shaders hash.
 pub fn fold_seed(seed: u64) -> u32 {
     (seed ^ (seed >> 32)) as u32

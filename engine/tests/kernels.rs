@@ -1173,8 +1173,7 @@ impl GatherData {
 
     fn cpu(&self, rows: usize, step: u32, run: (u64, u32), augment: &gather::Augment) -> Vec<f32> {
         let indices = &self.order[step as usize * rows..(step as usize + 1) * rows];
-        let (pixels, labels, shape) = (&self.pixels, &self.labels, self.images.shape);
-        gather::cpu::gather_augmented(pixels, labels, shape, indices, &self.norm, augment, run).0
+        gather::cpu::gather_augmented(&self.pixels, self.images.shape, indices, &self.norm, augment, run)
     }
 }
 

@@ -7,3 +7,9 @@ fn pcg_hash(v: u32) -> u32 {
     let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
     return (word >> 22u) ^ word;
 }
+
+// The draw of counter (a, b) under `key`: dropout's (seed, step, element), augmentation's
+// (seed ^ salt, epoch, sample); engine::rng::counter_hash on the CPU.
+fn counter_hash(key: u32, a: u32, b: u32) -> u32 {
+    return pcg_hash(pcg_hash(pcg_hash(key) ^ a) ^ b);
+}

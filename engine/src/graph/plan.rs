@@ -60,8 +60,9 @@ pub struct Training<'a> {
 }
 
 impl Plan {
-    /// A training step over `split`'s next batch: gather (augmented, when asked, from the seed,
-    /// the epoch and the sample), forward (dropout drawing from the seed and the step), loss,
+    /// A training step over `split`'s next batch: gather (augmented, when asked, from the run's
+    /// seed, the epoch and the sample), forward (dropout drawing from the run's seed and the
+    /// step), loss,
     /// backward, and the optimizer's update with the values of the step's row in the
     /// optimizer's step table.
     pub fn training(
@@ -176,26 +177,7 @@ impl Plan {
         let p = &self.program;
         let mut out = Vec::new();
         if let Some(s) = split {
-            let (x, y) = (t(p.input), t(p.labels));
-            let (norm, order, step) = (s.normalization(), s.order(), s.step());
-            let augmented = training.filter(|tr| !tr.augment.is_none()).map(|tr| gather::Augmented {
-                augment: tr.augment,
-                seed: tr.seed,
-                steps_per_epoch: s.steps(),
-                steps: &tr.optimizer.steps,
-            });
-            let batch = (&x, &y);
-            out.push(gather::gather_batch(
-                ctx,
-                s.images(),
-                p.batch,
-                p.batch,
-                norm,
-                order,
-                step,
-                batch,
-                augmented.as_ref(),
-            )?);
+            out.push(gather_next_batch(ctx, s, training, p.batch, (&t(p.input), &t(p.labels)))?);
         }
         let (unused, no_predictions) = (ctx.zeros(1, "no gradient")?, ctx.zeros(1, "no predictions")?);
         for instr in &p.instrs {
@@ -296,9 +278,28 @@ impl Plan {
     }
 }
 
+/// The gather of `split`'s next `batch` images and labels into `(x, y)`, augmented where
+/// `training` asks for it (evaluation never is).
+fn gather_next_batch(
+    ctx: &GpuContext,
+    split: &GpuSplit,
+    training: Option<&Training>,
+    batch: usize,
+    (x, y): (&Tensor, &Tensor),
+) -> Result<Dispatch> {
+    let augmented = training.filter(|tr| !tr.augment.is_none()).map(|tr| gather::Augmented {
+        augment: tr.augment,
+        seed: tr.seed,
+        steps_per_epoch: split.steps(),
+        steps: &tr.optimizer.steps,
+    });
+    let (images, norm, order, step) = (split.images(), split.normalization(), split.order(), split.step());
+    gather::gather_batch(ctx, images, batch, batch, norm, order, step, (x, y), augmented.as_ref())
+}
+
 /// The dispatches of the instructions that depend on the step as well as on the batch: a batch
 /// norm (its training statistics count the step's real rows) and a dropout (its mask is drawn
-/// from the seed and the step within the run).
+/// from the run's seed and the step within the run).
 fn lower_per_step(
     ctx: &GpuContext,
     instr: &Instr,

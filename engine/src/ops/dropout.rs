@@ -85,11 +85,11 @@ pub fn dropout(
 /// The CPU reference of dropout.wgsl.
 pub mod cpu {
     use super::{drop_below, Dropout};
-    use crate::rng::{fold_seed, pcg_hash};
+    use crate::rng::{counter_hash, fold_seed};
 
     /// Whether element `i` is kept at `global_step`.
     pub fn keeps(d: &Dropout, global_step: u32, i: usize) -> bool {
-        pcg_hash(pcg_hash(pcg_hash(fold_seed(d.seed)) ^ global_step) ^ i as u32) >= drop_below(d.p)
+        counter_hash(fold_seed(d.seed), global_step, i as u32) >= drop_below(d.p)
     }
 
     /// `y = mask · x / (1 − p)` (also the backward pass, from dy to dx).

@@ -228,7 +228,7 @@ pub fn gather_batch(
 /// The CPU reference of the gather.
 pub mod cpu {
     use super::{Augment, Normalization};
-    use crate::rng::{fold_seed, pcg_hash};
+    use crate::rng::{counter_hash, fold_seed, pcg_hash};
 
     /// gather.wgsl's AUGMENT_SALT.
     const AUGMENT_SALT: u32 = 0x9e37_79b9;
@@ -254,7 +254,7 @@ pub mod cpu {
 
     /// The hash from which sample `sample`'s transform in epoch `epoch` (from 0) is drawn.
     pub fn augment_hash(seed: u64, epoch: u32, sample: u32) -> u32 {
-        pcg_hash(pcg_hash(pcg_hash(fold_seed(seed) ^ AUGMENT_SALT) ^ epoch) ^ sample)
+        counter_hash(fold_seed(seed) ^ AUGMENT_SALT, epoch, sample)
     }
 
     fn signed_unit(h: u32) -> f32 {
@@ -288,17 +288,16 @@ pub mod cpu {
             .collect()
     }
 
-    /// [`gather_batch`], each image moved by its transform for `epoch` (from 0) of a run seeded
-    /// with `seed`; images of `shape` [channels, h, w].
+    /// [`gather_batch`]'s images (its labels are the same), each moved by its transform for
+    /// `epoch` (from 0) of a run seeded with `seed`; images of `shape` [channels, h, w].
     pub fn gather_augmented(
         pixels: &[u8],
-        labels: &[u32],
         shape: [usize; 3],
         indices: &[u32],
         norm: &[Normalization],
         augment: &Augment,
         (seed, epoch): (u64, u32),
-    ) -> (Vec<f32>, Vec<u32>) {
+    ) -> Vec<f32> {
         let (plane, width) = (shape[1] * shape[2], shape[2]);
         let mut x = Vec::with_capacity(indices.len() * plane * shape[0]);
         for &i in indices {
@@ -308,6 +307,6 @@ pub mod cpu {
                 x.extend(augment_plane(values, width, augment, h).into_iter().map(|v| norm[channel].apply_value(v)));
             }
         }
-        (x, indices.iter().map(|&i| labels[i as usize]).collect())
+        x
     }
 }
