@@ -45,18 +45,32 @@ struct Tile {
 }
 
 // One k step: rows lo (lane i holds row i) and hi (row 8 + i) of A times this lane's entries
-// xa and xb of its two columns of B.
-fn accumulate(t: Tile, lo: f32, hi: f32, xa: f32, xb: f32) -> Tile {
-    let r0 = rows_0_3(lo);
-    let r1 = rows_4_7(lo);
-    let r2 = rows_0_3(hi);
-    let r3 = rows_4_7(hi);
+// xa and xb of its two columns of B, for the first `quads` fours of the tile's rows: a last tile
+// that ends inside the tile (10, 20, 24 or 88 channels) skips the fours past it. `quads` is the
+// same in every lane, so the branches cost no divergence.
+fn accumulate(t: Tile, quads: u32, lo: f32, hi: f32, xa: f32, xb: f32) -> Tile {
     let va = vec4(xa);
     let vb = vec4(xb);
-    return Tile(
-        fma(r0, va, t.ca0), fma(r1, va, t.ca1), fma(r2, va, t.ca2), fma(r3, va, t.ca3),
-        fma(r0, vb, t.cb0), fma(r1, vb, t.cb1), fma(r2, vb, t.cb2), fma(r3, vb, t.cb3),
-    );
+    var n = t;
+    let r0 = rows_0_3(lo);
+    n.ca0 = fma(r0, va, t.ca0);
+    n.cb0 = fma(r0, vb, t.cb0);
+    if (quads > 1u) {
+        let r1 = rows_4_7(lo);
+        n.ca1 = fma(r1, va, t.ca1);
+        n.cb1 = fma(r1, vb, t.cb1);
+    }
+    if (quads > 2u) {
+        let r2 = rows_0_3(hi);
+        n.ca2 = fma(r2, va, t.ca2);
+        n.cb2 = fma(r2, vb, t.cb2);
+    }
+    if (quads > 3u) {
+        let r3 = rows_4_7(hi);
+        n.ca3 = fma(r3, va, t.ca3);
+        n.cb3 = fma(r3, vb, t.cb3);
+    }
+    return n;
 }
 
 // Writes (or adds) rows row0.. of one column of the tile.
@@ -109,14 +123,18 @@ fn matmul_subgroup(
     var t = Tile();
     var sum_lo = 0.0; // rows lane and 8 + lane of A, summed over r and k
     var sum_hi = 0.0;
+    let quads = min(4u, (p.m - row0 + 3u) / 4u); // fours of the tile's rows inside A
     for (var r = 0u; r < p.reduce; r++) {
         var ak = r * p.a_rs;
         if (p.b_view == 0u) {
             var bk = r * p.b_rs;
             for (var k = 0u; k < p.k; k++) {
                 let lo = a[a_lo + ak];
-                let hi = a[a_hi + ak];
-                t = accumulate(t, lo, hi, b[b_a + bk], b[b_b + bk]);
+                var hi = 0.0;
+                if (quads > 2u) {
+                    hi = a[a_hi + ak];
+                }
+                t = accumulate(t, quads, lo, hi, b[b_a + bk], b[b_b + bk]);
                 sum_lo += lo;
                 sum_hi += hi;
                 ak += p.a_ks;
@@ -127,8 +145,11 @@ fn matmul_subgroup(
             var wb = walk_at(batch, r, 0u, ib, jb);
             for (var k = 0u; k < p.k; k++) {
                 let lo = a[a_lo + ak];
-                let hi = a[a_hi + ak];
-                t = accumulate(t, lo, hi, walk_value(wa), walk_value(wb));
+                var hi = 0.0;
+                if (quads > 2u) {
+                    hi = a[a_hi + ak];
+                }
+                t = accumulate(t, quads, lo, hi, walk_value(wa), walk_value(wb));
                 sum_lo += lo;
                 sum_hi += hi;
                 wa = walk_next(wa);

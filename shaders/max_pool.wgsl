@@ -7,12 +7,18 @@
 //   clamps, argmax = NO_PIXEL, so the backward pass gives that window no gradient (ReLU's).
 //   max_pool_backward: dx[n, c, iy, ix] = sum of dy over the windows whose argmax is (iy, ix),
 //   a gather over the windows that contain the pixel, so no atomics are needed.
+//   max_pool_backward_windows: the same dx where the windows tile the input without overlap
+//   (stride == k, no padding): a thread per window writes its k*k pixels, dy where the pixel is
+//   the window's argmax and 0 elsewhere, and the last window of a row or column also zeroes the
+//   pixels past it that no window covers. A thread's divisions then serve k*k pixels instead of
+//   one (on a CPU driver each division of a per-thread value is a division per SIMD lane).
 //
 // max_pool_forward   bindings: 0 uniform PoolParams, 1 x (read), 2 y (read_write), 3 argmax (read_write, u32).
-// max_pool_backward  bindings: 0 uniform PoolParams, 4 dy (read), 5 argmax (read, u32), 6 dx (read_write).
+// max_pool_backward, max_pool_backward_windows
+//                    bindings: 0 uniform PoolParams, 4 dy (read), 5 argmax (read, u32), 6 dx (read_write).
 // PoolParams is declared in prelude/pool_params.wgsl (shared with avg_pool.wgsl).
-// Dispatch: one thread per output element (forward) or input element (backward), workgroups
-// of 256, folded into y past 65535 groups.
+// Dispatch: one thread per output element (forward, backward_windows) or input element
+// (backward), workgroups of 256, folded into y past 65535 groups.
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -102,4 +108,29 @@ fn max_pool_backward(
         }
     }
     dx[idx] = sum;
+}
+
+@compute @workgroup_size(256)
+fn max_pool_backward_windows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = flat_index(wg, groups, lid);
+    if (idx >= p.planes * p.oh * p.ow) {
+        return;
+    }
+    let ox = idx % p.ow;
+    let oy = (idx / p.ow) % p.oh;
+    let base = (idx / (p.ow * p.oh)) * p.h * p.w;
+    let grad = dy[idx];
+    let winner = argmax_in[idx];
+    let y_end = select(oy * p.k + p.k, p.h, oy + 1u == p.oh);
+    let x_end = select(ox * p.k + p.k, p.w, ox + 1u == p.ow);
+    for (var iy = oy * p.k; iy < y_end; iy++) {
+        for (var ix = ox * p.k; ix < x_end; ix++) {
+            let here = iy * p.w + ix;
+            dx[base + here] = select(0.0, grad, here == winner);
+        }
+    }
 }

@@ -4,10 +4,12 @@
 #   bash tests/device-check.sh prepare   here: build the release binaries, strip them, and put
 #                                        them with the MNIST files and the Vulkan loader in
 #                                        .device/ (ignored by git; about 55 MiB of the 64 that travel)
-#   bash tests/device-check.sh run       there: print the adapter, run the bench and
-#                                        `bench --vs-pytorch` (PyTorch with CUDA on the same card,
-#                                        the tutorial's recipe included), and train each network for
-#                                        one epoch with the binaries; the log goes to
+#   bash tests/device-check.sh run       there: print the adapter, run the bench (the adapter's
+#                                        measured FMA and copy peak, every kernel's share of it with
+#                                        --each) and `bench --vs-pytorch` (PyTorch with CUDA on the
+#                                        same card, the tutorial's recipe included), and train resnet,
+#                                        inception and fast_cnn (its one-epoch recipe) for one epoch
+#                                        with the binaries; the log goes to
 #                                        $OUT/device-check.log (or /tmp/device-check.log)
 #
 # The device machine has no network: everything it needs travels in .device/. Call it with
@@ -21,7 +23,7 @@ prepare() {
     set -e
     cargo build --release -p models --bins
     rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/mnist" "$bundle/gl"
-    for b in bench simple_cnn resnet inception; do
+    for b in bench simple_cnn resnet inception fast_cnn; do
         strip -o "$bundle/bin/$b" "target/release/$b"
     done
     cp ../shared/mnist/*.gz "$bundle/mnist/"
@@ -45,11 +47,11 @@ run() {
     {
         date -u
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-        echo "== bench (prints the adapter wgpu chose)"
-        "$bundle/bin/bench"
+        echo "== bench --each (prints the adapter wgpu chose and its peak)"
+        "$bundle/bin/bench" --each
         echo "== bench --vs-pytorch"
         "$bundle/bin/bench" --vs-pytorch --python python3
-        for net in resnet inception; do
+        for net in resnet inception fast_cnn; do
             echo "== $net --epochs 1"
             local start
             start=$(date +%s.%N)

@@ -156,6 +156,25 @@ impl AdapterReport {
     pub fn cpu_lanes_8(&self) -> bool {
         self.device_type == "Cpu" && self.subgroup_sizes == Some((8, 8))
     }
+
+    /// The Mesa release of the driver (major, minor), where the driver says it is Mesa.
+    pub fn mesa_version(&self) -> Option<(u32, u32)> {
+        let version = self.driver.split("Mesa ").nth(1)?;
+        let mut parts = version.split(|c: char| !c.is_ascii_digit());
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    }
+
+    /// One line for the binaries to print on a Mesa CPU driver older than 24, whose loads cost
+    /// about twice as much (measured: docs/performance.md); None elsewhere.
+    pub fn newer_driver_advice(&self) -> Option<String> {
+        let (major, minor) = self.mesa_version().filter(|&(major, _)| major < 24)?;
+        (self.device_type == "Cpu").then(|| {
+            format!(
+                "note: Mesa {major}.{minor}'s software driver runs this engine about half as fast as Mesa 24 or \
+                 newer; on Debian 12 install lavapipe from bookworm-backports (README.md, Prerequisites)"
+            )
+        })
+    }
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -510,6 +529,22 @@ impl GpuContext {
         self.wait()
     }
 
+    /// Each dispatch's time in seconds from timestamp queries where the device has them, else
+    /// the wall-clock time of running it alone (submit and wait included), and which of the two.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn dispatch_seconds(&self, dispatches: &[&Dispatch]) -> Result<(Vec<f64>, &'static str)> {
+        if let Some(times) = self.time_dispatches(dispatches)? {
+            return Ok((times, "GPU time, timestamp queries"));
+        }
+        let mut times = Vec::new();
+        for d in dispatches {
+            let start = std::time::Instant::now();
+            self.run(&[d])?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        Ok((times, "wall clock, each alone with submit and wait"))
+    }
+
     /// The GPU time of each dispatch in seconds, from timestamp queries written around it; None
     /// when the device lacks TIMESTAMP_QUERY (callers then fall back to wall-clock timing).
     #[cfg(not(target_arch = "wasm32"))]
@@ -626,7 +661,14 @@ impl GpuContext {
         if let Some(e) = error {
             return Err(fail(e.to_string()));
         }
-        Ok(Dispatch { kernel, bind_group, workgroups, _uniform: uniform })
+        let mut distinct: Vec<&Tensor> = Vec::new();
+        for t in tensors {
+            if !distinct.iter().any(|d| Arc::ptr_eq(&d.buffer, &t.buffer) && d.offset == t.offset && d.len == t.len) {
+                distinct.push(t);
+            }
+        }
+        let bytes_bound = distinct.iter().map(|t| t.bytes()).sum();
+        Ok(Dispatch { kernel, bind_group, workgroups, bytes_bound, flops: 0, _uniform: uniform })
     }
 }
 

@@ -164,6 +164,11 @@ pub struct Dispatch {
     pub(crate) bind_group: wgpu::BindGroup,
     /// Workgroup counts along x, y and z.
     pub workgroups: [u32; 3],
+    /// Bytes of the distinct storage views bound: the bench's estimate of the memory the
+    /// dispatch moves (each view read or written once).
+    pub bytes_bound: u64,
+    /// Floating-point operations done, where the launcher counts them (the products), else 0.
+    pub flops: u64,
     pub(crate) _uniform: Option<wgpu::Buffer>,
 }
 

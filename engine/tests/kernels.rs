@@ -13,7 +13,8 @@
 use engine::ops::optimizer::{self, Adam, Optimizer, OptimizerState, Sgd};
 use engine::ops::window::{ConvGeometry, PoolGeometry, Window};
 use engine::ops::{
-    add, avg_pool, batch_norm, concat, conv, dropout, gather, matmul, max_pool, relu, softmax_cross_entropy as sce,
+    add, avg_pool, batch_norm, concat, conv, dropout, gather, matmul, max_pool, peak, relu,
+    softmax_cross_entropy as sce,
 };
 use engine::rng::Rng;
 use engine::schedule::Schedule;
@@ -321,21 +322,28 @@ fn implicit_conv_products_equal_im2col_then_matmul() {
     }
 }
 
+/// A random input, weight and bias of a convolution, and the CPU's output (after a ReLU when
+/// `relu`).
+fn conv_case(g: &ConvGeometry, oc: usize, relu: bool, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = rng.uniform_vec(g.input_len(), 1.0);
+    let w = rng.uniform_vec(oc * g.col_rows(), 0.3);
+    let b = rng.uniform_vec(oc, 0.3);
+    let mut y = vec![0.0; g.n * oc * g.oh() * g.ow()];
+    conv::cpu::conv2d_forward(g, oc, &x, &w, &b, &mut y);
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    (x, w, b, y)
+}
+
 #[test]
 fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
     let Some(ctx) = gpu() else { return };
     for (i, (g, oc)) in geometries().into_iter().enumerate() {
         for relu in [false, true] {
             let mut rng = Rng::new(300 + i as u64);
-            let x = rng.uniform_vec(g.input_len(), 1.0);
-            let w = rng.uniform_vec(oc * g.col_rows(), 0.3);
-            let b = rng.uniform_vec(oc, 0.3);
-            let y_len = g.n * oc * g.oh() * g.ow();
-            let mut want = vec![0.0; y_len];
-            conv::cpu::conv2d_forward(&g, oc, &x, &w, &b, &mut want);
-            if relu {
-                want.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
+            let (x, w, b, want) = conv_case(&g, oc, relu, &mut rng);
+            let y_len = want.len();
             let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
             let layer = conv::Conv2d { g, out_channels: oc, x: &xt, weight: &wt, bias: &bt };
             let y = dirty(ctx, y_len);
@@ -377,6 +385,44 @@ fn conv2d_forward_and_backward_match_direct_cpu_convolution() {
             );
         }
     }
+}
+
+/// The direct convolution of a one-channel input against the CPU on every driver, and where
+/// `conv2d_forward` chooses it (lavapipe) bit for bit against the forward product it replaces.
+#[test]
+fn conv_direct_matches_cpu_and_the_product_bit_for_bit() {
+    let Some(ctx) = gpu() else { return };
+    let g = |n, h, w, k, pad| ConvGeometry { n, c: 1, window: Window { h, w, kh: k, kw: k, stride: 1, pad } };
+    let cases = [
+        (g(1, 1, 1, 1, 0), 1),     // a single pixel
+        (g(2, 7, 13, 3, 1), 5),    // a row of 13: one full strip of 8 and one of 5; channels 4 + 1
+        (g(3, 9, 6, 5, 2), 24),    // narrower than a strip, padding on every side: fast_cnn's channels
+        (g(2, 28, 28, 5, 2), 6),   // LeNet-5's conv1
+        (g(64, 28, 28, 5, 0), 10), // simple_cnn's and inception's conv1
+        (g(4, 28, 28, 5, 0), 16),  // resnet's conv1
+    ];
+    for (i, (g, oc)) in cases.into_iter().enumerate() {
+        for relu in [false, true] {
+            let mut rng = Rng::new(700 + i as u64);
+            let (x, w, b, want) = conv_case(&g, oc, relu, &mut rng);
+            let y_len = want.len();
+            let (xt, wt, bt) = (up(ctx, &x), up(ctx, &w), up(ctx, &b));
+            let layer = conv::Conv2d { g, out_channels: oc, x: &xt, weight: &wt, bias: &bt };
+            let y = dirty(ctx, y_len);
+            let direct = run_and_read(ctx, &[conv::conv_direct(ctx, &layer, relu, &y).unwrap()], &y);
+            assert_close(&format!("conv_direct {g:?} relu {relu}"), &direct, &want, 1e-4, sum_tol(g.col_rows()));
+            if conv::direct_applies(ctx, &g) {
+                let ops = matmul::Operands { bias: Some(&bt), ..matmul::Operands::abc(&wt, &xt, &y) };
+                let product = matmul::matmul_fused(ctx, &conv::forward_product(&g, oc, relu), &ops).unwrap();
+                assert_eq!(direct, run_and_read(ctx, &[product], &y), "conv_direct vs the product, {g:?}");
+            }
+        }
+    }
+    let (x, w) = (up(ctx, &[0.0; 2 * 16]), up(ctx, &[0.0; 9]));
+    let two = ConvGeometry { n: 1, c: 2, window: Window { h: 4, w: 4, kh: 3, kw: 3, stride: 1, pad: 0 } };
+    let layer = conv::Conv2d { g: two, out_channels: 1, x: &x, weight: &w, bias: &w };
+    let message = conv::conv_direct(ctx, &layer, false, &x).err().expect("two channels are refused").to_string();
+    assert!(message.contains("one-channel input at stride 1"), "{message}");
 }
 
 #[test]
@@ -563,6 +609,7 @@ fn pools() -> Vec<PoolGeometry> {
         g(1, 2, 2, 2, 2, 0),
         g(3, 7, 5, 2, 2, 0),         // odd sizes drop the last row/column (floor mode)
         g(2, 9, 9, 3, 2, 1),         // overlapping windows with padding
+        g(2, 10, 11, 3, 3, 0),       // 3×3 tiles: a row and two columns past the last window
         g(64 * 10, 24, 24, 2, 2, 0), // simple_cnn pool1
         g(64 * 20, 8, 8, 2, 2, 0),   // simple_cnn pool2
         g(64 * 10, 12, 12, 3, 1, 1), // InceptionA(10) avgpool 3/1/1
@@ -928,7 +975,9 @@ fn batch_norm_matches_cpu_in_training_and_evaluation() {
     let Some(ctx) = gpu() else { return };
     // (shape, samples in the epoch, step): valid rows = min(batch, samples - step·batch).
     for (i, &(shape, samples, step)) in
-        [([4, 3, 5], 4, 0), ([8, 3, 5], 19, 2), ([16, 7, 1], 37, 2), ([64, 24, 144], 64, 0)].iter().enumerate()
+        [([4, 3, 5], 4, 0), ([8, 3, 5], 19, 2), ([16, 7, 1], 37, 2), ([64, 24, 144], 64, 0), ([8, 3, 300], 19, 2)]
+            .iter()
+            .enumerate()
     {
         let [batch, channels, plane] = shape;
         let valid = batch.min(samples - step * batch);
@@ -1263,6 +1312,51 @@ fn augment_ranges_are_checked() {
         let message = bad.check().unwrap_err().to_string();
         assert!(message.contains(words), "{message}");
     }
+}
+
+// ---------------------------------------------------------------- peak (the bench's yardstick)
+
+#[test]
+fn peak_kernels_match_cpu_and_the_measurement_is_positive() {
+    let Some(ctx) = gpu() else { return };
+    let (groups, iterations) = (2u32, 37u32);
+    let out = dirty(ctx, 4 * 64 * groups as usize);
+    let got = run_and_read(ctx, &[peak::fma_peak(ctx, groups, iterations, &out).unwrap()], &out);
+    let want: Vec<f32> = (0..64 * groups).flat_map(|id| peak::cpu::fma_peak(id, iterations)).collect();
+    // fma may be fused or rounded twice on some GPUs: 37 steps of at most one rounding each.
+    assert_close("fma_peak", &got, &want, 1e-5, 1e-4);
+    let len = 1000; // vec4s: not a multiple of the grid, so the grid-stride loop wraps
+    let src: Vec<f32> = (0..4 * len).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let (x, y) = (up(ctx, &src), dirty(ctx, 4 * len));
+    let got = run_and_read(ctx, &[peak::copy_peak(ctx, 3, len, &x, &y).unwrap()], &y);
+    assert_eq!(got, src, "copy_peak copies every vec4");
+    let measured = peak::measure(ctx).unwrap();
+    assert!(measured.gflops.is_finite() && measured.gflops > 0.0, "{measured}");
+    assert!(measured.copy_gbs.is_finite() && measured.copy_gbs > 0.0, "{measured}");
+}
+
+#[test]
+fn the_newer_driver_advice_names_old_mesa_cpu_drivers_only() {
+    let report = |device_type: &str, driver: &str| engine::AdapterReport {
+        name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+        backend: "Vulkan".into(),
+        device_type: device_type.into(),
+        driver: driver.into(),
+        subgroups: true,
+        subgroup_sizes: Some((8, 8)),
+        timestamps: true,
+    };
+    let old = report("Cpu", "llvmpipe Mesa 22.3.6 (LLVM 15.0.6)");
+    assert_eq!(old.mesa_version(), Some((22, 3)));
+    let advice = old.newer_driver_advice().expect("Mesa 22.3 on the CPU gets the advice");
+    assert!(advice.contains("Mesa 22.3") && advice.contains("bookworm-backports"), "{advice}");
+    assert_eq!(report("Cpu", "llvmpipe Mesa 25.0.7-2~bpo12+1 (LLVM 19.1.7)").mesa_version(), Some((25, 0)));
+    assert!(report("Cpu", "llvmpipe Mesa 25.0.7-2~bpo12+1 (LLVM 19.1.7)").newer_driver_advice().is_none());
+    assert!(
+        report("DiscreteGpu", "radv Mesa 22.3.6").newer_driver_advice().is_none(),
+        "only CPU drivers were measured"
+    );
+    assert!(report("DiscreteGpu", "NVIDIA 550.54").mesa_version().is_none());
 }
 
 #[test]

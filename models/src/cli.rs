@@ -257,6 +257,9 @@ pub fn run(network: Network, args: &Args) -> Result<(), Box<dyn std::error::Erro
 
     let ctx = GpuContext::new()?;
     println!("{}: adapter {}", network.name(), ctx.report);
+    if let Some(advice) = ctx.report.newer_driver_advice() {
+        eprintln!("{advice}");
+    }
     let image_len = source.shape().iter().product();
     let sizes = [("train", train_count, image_len), ("test", test_count, image_len)];
     check_device_fits(&ctx, &graph, args.batch_size, &sizes).map_err(with_flags)?;

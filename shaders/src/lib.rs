@@ -30,6 +30,7 @@ pub const ALL: &[(&str, &str)] = &[
     joined!("matmul_subgroup", "matmul_params"),
     joined!("max_pool", "pool_params", "grid"),
     joined!("optimizer", "grid", "step_table"),
+    joined!("peak"),
     joined!("relu", "grid"),
     joined!("softmax_cross_entropy"),
 ];

@@ -23,17 +23,24 @@ pub fn note(line: &str) {
 /// Set to 1 to let GPU tests pass (printing that they were skipped) on a machine with no adapter.
 pub const SKIP_ENV: &str = "ENGINE_SKIP_GPU_TESTS";
 
+/// Set (by `.ci/run`) to a part of the driver string, such as `Mesa 25`, that the context must
+/// have opened: a stage meant for one driver then cannot run on another unnoticed.
+pub const EXPECT_DRIVER_ENV: &str = "ENGINE_EXPECT_DRIVER";
+
 /// The one GPU context the tests of a binary share. With no adapter this fails the test with the
 /// engine's message (which says how to install a driver), unless `ENGINE_SKIP_GPU_TESTS=1`, when
 /// it prints that the test was skipped and returns None.
 pub fn gpu() -> Option<&'static GpuContext> {
     static CONTEXT: OnceLock<Result<GpuContext, String>> = OnceLock::new();
     let ctx = CONTEXT.get_or_init(|| {
-        let ctx = GpuContext::new().map_err(|e| e.to_string());
-        if let Ok(c) = &ctx {
-            note(&format!("GPU tests run on {}", c.report));
+        let ctx = GpuContext::new().map_err(|e| e.to_string())?;
+        note(&format!("GPU tests run on {}", ctx.report));
+        match std::env::var(EXPECT_DRIVER_ENV) {
+            Ok(want) if !ctx.report.driver.contains(&want) => {
+                Err(format!("{EXPECT_DRIVER_ENV}={want}, but the tests opened {}", ctx.report))
+            }
+            _ => Ok(ctx),
         }
-        ctx
     });
     match ctx {
         Ok(c) => Some(c),

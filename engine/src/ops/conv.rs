@@ -6,6 +6,7 @@
 //! Backward: dW = Σ_n dy\[n\] · cols\[n\]ᵀ, likewise implicit, with dbias = Σ dy as the same
 //!           dispatch's row sums;  dx = the transposed convolution of dy, one implicit product
 //!           (stride 1), else dcols\[n\] = Wᵀ · dy\[n\] then dx = col2im(dcols).
+//! A one-channel input at stride 1 on a CPU driver is convolved directly instead (conv_direct).
 //! im2col itself stays as the reference path the tests compare the implicit products with.
 
 use super::add::sum_slices;
@@ -39,6 +40,10 @@ crate::gpu_params! {
         pub oh: u32,
         /// Output width.
         pub ow: u32,
+        /// Output channels (conv_direct; 0 for im2col and col2im).
+        pub oc: u32,
+        /// 1: ReLU after the bias (conv_direct).
+        pub relu: u32,
     }
 }
 
@@ -46,6 +51,11 @@ crate::gpu_params! {
 pub const IM2COL: KernelSpec = KernelSpec::new::<ConvParams>("conv", "im2col", &[(1, Read), (2, ReadWrite)]);
 /// Reads dcols, writes dx; see [`col2im`].
 pub const COL2IM: KernelSpec = KernelSpec::new::<ConvParams>("conv", "col2im", &[(1, Read), (2, ReadWrite)]);
+/// Reads x, writes y, reads the weight and bias; see [`conv_direct`].
+pub const CONV_DIRECT: KernelSpec =
+    KernelSpec::new::<ConvParams>("conv", "conv_direct", &[(1, Read), (2, ReadWrite), (3, Read), (4, Read)]);
+/// Consecutive outputs of a row one conv_direct thread computes (DIRECT_COLS in conv.wgsl).
+const DIRECT_COLS: usize = 8;
 
 impl ConvGeometry {
     /// conv.wgsl's parameters.
@@ -62,6 +72,8 @@ impl ConvGeometry {
             pad: u(self.window.pad),
             oh: u(self.oh()),
             ow: u(self.ow()),
+            oc: 0,
+            relu: 0,
         }
     }
 }
@@ -82,6 +94,38 @@ pub fn col2im(ctx: &GpuContext, g: &ConvGeometry, dcols: &Tensor, dx: &Tensor) -
     dx.check_len("col2im output", g.input_len())?;
     let grid = image_grid(g.n, g.c * g.window.h * g.window.w, "col2im")?;
     ctx.dispatch(&COL2IM, &g.params(), &[dcols, dx], grid)
+}
+
+/// Whether `conv2d_forward` computes this convolution with [`conv_direct`]: a stride-1 convolution
+/// of a one-channel input, on a CPU driver with 8-lane subgroups (lavapipe) of Mesa 24 or newer,
+/// where the implicit product's gathered loads cost most (resnet's conv1: 10.2 ms as a product,
+/// 6.6 ms direct on Mesa 25). On Mesa 22.3, whose every per-lane load is a scalar loop, the direct
+/// convolution ties or loses (28.9 against 32.5 ms), and real GPUs keep the product, whose loads
+/// coalesce (docs/performance.md).
+pub fn direct_applies(ctx: &GpuContext, g: &ConvGeometry) -> bool {
+    let newer_mesa = ctx.report.mesa_version().is_none_or(|(major, _)| major >= 24);
+    g.c == 1 && g.window.stride == 1 && ctx.report.cpu_lanes_8() && newer_mesa
+}
+
+/// y [n, oc, oh, ow] = conv(x) + bias, then ReLU when `relu`, computed directly (conv.wgsl's
+/// conv_direct) for a stride-1 convolution of a one-channel input: bit for bit the forward
+/// product's where fma rounds once.
+pub fn conv_direct(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Result<Dispatch> {
+    let g = &c.g;
+    g.validate()?;
+    if g.c != 1 || g.window.stride != 1 {
+        return Err(Error::Shape(format!("conv_direct takes a one-channel input at stride 1, not {g:?}")));
+    }
+    let taps = g.window.kh * g.window.kw;
+    c.x.check_len("conv_direct input", g.input_len())?;
+    c.weight.check_len("conv_direct weight", c.out_channels * taps)?;
+    c.bias.check_len("conv_direct bias", c.out_channels)?;
+    y.check_len("conv_direct output", g.n * c.out_channels * g.oh() * g.ow())?;
+    let params = ConvParams { oc: c.out_channels as u32, relu: relu as u32, ..g.params() };
+    let grid = image_grid(g.n, g.oh() * g.ow().div_ceil(DIRECT_COLS), "conv_direct")?;
+    let mut d = ctx.dispatch(&CONV_DIRECT, &params, &[c.x, y, c.weight, c.bias], grid)?;
+    d.flops = 2 * (g.n * c.out_channels * g.oh() * g.ow() * taps) as u64;
+    Ok(d)
 }
 
 /// conv.wgsl's grid: one z slice per image, `elements` threads in each in workgroups of 64,
@@ -257,7 +301,7 @@ pub fn input_grad_scratch_len(g: &ConvGeometry) -> usize {
 }
 
 /// y [n, oc, oh, ow] = conv(x) + bias (+ residual, shaped like y), then ReLU when `relu`: one
-/// dispatch.
+/// dispatch, the product or, where [`direct_applies`], [`conv_direct`].
 pub fn conv2d_forward(
     ctx: &GpuContext,
     c: &Conv2d,
@@ -265,6 +309,9 @@ pub fn conv2d_forward(
     residual: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    if residual.is_none() && direct_applies(ctx, &c.g) {
+        return Ok(vec![conv_direct(ctx, c, relu, y)?]);
+    }
     let ops = Operands { bias: Some(c.bias), residual, ..Operands::abc(c.weight, c.x, y) };
     let product = Matmul { residual: residual.is_some(), ..forward_product(&c.g, c.out_channels, relu) };
     Ok(vec![matmul_fused(ctx, &product, &ops)?])

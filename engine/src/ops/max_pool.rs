@@ -39,6 +39,9 @@ pub const MAX_POOL_FORWARD: KernelSpec =
 /// Reads dy and argmax, writes dx; one thread per input pixel.
 pub const MAX_POOL_BACKWARD: KernelSpec =
     KernelSpec::new::<PoolParams>("max_pool", "max_pool_backward", &[(4, Read), (5, Read), (6, ReadWrite)]);
+/// The same where windows do not overlap; one thread per window.
+pub const MAX_POOL_BACKWARD_WINDOWS: KernelSpec =
+    KernelSpec::new::<PoolParams>("max_pool", "max_pool_backward_windows", &[(4, Read), (5, Read), (6, ReadWrite)]);
 
 impl PoolGeometry {
     /// The kernels' parameters; `relu` only for max_pool_forward.
@@ -75,7 +78,9 @@ pub fn max_pool_forward(
     ctx.dispatch(&MAX_POOL_FORWARD, &g.params(relu), &[x, y, argmax], grid_1d(g.output_len()))
 }
 
-/// dx\[pixel\] = Σ dy over the windows whose argmax is that pixel.
+/// dx\[pixel\] = Σ dy over the windows whose argmax is that pixel: a thread per window where the
+/// windows tile the input (stride = kernel, no padding: every pool of the networks), else a thread
+/// per pixel gathering from the windows that hold it.
 pub fn max_pool_backward(
     ctx: &GpuContext,
     g: &PoolGeometry,
@@ -87,7 +92,11 @@ pub fn max_pool_backward(
     dy.check_len("max_pool output gradient", g.output_len())?;
     argmax.check_len("max_pool argmax", g.output_len())?;
     dx.check_len("max_pool input gradient", g.input_len())?;
-    ctx.dispatch(&MAX_POOL_BACKWARD, &g.params(false), &[dy, argmax, dx], grid_1d(g.input_len()))
+    if g.window.stride == g.window.kh && g.window.pad == 0 {
+        ctx.dispatch(&MAX_POOL_BACKWARD_WINDOWS, &g.params(false), &[dy, argmax, dx], grid_1d(g.output_len()))
+    } else {
+        ctx.dispatch(&MAX_POOL_BACKWARD, &g.params(false), &[dy, argmax, dx], grid_1d(g.input_len()))
+    }
 }
 
 /// The CPU reference of max_pool.wgsl.

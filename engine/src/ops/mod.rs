@@ -12,6 +12,7 @@ pub mod gather;
 pub mod matmul;
 pub mod max_pool;
 pub mod optimizer;
+pub mod peak;
 pub mod relu;
 pub mod softmax_cross_entropy;
 pub mod window;
@@ -31,6 +32,7 @@ pub const KERNELS: &[&KernelSpec] = &[
     &concat::COPY_CHANNELS,
     &conv::IM2COL,
     &conv::COL2IM,
+    &conv::CONV_DIRECT,
     &dropout::DROPOUT,
     &gather::GATHER_BATCH,
     &gather::GATHER_AUGMENTED,
@@ -38,8 +40,11 @@ pub const KERNELS: &[&KernelSpec] = &[
     &matmul::MATMUL_SUBGROUP,
     &max_pool::MAX_POOL_FORWARD,
     &max_pool::MAX_POOL_BACKWARD,
+    &max_pool::MAX_POOL_BACKWARD_WINDOWS,
     &optimizer::SGD_STEP,
     &optimizer::ADAM_STEP,
+    &peak::FMA_PEAK,
+    &peak::COPY_PEAK,
     &relu::RELU_FORWARD,
     &relu::RELU_BACKWARD,
     &softmax_cross_entropy::SOFTMAX_CROSS_ENTROPY,

@@ -2,20 +2,25 @@
 //! `cargo run --release -p models --bin bench -- [--batch-size 64] [--steps 20] [--each]
 //! [--vs-pytorch [--python python3]]`.
 //!
-//! Prints the adapter, then one line per network:
-//! `NAME: N dispatches a step, X ms a step, Y images/s, S submits an epoch, activation memory M MiB`,
-//! the steps recorded many to a submission as the training loop records them. `--each` adds the
-//! GPU time of every dispatch and kernel; `--vs-pytorch` then trains each network for one epoch
-//! with tests/reference/pytorch_tutorial.py on as many threads and prints the ratios, and times the
-//! whole `simple_cnn --epochs 1` process beside the tutorial's own PyTorch recipe
-//! (tests/reference/pytorch_recipe.py: torchvision's MNIST through a DataLoader).
+//! Prints the adapter and its measured peak (register-only FMA GFLOP/s, copy GB/s), then one line
+//! per network (the tutorial's three with its SGD, `fast_cnn` with AdamW under OneCycleLR):
+//! `NAME: batch B, N dispatches a step, X ms a step, Y images/s, G GFLOP/s (P% of the FMA peak),
+//! S submits an epoch, activation memory M MiB`, the steps recorded many to a submission as the
+//! training loop records them. `--each` adds the GPU time of every dispatch and kernel of a step
+//! with its GFLOP/s (products) or GB/s (the rest) and its share of the peak; `--vs-pytorch` then
+//! trains each network for one epoch in PyTorch (tests/reference/pytorch_tutorial.py, fast_cnn.py)
+//! on as many threads and prints the ratios, and times the whole `simple_cnn --epochs 1` process
+//! beside the tutorial's own PyTorch recipe (tests/reference/pytorch_recipe.py: torchvision's
+//! MNIST through a DataLoader).
 
 use clap::Parser;
 use engine::data::{GpuSplit, LabelledImages};
 use engine::graph::plan::{Parameters, Plan, Training};
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, Operands, View};
-use engine::ops::optimizer::{Optimizer, OptimizerState, Sgd};
-use engine::{Dispatch, GpuContext};
+use engine::ops::optimizer::{Adam, Optimizer, OptimizerState, Sgd};
+use engine::ops::peak::{self, Peak};
+use engine::schedule::{OneCycle, Schedule};
+use engine::GpuContext;
 use models::train::{steps_per_submit, MNIST_NORMALIZATION};
 use models::Network;
 use std::collections::BTreeMap;
@@ -33,7 +38,8 @@ struct Args {
     /// Steps timed for the images/s figure (after two warm-up steps).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     steps: u32,
-    /// Also print the GPU time of every dispatch and kernel, and compare the matmul kernels.
+    /// Also print the GPU time of every dispatch and kernel with its share of the adapter's peak,
+    /// and compare the matmul kernels.
     #[arg(long)]
     each: bool,
     /// Then train each network for one epoch in PyTorch (tests/reference/pytorch_tutorial.py) on
@@ -49,13 +55,18 @@ struct Args {
     data_dir: Option<PathBuf>,
 }
 
-const NETWORKS: [Network; 3] = [Network::SimpleCnn, Network::Resnet, Network::Inception];
+const NETWORKS: [Network; 4] = [Network::SimpleCnn, Network::Resnet, Network::Inception, Network::FastCnn];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let (batch, steps) = (args.batch_size as usize, args.steps as usize);
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.report);
+    if let Some(advice) = ctx.report.newer_driver_advice() {
+        println!("{advice}");
+    }
+    let peak = peak::measure(&ctx)?;
+    println!("peak: {peak}");
     // Synthetic images, enough for the warm-up and timed steps: timing does not depend on pixel
     // values.
     let count = batch * (steps + 2);
@@ -64,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let images = LabelledImages::new([1, 28, 28], pixels, labels)?;
     let mut ours = Vec::new();
     for network in NETWORKS {
-        ours.push((network, bench_network(&ctx, &args, network, &images, batch, steps)?));
+        ours.push((network, bench_network(&ctx, &args, &peak, network, &images, batch, steps)?));
     }
     if args.each {
         compare_matmul_kernels(&ctx)?;
@@ -80,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn bench_network(
     ctx: &GpuContext,
     args: &Args,
+    peak: &Peak,
     network: Network,
     images: &LabelledImages,
     batch: usize,
@@ -88,12 +100,11 @@ fn bench_network(
     let graph = network.build([1, 28, 28], 10)?;
     let params = Parameters::upload(ctx, &graph, &graph.init_params(1))?;
     let split = GpuSplit::upload(ctx, images, &[MNIST_NORMALIZATION], batch, false)?;
-    let sgd = Optimizer::Sgd(Sgd::new(0.01, 0.5));
-    let optimizer = OptimizerState::constant(ctx, sgd, graph.trainable_len(), split.steps())?;
-    let training = Training { optimizer: &optimizer, label_smoothing: 0.0, seed: 1, augment: Default::default() };
+    let (optimizer, label_smoothing) = recipe(ctx, network, graph.trainable_len(), split.steps())?;
+    let training = Training { optimizer: &optimizer, label_smoothing, seed: 1, augment: Default::default() };
     let plan = Plan::training(ctx, &graph, &params, &training, &split)?;
     if args.each {
-        print_kernel_times(ctx, &plan)?;
+        print_kernel_times(ctx, peak, &plan)?;
         split.restart(ctx);
     }
     // As the training loop does: one step warms up, one alone sizes the submissions.
@@ -108,35 +119,65 @@ fn bench_network(
     ctx.wait()?;
     let seconds = t.elapsed().as_secs_f64();
     let images_per_second = (batch * steps) as f64 / seconds;
+    let gflops = plan.dispatches.iter().map(|d| d.flops as f64).sum::<f64>() * steps as f64 / seconds / 1e9;
     println!(
-        "{}: {} dispatches a step, {:.1} ms a step, {:.0} images/s, {} submits an epoch, activation memory {:.1} MiB",
+        "{}: batch {batch}, {} dispatches a step, {:.1} ms a step, {:.0} images/s, {gflops:.2} GFLOP/s ({:.1}% of the FMA peak), \
+         {} submits an epoch, activation memory {:.1} MiB",
         network.name(),
         plan.dispatches.len(),
         1e3 * seconds / steps as f64,
         images_per_second,
+        100.0 * gflops / peak.gflops,
         60_000usize.div_ceil(batch).div_ceil(per_submit),
         plan.activation_bytes as f64 / (1 << 20) as f64,
     );
     Ok(images_per_second)
 }
 
-/// The GPU time of every dispatch of a step, then of every kernel over the step.
-fn print_kernel_times(ctx: &GpuContext, plan: &Plan) -> engine::Result<()> {
+/// The network's optimizer state for one epoch's steps and its label smoothing: the tutorial's
+/// SGD, or fast_cnn's recipe (AdamW under OneCycleLR, label smoothing 0.1).
+fn recipe(ctx: &GpuContext, network: Network, len: usize, steps: usize) -> engine::Result<(OptimizerState, f32)> {
+    let (optimizer, schedule, smoothing) = match network {
+        Network::FastCnn => (Optimizer::Adam(Adam::adamw(0.005)), Schedule::OneCycle(OneCycle::default()), 0.1),
+        _ => (Optimizer::Sgd(Sgd::new(0.01, 0.5)), Schedule::default(), 0.0),
+    };
+    let state = OptimizerState::new(ctx, optimizer, len, steps)?;
+    state.set_steps(ctx, &optimizer.step_rows(&schedule, 0, steps, steps as u64))?;
+    Ok((state, smoothing))
+}
+
+/// A dispatch's rate against the peak: GFLOP/s and share of the FMA peak for a product, else
+/// GB/s over the views it binds and share of the copy bandwidth.
+fn rate(peak: &Peak, flops: u64, bytes: u64, seconds: f64) -> String {
+    if flops > 0 {
+        let gflops = flops as f64 / seconds / 1e9;
+        format!("{gflops:7.2} GFLOP/s {:5.1}% of FMA peak", 100.0 * gflops / peak.gflops)
+    } else {
+        let gbs = bytes as f64 / seconds / 1e9;
+        format!("{gbs:7.2} GB/s    {:5.1}% of copy peak", 100.0 * gbs / peak.copy_gbs)
+    }
+}
+
+/// The GPU time of every dispatch of a step, then of every kernel over the step, each with its
+/// rate and share of the adapter's peak.
+fn print_kernel_times(ctx: &GpuContext, peak: &Peak, plan: &Plan) -> engine::Result<()> {
     let refs: Vec<_> = plan.dispatches.iter().collect();
     ctx.run(&refs)?; // warm up: pipelines compiled, buffers touched
-    let (times, how) = dispatch_times(ctx, &refs)?;
-    let mut per_kernel: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
-    for (d, t) in refs.iter().zip(&times) {
-        println!("  {} {:?} {:.3} ms", d.kernel.name, d.workgroups, 1e3 * t);
+    let (times, how) = ctx.dispatch_seconds(&refs)?;
+    let mut per_kernel: BTreeMap<&str, (usize, f64, u64, u64)> = BTreeMap::new();
+    for (d, &t) in refs.iter().zip(&times) {
+        let grid = format!("{:?}", d.workgroups);
+        println!("  {:24} {grid:16} {:8.3} ms  {}", d.kernel.name, 1e3 * t, rate(peak, d.flops, d.bytes_bound, t));
         let e = per_kernel.entry(d.kernel.name).or_default();
-        e.0 += 1;
-        e.1 += t;
+        *e = (e.0 + 1, e.1 + t, e.2 + d.flops, e.3 + d.bytes_bound);
     }
     let mut rows: Vec<_> = per_kernel.into_iter().collect();
     rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-    for (name, (n, secs)) in rows {
-        println!("  {name:24} x{n:3}  {:8.2} ms ({how})", 1e3 * secs);
+    for (name, (n, secs, flops, bytes)) in rows {
+        println!("  {name:24} x{n:3}  {:8.2} ms  {}", 1e3 * secs, rate(peak, flops, bytes, secs));
     }
+    let (flops, secs) = (refs.iter().map(|d| d.flops).sum::<u64>(), times.iter().sum::<f64>());
+    println!("  the step: {:.2} ms, {} ({how})", 1e3 * secs, rate(peak, flops, 0, secs));
     Ok(())
 }
 
@@ -195,28 +236,37 @@ fn vs_pytorch(args: &Args, ours: &[(Network, f64)]) -> Result<(), Box<dyn std::e
         .into());
     }
     let dir = mnist_loader::resolve_data_dir(args.data_dir.as_deref());
-    let script = reference_script("pytorch_tutorial.py");
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let nets: Vec<&str> = ours.iter().map(|(n, _)| n.name()).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+    let batch = args.batch_size.to_string();
     println!("PyTorch, one epoch of each network on {threads} threads ({}):", dir.display());
-    let output = Command::new(python)
-        .arg(&script)
-        .arg(&dir)
-        .args(["--epochs", "1", "--batch-size", &args.batch_size.to_string()])
-        .args(["--threads", &threads.to_string(), "--nets", &nets.join(",")])
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    for line in stdout.lines() {
-        println!("  {line}");
-    }
-    if !output.status.success() {
-        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&output.stderr)).into());
-    }
+    let tutorial: Vec<&str> = ours.iter().map(|(n, _)| n.name()).filter(|&n| n != "fast_cnn").collect();
+    let mut lines = run_reference(
+        python,
+        "pytorch_tutorial.py",
+        &[
+            &dir.display().to_string(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            &batch,
+            "--threads",
+            &threads,
+            "--nets",
+            &tutorial.join(","),
+        ],
+    )?;
+    // fast_cnn's own recipe (AdamW, OneCycleLR, label smoothing), its lines named like the others.
+    let fast = run_reference(
+        python,
+        "fast_cnn.py",
+        &[&dir.display().to_string(), "--batch-size", &batch, "--threads", &threads],
+    )?;
+    lines.extend(fast.into_iter().map(|l| format!("fast_cnn: {l}")));
     for (network, images_per_second) in ours {
-        let theirs = stdout
-            .lines()
+        let theirs = lines
+            .iter()
             .filter(|l| l.starts_with(&format!("{}: ", network.name())))
-            .find_map(|l| l.rsplit_once(", ")?.1.strip_suffix(" images/s)")?.parse::<f64>().ok())
+            .find_map(|l| l.rsplit_once(" images/s")?.0.rsplit([' ', '(']).next()?.parse::<f64>().ok())
             .ok_or_else(|| format!("no images/s for {} in the PyTorch output", network.name()))?;
         println!(
             "vs PyTorch, {}: {images_per_second:.0} images/s here, {theirs:.0} in PyTorch, ratio {:.3}",
@@ -227,19 +277,22 @@ fn vs_pytorch(args: &Args, ours: &[(Network, f64)]) -> Result<(), Box<dyn std::e
     Ok(())
 }
 
-/// Each dispatch's GPU time from timestamp queries where the device has them, else the
-/// wall-clock time of running it alone (submit and wait included), and which of the two.
-fn dispatch_times(ctx: &GpuContext, dispatches: &[&Dispatch]) -> engine::Result<(Vec<f64>, &'static str)> {
-    if let Some(times) = ctx.time_dispatches(dispatches)? {
-        return Ok((times, "GPU time, timestamp queries"));
+/// Runs a script of tests/reference with `args`, prints its output indented and returns its lines.
+fn run_reference(
+    python: &std::path::Path,
+    name: &str,
+    args: &[&str],
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let script = reference_script(name);
+    let output = Command::new(python).arg(&script).args(args).output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout.lines() {
+        println!("  {line}");
     }
-    let mut times = Vec::new();
-    for d in dispatches {
-        let start = Instant::now();
-        ctx.run(&[d])?;
-        times.push(start.elapsed().as_secs_f64());
+    if !output.status.success() {
+        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&output.stderr)).into());
     }
-    Ok((times, "wall clock, each alone with submit and wait"))
+    Ok(stdout.lines().map(String::from).collect())
 }
 
 /// Both matmul kernels on products the networks compute at batch 64, where the device runs
@@ -270,7 +323,7 @@ fn compare_matmul_kernels(ctx: &GpuContext) -> Result<(), Box<dyn std::error::Er
         for kernel in [MatmulKernel::Tiled, MatmulKernel::Subgroup] {
             let d = matmul_with(ctx, kernel, &s, &Operands::abc(&a, &b, &c))?;
             ctx.run(&[&d])?;
-            let (times, measured) = dispatch_times(ctx, &[&d, &d, &d])?;
+            let (times, measured) = ctx.dispatch_seconds(&[&d, &d, &d])?;
             best.push(times.into_iter().fold(f64::MAX, f64::min));
             how = measured;
         }
