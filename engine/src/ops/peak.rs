@@ -28,11 +28,8 @@ pub const COPY_PEAK: KernelSpec = KernelSpec::new::<PeakParams>("peak", "copy_pe
 /// fma_peak's multiplier and addend: the chains converge to 1, far from overflow and denormals.
 const SCALE: f32 = 0.999;
 const OFFSET: f32 = 0.001;
-/// Floating-point operations one fma_peak step of one invocation does (8 vec4 FMAs).
-const FLOP_PER_STEP: f64 = 64.0;
-/// Workgroups of fma_peak and copy_peak.
+/// Invocations in a workgroup of fma_peak.
 const FMA_WORKGROUP: usize = 64;
-const COPY_WORKGROUP: usize = 256;
 
 /// `groups` workgroups of 64 invocations, each running `iterations` FMA steps; `dst` holds 4
 /// floats per invocation.
@@ -80,6 +77,8 @@ fn best_time(ctx: &GpuContext, d: &Dispatch, repeats: usize) -> Result<(f64, &'s
 #[cfg(not(target_arch = "wasm32"))]
 pub fn measure(ctx: &GpuContext) -> Result<Peak> {
     const LONG_ENOUGH: f64 = 0.05;
+    const FLOP_PER_STEP: f64 = 64.0; // one fma_peak step of one invocation: 8 vec4 FMAs
+    const COPY_WORKGROUP: usize = 256;
     let max_groups = ctx.max_workgroups_per_dimension().min(65535);
     let (mut groups, mut iterations) = (64u32, 1024u32);
     let dst = ctx.zeros(4 * FMA_WORKGROUP * max_groups as usize, "fma_peak output")?;
