@@ -173,6 +173,12 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// This dispatch, counting the multiply-adds of a product over `dims` (m, n, k, ...) as 2
+    /// floating-point operations each, in u64 (a 32-bit usize could overflow).
+    pub(crate) fn with_multiply_adds(self, dims: &[usize]) -> Dispatch {
+        Dispatch { flops: 2 * dims.iter().map(|&d| d as u64).product::<u64>(), ..self }
+    }
+
     pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.kernel.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);

@@ -74,7 +74,7 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 0.0, allow_negative_numbers = true, value_parser = probability)]
     pub label_smoothing: f32,
     /// Augment every training image with a random affine transform, drawn anew each epoch from
-    /// the seed: `shift=PIXELS,rotate=DEGREES,scale=FRACTION` (each optional; torchvision's
+    /// --seed: `shift=PIXELS,rotate=DEGREES,scale=FRACTION` (each optional; torchvision's
     /// RandomAffine with bilinear interpolation and zero fill), or `none`.
     #[arg(long, value_name = "RANGES", default_value = "none", value_parser = augment)]
     pub augment: Augment,

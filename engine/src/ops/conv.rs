@@ -123,9 +123,8 @@ pub fn conv_direct(ctx: &GpuContext, c: &Conv2d, relu: bool, y: &Tensor) -> Resu
     y.check_len("conv_direct output", g.n * c.out_channels * g.oh() * g.ow())?;
     let params = ConvParams { oc: c.out_channels as u32, relu: relu as u32, ..g.params() };
     let grid = image_grid(g.n, g.oh() * g.ow().div_ceil(DIRECT_COLS), "conv_direct")?;
-    let mut d = ctx.dispatch(&CONV_DIRECT, &params, &[c.x, y, c.weight, c.bias], grid)?;
-    d.flops = 2 * (g.n * c.out_channels * g.oh() * g.ow() * taps) as u64;
-    Ok(d)
+    let d = ctx.dispatch(&CONV_DIRECT, &params, &[c.x, y, c.weight, c.bias], grid)?;
+    Ok(d.with_multiply_adds(&[g.n, c.out_channels, g.oh(), g.ow(), taps]))
 }
 
 /// conv.wgsl's grid: one z slice per image, `elements` threads in each in workgroups of 64,

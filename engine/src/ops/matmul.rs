@@ -447,14 +447,8 @@ pub fn matmul_with(ctx: &GpuContext, kernel: MatmulKernel, s: &Matmul, ops: &Ope
     let groups = [tiles.min(65535) as u32, s.m.div_ceil(tile_rows) as u32, (s.batch * folds) as u32];
     // Unused bindings get A (read-only) and C (read-write) again: a buffer may back several
     // bindings of one access.
-    let mut d = ctx.dispatch(
-        spec,
-        &params,
-        &[a, b, c, bias.unwrap_or(a), sums.unwrap_or(ctx.placeholder()), residual.unwrap_or(a)],
-        groups,
-    )?;
-    d.flops = 2 * (s.m * s.n * s.k * s.reduce * s.batch) as u64;
-    Ok(d)
+    let operands = [a, b, c, bias.unwrap_or(a), sums.unwrap_or(ctx.placeholder()), residual.unwrap_or(a)];
+    Ok(ctx.dispatch(spec, &params, &operands, groups)?.with_multiply_adds(&[s.m, s.n, s.k, s.reduce, s.batch]))
 }
 
 /// The CPU reference of matmul.wgsl.

@@ -268,12 +268,23 @@ impl OptimizerState {
         Ok(OptimizerState { optimizer, moments, steps })
     }
 
-    /// [`new`](Self::new), with the table filled for the first `steps` steps of a run at a
-    /// constant learning rate (for benchmarks and tests that run one epoch's steps).
-    pub fn constant(ctx: &GpuContext, optimizer: Optimizer, len: usize, steps: usize) -> Result<OptimizerState> {
+    /// [`new`](Self::new), with the table filled for a run of `steps` steps under `schedule`
+    /// (for benchmarks and tests that run one epoch's steps).
+    pub fn scheduled(
+        ctx: &GpuContext,
+        optimizer: Optimizer,
+        schedule: &Schedule,
+        len: usize,
+        steps: usize,
+    ) -> Result<OptimizerState> {
         let state = OptimizerState::new(ctx, optimizer, len, steps)?;
-        state.set_steps(ctx, &optimizer.step_rows(&Schedule::default(), 0, steps, steps as u64))?;
+        state.set_steps(ctx, &optimizer.step_rows(schedule, 0, steps, steps as u64))?;
         Ok(state)
+    }
+
+    /// [`scheduled`](Self::scheduled) at a constant learning rate.
+    pub fn constant(ctx: &GpuContext, optimizer: Optimizer, len: usize, steps: usize) -> Result<OptimizerState> {
+        OptimizerState::scheduled(ctx, optimizer, &Schedule::default(), len, steps)
     }
 
     /// Writes an epoch's step table (at most as many rows as [`new`](Self::new) made room for).

@@ -17,10 +17,10 @@ use clap::Parser;
 use engine::data::{GpuSplit, LabelledImages};
 use engine::graph::plan::{Parameters, Plan, Training};
 use engine::ops::matmul::{matmul_with, Matmul, MatmulKernel, Operands, View};
-use engine::ops::optimizer::{Adam, Optimizer, OptimizerState, Sgd};
+use engine::ops::optimizer::OptimizerState;
 use engine::ops::peak::{self, Peak};
-use engine::schedule::{OneCycle, Schedule};
 use engine::GpuContext;
+use models::cli::Args as TrainingArgs;
 use models::train::{steps_per_submit, MNIST_NORMALIZATION};
 use models::Network;
 use std::collections::BTreeMap;
@@ -134,16 +134,18 @@ fn bench_network(
     Ok(images_per_second)
 }
 
-/// The network's optimizer state for one epoch's steps and its label smoothing: the tutorial's
-/// SGD, or fast_cnn's recipe (AdamW under OneCycleLR, label smoothing 0.1).
-fn recipe(ctx: &GpuContext, network: Network, len: usize, steps: usize) -> engine::Result<(OptimizerState, f32)> {
-    let (optimizer, schedule, smoothing) = match network {
-        Network::FastCnn => (Optimizer::Adam(Adam::adamw(0.005)), Schedule::OneCycle(OneCycle::default()), 0.1),
-        _ => (Optimizer::Sgd(Sgd::new(0.01, 0.5)), Schedule::default(), 0.0),
-    };
-    let state = OptimizerState::new(ctx, optimizer, len, steps)?;
-    state.set_steps(ctx, &optimizer.step_rows(&schedule, 0, steps, steps as u64))?;
-    Ok((state, smoothing))
+/// The network's optimizer state for one epoch's steps and its label smoothing, from its
+/// binary's defaults: the tutorial's SGD, or fast_cnn's recipe (AdamW under OneCycleLR, label
+/// smoothing 0.1).
+fn recipe(
+    ctx: &GpuContext,
+    network: Network,
+    len: usize,
+    steps: usize,
+) -> Result<(OptimizerState, f32), Box<dyn std::error::Error>> {
+    let defaults = TrainingArgs::try_parse_for(network, [network.name()])?;
+    let state = OptimizerState::scheduled(ctx, defaults.optimizer()?, &defaults.schedule()?, len, steps)?;
+    Ok((state, defaults.label_smoothing))
 }
 
 /// A dispatch's rate against the peak: GFLOP/s and share of the FMA peak for a product, else
@@ -239,7 +241,7 @@ fn vs_pytorch(args: &Args, ours: &[(Network, f64)]) -> Result<(), Box<dyn std::e
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
     let batch = args.batch_size.to_string();
     println!("PyTorch, one epoch of each network on {threads} threads ({}):", dir.display());
-    let tutorial: Vec<&str> = ours.iter().map(|(n, _)| n.name()).filter(|&n| n != "fast_cnn").collect();
+    let tutorial: Vec<&str> = ours.iter().filter(|(n, _)| *n != Network::FastCnn).map(|(n, _)| n.name()).collect();
     let mut lines = run_reference(
         python,
         "pytorch_tutorial.py",
