@@ -102,7 +102,7 @@ fn matmul(
                         if (p.b_view == 0u) {
                             v[j] = b[b_cols[j] + at];
                         } else {
-                            v[j] = walk_value(walk_at(batch, r, gk, b_ji[j], b_jo[j]));
+                            v[j] = column_value(column_origin(batch, r, b_ji[j], b_jo[j]), tap_at(gk));
                         }
                     }
                 }

@@ -141,19 +141,19 @@ fn matmul_subgroup(
                 bk += p.b_ks;
             }
         } else {
-            var wa = walk_at(batch, r, 0u, ia, ja);
-            var wb = walk_at(batch, r, 0u, ib, jb);
+            let oa = column_origin(batch, r, ia, ja);
+            let ob = column_origin(batch, r, ib, jb);
+            var tap = tap_at(0u);
             for (var k = 0u; k < p.k; k++) {
                 let lo = a[a_lo + ak];
                 var hi = 0.0;
                 if (quads > 2u) {
                     hi = a[a_hi + ak];
                 }
-                t = accumulate(t, quads, lo, hi, walk_value(wa), walk_value(wb));
+                t = accumulate(t, quads, lo, hi, column_value(oa, tap), column_value(ob, tap));
                 sum_lo += lo;
                 sum_hi += hi;
-                wa = walk_next(wa);
-                wb = walk_next(wb);
+                tap = tap_next(tap);
                 ak += p.a_ks;
             }
         }

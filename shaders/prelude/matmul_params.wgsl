@@ -33,72 +33,120 @@ struct MatmulParams {
 // With b_view 3 (input gradient of a stride-1 convolution), the B binding is dy [images, reduce
 // output channels, oh, ow] and B[r](k, j) = dy[jo, r, iy + pad - ky, ix + pad - kx] (0 outside),
 // tap k = (ky, kx), pixel ji = (iy, ix): the transposed convolution, so dx = Σ_r W[r]ᵀ-taps · B[r]
-// needs neither a column buffer nor col2im. (Its walk keeps the pixel in oy, ox.)
-// A ColWalk is one entry of that matrix, stepped down B's k by walk_next with no division.
-struct ColWalk {
-    base: u32, ci: u32, ky: u32, kx: u32, oy: u32, ox: u32,
+// needs neither a column buffer nor col2im.
+// An entry's address splits in two: B(k, j) = x[origin.base + tap.offset] when the pixel
+// (origin.y + tap.y, origin.x + tap.x) lies inside the plane (h × w; b_view 3: oh × ow), else 0.
+// The column's origin holds what depends on j (its image and output position, or its im2col row),
+// the tap what depends on k only, the same in every lane and every column of a tile; tap_next
+// steps it down B's k with no division, so a lane walking several columns updates one tap.
+struct ColumnOrigin {
+    base: i32, y: i32, x: i32,
 }
 
-fn walk_start(image: u32, row: u32, pos: u32) -> ColWalk {
-    let window = p.kh * p.kw;
-    let ci = row / window;
-    let tap = row - ci * window;
-    let ky = tap / p.kw;
-    let oy = pos / p.ow;
-    return ColWalk(image * p.c * p.h * p.w, ci, ky, tap - ky * p.kw, oy, pos - oy * p.ow);
+struct Tap {
+    offset: i32, y: i32, x: i32,
 }
 
-// The entry B(k, j) of batch `batch`, reduce slice `r`, column j = jo * n_inner + ji.
-fn walk_at(batch: u32, r: u32, k: u32, ji: u32, jo: u32) -> ColWalk {
+// The origin of column j = jo * n_inner + ji of batch `batch`, reduce slice `r`.
+fn column_origin(batch: u32, r: u32, ji: u32, jo: u32) -> ColumnOrigin {
+    let pad = i32(p.pad);
     if (p.b_view == 1u) {
-        return walk_start(jo, k, ji);
+        // Output position ji = (oy, ox) of image jo.
+        let oy = ji / p.ow;
+        let y = i32(oy * p.stride) - pad;
+        let x = i32((ji - oy * p.ow) * p.stride) - pad;
+        return ColumnOrigin(i32(jo * p.c * p.h * p.w) + y * i32(p.w) + x, y, x);
     }
-    if (p.b_view == 3u) {
-        let ky = k / p.kw;
-        let iy = ji / p.w;
-        return ColWalk((jo * p.reduce + r) * p.oh * p.ow, 0u, ky, k - ky * p.kw, iy, ji - iy * p.w);
+    if (p.b_view == 2u) {
+        // im2col row ji = (ci, ky, kx) of image batch * reduce + r.
+        let window = p.kh * p.kw;
+        let ci = ji / window;
+        let tap = ji - ci * window;
+        let ky = tap / p.kw;
+        let y = i32(ky) - pad;
+        let x = i32(tap - ky * p.kw) - pad;
+        let plane = ((batch * p.reduce + r) * p.c + ci) * p.h * p.w;
+        return ColumnOrigin(i32(plane) + y * i32(p.w) + x, y, x);
     }
-    return walk_start(batch * p.reduce + r, ji, k);
+    // b_view 3: pixel ji = (iy, ix) of dy's plane (image jo, output channel r).
+    let iy = ji / p.w;
+    let y = i32(iy) + pad;
+    let x = i32(ji - iy * p.w) + pad;
+    return ColumnOrigin(i32((jo * p.reduce + r) * p.oh * p.ow) + y * i32(p.ow) + x, y, x);
 }
 
-fn walk_value(e: ColWalk) -> f32 {
-    if (p.b_view == 3u) {
-        let y = i32(e.oy + p.pad) - i32(e.ky);
-        let x = i32(e.ox + p.pad) - i32(e.kx);
-        if (y < 0 || y >= i32(p.oh) || x < 0 || x >= i32(p.ow)) {
-            return 0.0;
-        }
-        return b[e.base + u32(y) * p.ow + u32(x)];
+// The tap of row k of B.
+fn tap_at(k: u32) -> Tap {
+    if (p.b_view == 1u) {
+        // k = (ci, ky, kx)
+        let window = p.kh * p.kw;
+        let ci = k / window;
+        let tap = k - ci * window;
+        let ky = tap / p.kw;
+        let kx = tap - ky * p.kw;
+        return Tap(i32(ci * p.h * p.w + ky * p.w + kx), i32(ky), i32(kx));
     }
-    let iy = i32(e.oy * p.stride + e.ky) - i32(p.pad);
-    let ix = i32(e.ox * p.stride + e.kx) - i32(p.pad);
-    if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
-        return 0.0;
+    if (p.b_view == 2u) {
+        // k = output position (oy, ox)
+        let oy = k / p.ow;
+        let y = oy * p.stride;
+        let x = (k - oy * p.ow) * p.stride;
+        return Tap(i32(y * p.w + x), i32(y), i32(x));
     }
-    return b[e.base + (e.ci * p.h + u32(iy)) * p.w + u32(ix)];
+    // b_view 3: k = (ky, kx), read at dy's pixel (iy + pad - ky, ix + pad - kx)
+    let ky = k / p.kw;
+    let kx = k - ky * p.kw;
+    return Tap(-i32(ky * p.ow + kx), -i32(ky), -i32(kx));
 }
 
-// The entry one k further down the same column.
-fn walk_next(e: ColWalk) -> ColWalk {
-    var n = e;
-    if (p.b_view != 2u) {
-        n.kx += 1u;
-        if (n.kx == p.kw) {
-            n.kx = 0u;
-            n.ky += 1u;
-            if (n.ky == p.kh) {
-                n.ky = 0u;
-                n.ci += 1u;
+// The tap of row k + 1, from that of row k.
+fn tap_next(t: Tap) -> Tap {
+    var n = t;
+    if (p.b_view == 1u) {
+        n.x += 1;
+        n.offset += 1;
+        if (n.x == i32(p.kw)) {
+            n.x = 0;
+            n.y += 1;
+            n.offset += i32(p.w - p.kw);
+            if (n.y == i32(p.kh)) {
+                n.y = 0;
+                n.offset += i32((p.h - p.kh) * p.w);
             }
         }
+    } else if (p.b_view == 2u) {
+        let s = i32(p.stride);
+        n.x += s;
+        n.offset += s;
+        if (n.x == i32(p.ow) * s) {
+            n.x = 0;
+            n.y += s;
+            n.offset += s * i32(p.w) - i32(p.ow) * s;
+        }
     } else {
-        n.ox += 1u;
-        if (n.ox == p.ow) {
-            n.ox = 0u;
-            n.oy += 1u;
+        n.x -= 1;
+        n.offset -= 1;
+        if (n.x == -i32(p.kw)) {
+            n.x = 0;
+            n.y -= 1;
+            n.offset += i32(p.kw) - i32(p.ow);
         }
     }
     return n;
+}
+
+// B(k, j) for the column's origin and row k's tap.
+fn column_value(o: ColumnOrigin, t: Tap) -> f32 {
+    var rows = p.h;
+    var cols = p.w;
+    if (p.b_view == 3u) {
+        rows = p.oh;
+        cols = p.ow;
+    }
+    if (u32(o.y + t.y) >= rows || u32(o.x + t.x) >= cols) {
+        return 0.0; // padding (negative coordinates wrap to large unsigned ones)
+    }
+    return b[u32(o.base + t.offset)];
 }
 
 // The epilogue of C(m, j), at c[idx]: + bias[m] (bias_along 1: a convolution's channels are C's
