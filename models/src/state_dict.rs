@@ -235,5 +235,22 @@ pub fn serialize(tensors: &[Named], metadata: BTreeMap<String, String>) -> Resul
         let view = safetensors::tensor::TensorView::new(dtype, t.shape.clone(), b).expect("shape matches values");
         (t.name.clone(), view)
     });
-    safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| e.to_string())
+    let file = safetensors::serialize(views, Some(metadata.into_iter().collect())).map_err(|e| e.to_string())?;
+    sorted_header(file)
+}
+
+/// The file with its JSON header's keys in sorted order. safetensors writes the metadata from a
+/// HashMap, whose order changes from run to run; sorted, the same weights and metadata are the
+/// same bytes. The header keeps its length (the same keys and values), so nothing moves.
+fn sorted_header(mut file: Vec<u8>) -> Result<Vec<u8>, String> {
+    let len = u64::from_le_bytes(file[..8].try_into().expect("safetensors writes 8 bytes of length")) as usize;
+    let header = &file[8..8 + len];
+    let json: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let sorted = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
+    // safetensors pads its compact JSON with spaces to a multiple of 8 bytes.
+    if sorted.len() != header.trim_ascii_end().len() {
+        return Err("the sorted safetensors header changed length".into());
+    }
+    file[8..8 + sorted.len()].copy_from_slice(&sorted);
+    Ok(file)
 }

@@ -2,12 +2,14 @@
 //! (and `--init-from` takes it); a missing, extra, misshapen or non-f32 tensor is refused by
 //! name; damaged files (header length past the file, offsets out of range or overlapping, a
 //! huge declared shape, a truncated file, a file far larger than any of these networks) are
-//! refused with a clear message before anything large is allocated.
+//! refused with a clear message before anything large is allocated. The same weights and metadata
+//! serialize to the same bytes.
 
 use models::state_dict::{self, TensorFile, MAX_FILE_BYTES};
 use models::Network;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
@@ -68,6 +70,25 @@ fn a_pytorch_state_dict_loads_under_the_tutorials_names() {
     let served = TensorFile::from_bytes(Path::new("model.safetensors"), served).unwrap();
     assert_eq!((served.params(&graph, "").unwrap(), served.metadata()["network"].as_str()), (packed, "simple_cnn"));
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn the_same_weights_and_metadata_are_the_same_bytes() {
+    let graph = Network::Inception.build([1, 28, 28], 10).unwrap();
+    let mut packed = vec![0.0; graph.param_buffer_len()];
+    for p in graph.params() {
+        packed[p.offset..p.offset + p.len()].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
+    }
+    let metadata: BTreeMap<String, String> = (0..12).map(|i| (format!("key{i}"), format!("value {i}"))).collect();
+    let file = || state_dict::serialize(&state_dict::named(&graph, &packed, ""), metadata.clone()).unwrap();
+    let first = file();
+    // Each serialization builds a new HashMap with its own random order, before sorting.
+    for _ in 0..4 {
+        assert!(file() == first, "serializing the same model twice gave different bytes");
+    }
+    let read = TensorFile::from_bytes(Path::new("model.safetensors"), first).unwrap();
+    assert_eq!(read.params(&graph, "").unwrap(), packed);
+    assert_eq!(read.metadata(), metadata);
 }
 
 #[test]
