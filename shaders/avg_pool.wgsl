@@ -23,16 +23,14 @@ fn avg_pool_forward(
     if (idx >= p.planes * p.oh * p.ow) {
         return;
     }
-    let ox = idx % p.ow;
-    let oy = (idx / p.ow) % p.oh;
-    let base = (idx / (p.ow * p.oh)) * p.h * p.w;
+    let pos = output_pixel(idx);
     var sum = 0.0;
     for (var ky = 0u; ky < p.k; ky++) {
-        let iy = i32(oy * p.stride + ky) - i32(p.pad);
+        let iy = i32(pos.oy * p.stride + ky) - i32(p.pad);
         for (var kx = 0u; kx < p.k; kx++) {
-            let ix = i32(ox * p.stride + kx) - i32(p.pad);
+            let ix = i32(pos.ox * p.stride + kx) - i32(p.pad);
             if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                sum += src[base + u32(iy) * p.w + u32(ix)];
+                sum += src[pos.base + u32(iy) * p.w + u32(ix)];
             }
         }
     }

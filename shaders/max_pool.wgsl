@@ -40,23 +40,20 @@ fn max_pool_forward(
     if (idx >= p.planes * p.oh * p.ow) {
         return;
     }
-    let ox = idx % p.ow;
-    let oy = (idx / p.ow) % p.oh;
-    let plane = idx / (p.ow * p.oh);
-    let base = plane * p.h * p.w;
+    let pos = output_pixel(idx);
     // The lowest finite f32, written as bits: Tint refuses the decimal literal -3.4028235e38.
     var best = bitcast<f32>(0xff7fffffu);
     var best_at = 0u;
     var found = false;
     for (var ky = 0u; ky < p.k; ky++) {
-        let iy = i32(oy * p.stride + ky) - i32(p.pad);
+        let iy = i32(pos.oy * p.stride + ky) - i32(p.pad);
         for (var kx = 0u; kx < p.k; kx++) {
-            let ix = i32(ox * p.stride + kx) - i32(p.pad);
+            let ix = i32(pos.ox * p.stride + kx) - i32(p.pad);
             if (iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
                 continue;
             }
             let at = u32(iy) * p.w + u32(ix);
-            let v = x[base + at];
+            let v = x[pos.base + at];
             // A NaN wins, as in PyTorch, so a diverging network is noticed; a bit test, since
             // `v != v` may be folded away by compilers that assume finite math.
             let nan = (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
@@ -120,17 +117,15 @@ fn max_pool_backward_windows(
     if (idx >= p.planes * p.oh * p.ow) {
         return;
     }
-    let ox = idx % p.ow;
-    let oy = (idx / p.ow) % p.oh;
-    let base = (idx / (p.ow * p.oh)) * p.h * p.w;
+    let pos = output_pixel(idx);
     let grad = dy[idx];
     let winner = argmax_in[idx];
-    let y_end = select(oy * p.k + p.k, p.h, oy + 1u == p.oh);
-    let x_end = select(ox * p.k + p.k, p.w, ox + 1u == p.ow);
-    for (var iy = oy * p.k; iy < y_end; iy++) {
-        for (var ix = ox * p.k; ix < x_end; ix++) {
+    let y_end = select(pos.oy * p.k + p.k, p.h, pos.oy + 1u == p.oh);
+    let x_end = select(pos.ox * p.k + p.k, p.w, pos.ox + 1u == p.ow);
+    for (var iy = pos.oy * p.k; iy < y_end; iy++) {
+        for (var ix = pos.ox * p.k; ix < x_end; ix++) {
             let here = iy * p.w + ix;
-            dx[base + here] = select(0.0, grad, here == winner);
+            dx[pos.base + here] = select(0.0, grad, here == winner);
         }
     }
 }

@@ -7,3 +7,12 @@ struct PoolParams {
     stride: u32, pad: u32, oh: u32, ow: u32,
     relu: u32,
 }
+
+// Output element idx of [planes, oh, ow]: its column and row, and where its input plane starts.
+struct OutputPixel {
+    ox: u32, oy: u32, base: u32,
+}
+
+fn output_pixel(idx: u32) -> OutputPixel {
+    return OutputPixel(idx % p.ow, (idx / p.ow) % p.oh, (idx / (p.ow * p.oh)) * p.h * p.w);
+}
